@@ -1,0 +1,147 @@
+"""Every tfflow bijector, with parameters and inputs for the shared checks.
+
+One line per entry: `name: factory(dtype) -> (bijector, x)` where `x` is a
+batch in the forward (latent) domain. Adding a bijector here runs it through
+every test in test_bijectors.py.
+"""
+
+import numpy as np
+import tensorflow as tf
+from tensorflow_probability import bijectors as tfb
+
+from tfflow import bijectors as fb
+
+BATCH = 3
+IMAGE = (4, 4, 4)
+VECTOR = (5,)
+
+
+def _rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def _normal(shape, dtype, seed=0, scale=1.0):
+    return tf.constant(_rng(seed).normal(size=shape) * scale, dtype)
+
+
+def _channels_net(out_channels, dtype, seed=1):
+    """A fixed non-linear 'network' from C_in channels to out_channels (any rank)."""
+    cache = {}
+
+    def net(x):
+        c_in = x.shape[-1]
+        if c_in not in cache:
+            cache[c_in] = _normal([c_in, out_channels], dtype, seed, scale=0.7)
+        flat = tf.reshape(x, [-1, c_in])
+        out = tf.tanh(tf.matmul(flat, cache[c_in])) + 0.3 * tf.sin(flat[:, :1] * 2.)
+        return tf.reshape(out, tf.concat([tf.shape(x)[:-1], [out_channels]], 0))
+    return net
+
+
+def _spatial_net(out_channels, dtype, seed=2):
+    """A conditioner that mixes neighbouring pixels (a fixed 3x3 conv), for checkerboards."""
+    kernel = {}
+
+    def net(x):
+        c_in = x.shape[-1]
+        if c_in not in kernel:
+            kernel[c_in] = _normal([3, 3, c_in, out_channels], dtype, seed, scale=0.3)
+        flat = tf.reshape(x, tf.concat([[-1], tf.shape(x)[-3:]], 0))
+        out = tf.tanh(tf.nn.conv2d(flat, kernel[c_in], 1, "SAME"))
+        return tf.reshape(out, tf.concat([tf.shape(x)[:-1], [out_channels]], 0))
+    return net
+
+
+def actnorm(dtype, event=IMAGE):
+    c = event[-1]
+    return (fb.ActNorm(_normal([c], dtype, 3), _normal([c], dtype, 4, 0.5),
+                       event_ndims=len(event)),
+            _normal((BATCH,) + event, dtype))
+
+
+def batch_norm(dtype, event=IMAGE):
+    c = event[-1]
+    variance = tf.constant(_rng(5).uniform(0.2, 3., size=[c]), dtype)
+    return (fb.BatchNormalization(_normal([c], dtype, 3), variance, _normal([c], dtype, 6, 0.3),
+                                  _normal([c], dtype, 7), event_ndims=len(event)),
+            _normal((BATCH,) + event, dtype))
+
+
+def _random_matrix(c, dtype):
+    return _normal([c, c], dtype, 8) + 2. * tf.eye(c, dtype=dtype)
+
+
+def conv_full(dtype, event=IMAGE):
+    return (fb.Invertible1x1Conv(_random_matrix(event[-1], dtype), event_ndims=len(event)),
+            _normal((BATCH,) + event, dtype))
+
+
+def conv_lu(dtype, event=IMAGE):
+    params = fb.lu_parameters(_random_matrix(event[-1], dtype))
+    return (fb.LUInvertible1x1Conv(**params, event_ndims=len(event)),
+            _normal((BATCH,) + event, dtype))
+
+
+def coupling(cls, partition, dtype, event=IMAGE, spatial=False, **kwargs):
+    c = event[-1]
+    out = cls.params_per_channel * partition.transformed_channels(c)
+    net = (_spatial_net if spatial else _channels_net)(out, dtype)
+    return (cls(net, partition, event_ndims=len(event), dtype=dtype, **kwargs),
+            _normal((BATCH,) + event, dtype))
+
+
+def squeeze(dtype):
+    return fb.Squeeze(), _normal((BATCH, 2, 2, 16), dtype)
+
+
+def inverted_squeeze(dtype):
+    return tfb.Invert(fb.Squeeze()), _normal((BATCH, 4, 4, 2), dtype)
+
+
+def permute(dtype, kind, event=IMAGE):
+    make = fb.PermuteChannels.reverse if kind == "reverse" else \
+        (lambda c, **kw: fb.PermuteChannels.shuffle(c, seed=3, **kw))
+    return make(event[-1], event_ndims=len(event)), _normal((BATCH,) + event, dtype)
+
+
+def logit(dtype):
+    return fb.LogitPreprocessing(0.05), _normal((BATCH,) + IMAGE, dtype, scale=2.)
+
+
+def glow_step(dtype):
+    """ActNorm -> 1x1 conv -> affine coupling, in TFP's Chain (last applied first)."""
+    an, x = actnorm(dtype)
+    conv, _ = conv_lu(dtype)
+    cpl, _ = coupling(fb.AffineCoupling, fb.ChannelSplit(), dtype)
+    return tfb.Chain([an, conv, cpl]), x
+
+
+REGISTRY = {
+    "actnorm_image": actnorm,
+    "actnorm_vector": lambda d: actnorm(d, VECTOR),
+    "batch_norm_image": batch_norm,
+    "batch_norm_vector": lambda d: batch_norm(d, VECTOR),
+    "conv_full_image": conv_full,
+    "conv_full_vector": lambda d: conv_full(d, VECTOR),
+    "conv_lu_image": conv_lu,
+    "conv_lu_vector": lambda d: conv_lu(d, VECTOR),
+    "additive_channel_image": lambda d: coupling(fb.AdditiveCoupling, fb.ChannelSplit(), d),
+    "additive_checkerboard": lambda d: coupling(fb.AdditiveCoupling, fb.Checkerboard(1), d,
+                                                spatial=True),
+    "additive_alternating_vector": lambda d: coupling(fb.AdditiveCoupling,
+                                                      fb.AlternatingMask(0), d, VECTOR),
+    "affine_channel_image": lambda d: coupling(fb.AffineCoupling, fb.ChannelSplit(), d),
+    "affine_channel_glow_scale": lambda d: coupling(fb.AffineCoupling, fb.ChannelSplit(1), d,
+                                                    log_scale_fn=fb.glow_log_scale),
+    "affine_checkerboard": lambda d: coupling(fb.AffineCoupling, fb.Checkerboard(0), d,
+                                              spatial=True),
+    "affine_alternating_vector": lambda d: coupling(fb.AffineCoupling, fb.AlternatingMask(1),
+                                                    d, VECTOR),
+    "affine_half_vector": lambda d: coupling(fb.AffineCoupling, fb.ChannelSplit(1), d, VECTOR),
+    "squeeze": squeeze,
+    "inverted_squeeze": inverted_squeeze,
+    "permute_reverse_image": lambda d: permute(d, "reverse"),
+    "permute_shuffle_vector": lambda d: permute(d, "shuffle", VECTOR),
+    "logit_preprocessing": logit,
+    "glow_step_chain": glow_step,
+}

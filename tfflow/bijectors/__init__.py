@@ -1,0 +1,44 @@
+"""tfflow's bijectors: stateless `tfp.bijectors.Bijector` subclasses for flows.
+
+Convention (TFP's): `forward` maps latent -> data (generation); `inverse` maps
+data -> latent, the normalising direction of the papers. Image bijectors act on
+NHWC events ([H, W, C], `event_ndims=3`); the per-channel ones also act on [D]
+vectors (`event_ndims=1`). None creates variables: pass tensors or variables
+(tfflow's Keras layers own the weights and build these on demand).
+"""
+
+from tfflow.bijectors._base import FlowBijector
+from tfflow.bijectors.actnorm import (ActNorm, actnorm_initial_parameters,
+                                      actnorm_parameters_from_moments)
+from tfflow.bijectors.batch_norm import BatchNormalization
+from tfflow.bijectors.coupling import (AdditiveCoupling, AffineCoupling, Coupling,
+                                       glow_log_scale, tanh_log_scale)
+from tfflow.bijectors.invertible_1x1_conv import (Invertible1x1Conv, LUInvertible1x1Conv,
+                                                  lu_parameters)
+from tfflow.bijectors.logit import LogitPreprocessing
+from tfflow.bijectors.partitions import AlternatingMask, ChannelSplit, Checkerboard, Partition
+from tfflow.bijectors.permute import PermuteChannels
+from tfflow.bijectors.squeeze import Squeeze
+
+__all__ = [
+    "ActNorm",
+    "AdditiveCoupling",
+    "AffineCoupling",
+    "AlternatingMask",
+    "BatchNormalization",
+    "ChannelSplit",
+    "Checkerboard",
+    "Coupling",
+    "FlowBijector",
+    "Invertible1x1Conv",
+    "LUInvertible1x1Conv",
+    "LogitPreprocessing",
+    "Partition",
+    "PermuteChannels",
+    "Squeeze",
+    "actnorm_initial_parameters",
+    "actnorm_parameters_from_moments",
+    "glow_log_scale",
+    "lu_parameters",
+    "tanh_log_scale",
+]
