@@ -116,6 +116,19 @@ def glow_step(dtype):
     return tfb.Chain([an, conv, cpl]), x
 
 
+def apply_to_channels(dtype):
+    # Squeeze, permute, unsqueeze: shape-preserving, as a multi-scale level is.
+    inner = tfb.Chain([fb.Squeeze(), fb.PermuteChannels.reverse(8), tfb.Invert(fb.Squeeze())])
+    cpl, _ = coupling(fb.AffineCoupling, fb.ChannelSplit(), dtype, event=(4, 4, 2))
+    return (fb.ApplyToChannels(tfb.Chain([inner, cpl]), 2),
+            _normal((BATCH,) + IMAGE, dtype))
+
+
+def elementwise_affine(dtype):
+    return (fb.ElementwiseAffine(_normal((BATCH, 1, 1, 4), dtype, 9), _normal(IMAGE, dtype, 10, .3)),
+            _normal((BATCH,) + IMAGE, dtype))
+
+
 REGISTRY = {
     "actnorm_image": actnorm,
     "actnorm_vector": lambda d: actnorm(d, VECTOR),
@@ -144,4 +157,6 @@ REGISTRY = {
     "permute_shuffle_vector": lambda d: permute(d, "shuffle", VECTOR),
     "logit_preprocessing": logit,
     "glow_step_chain": glow_step,
+    "apply_to_channels": apply_to_channels,
+    "elementwise_affine_batched": elementwise_affine,
 }

@@ -1,8 +1,12 @@
 """tfflow: normalizing flows for TensorFlow and Keras, built on TensorFlow Probability."""
 
 from tfflow import bijectors
+from tfflow import data
+from tfflow import layers
+from tfflow import models
 from tfflow import testing
+from tfflow.models import FlowModel
 
 __version__ = "0.1.0"
 
-__all__ = ["bijectors", "testing", "__version__"]
+__all__ = ["FlowModel", "bijectors", "data", "layers", "models", "testing", "__version__"]

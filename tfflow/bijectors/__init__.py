@@ -19,16 +19,19 @@ from tfflow.bijectors.logit import LogitPreprocessing
 from tfflow.bijectors.partitions import AlternatingMask, ChannelSplit, Checkerboard, Partition
 from tfflow.bijectors.permute import PermuteChannels
 from tfflow.bijectors.squeeze import Squeeze
+from tfflow.bijectors.structure import ApplyToChannels, ElementwiseAffine
 
 __all__ = [
     "ActNorm",
     "AdditiveCoupling",
     "AffineCoupling",
     "AlternatingMask",
+    "ApplyToChannels",
     "BatchNormalization",
     "ChannelSplit",
     "Checkerboard",
     "Coupling",
+    "ElementwiseAffine",
     "FlowBijector",
     "Invertible1x1Conv",
     "LUInvertible1x1Conv",

@@ -20,9 +20,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 from tensorflow_probability import bijectors as tfb
 from tensorflow_probability.python.internal import cache_util
+
+from tfflow.bijectors import _validation
 
 __all__ = ["FlowBijector"]
 
@@ -115,20 +118,55 @@ class FlowBijector(tfb.Bijector):
             return attrs["ildj"]
         return self._inverse_and_log_det(y)[1]
 
+    # Public log-dets: TFP checks the input's rank before any hook runs, with a
+    # message that does not say which bijector complained; check it here first.
+    def forward_log_det_jacobian(self, x, event_ndims=None, name="forward_log_det_jacobian",
+                                 **kwargs):
+        self._check_log_det_input(x, event_ndims, self.forward_min_event_ndims)
+        return super().forward_log_det_jacobian(x, event_ndims=event_ndims, name=name,
+                                                **kwargs)
 
-def common_dtype(values, dtype_hint=tf.float32) -> tf.DType:
-    """The float dtype shared by the parameters (Keras variables' string dtypes too)."""
-    dtypes = {tf.as_dtype(v.dtype) for v in values if v is not None and hasattr(v, "dtype")}
-    if len(dtypes) > 1:
-        raise ValueError(f"expected parameters of one dtype, got {sorted(d.name for d in dtypes)}.")
-    return dtypes.pop() if dtypes else dtype_hint
+    def inverse_log_det_jacobian(self, y, event_ndims=None, name="inverse_log_det_jacobian",
+                                 **kwargs):
+        self._check_log_det_input(y, event_ndims, self.inverse_min_event_ndims)
+        return super().inverse_log_det_jacobian(y, event_ndims=event_ndims, name=name,
+                                                **kwargs)
+
+    def _check_log_det_input(self, x, event_ndims, min_event_ndims) -> None:
+        """`ValueError` naming this bijector for a static `event_ndims` or rank too small."""
+        owner = type(self).__name__
+        ndims = min_event_ndims if event_ndims is None else tf.get_static_value(event_ndims)
+        if ndims is None or not isinstance(min_event_ndims, int):
+            return
+        if int(ndims) < min_event_ndims:
+            raise ValueError(f"{owner}: expected event_ndims >= {min_event_ndims}, "
+                             f"got event_ndims={int(ndims)}.")
+        shape = tf.TensorShape(x.shape if hasattr(x, "shape") else np.shape(x))
+        _validation.check_rank(owner, shape, int(ndims))
 
 
-def as_parameter(value, dtype: tf.DType, name: str):
+def common_dtype(values, dtype_hint=tf.float32, *, owner: str = "tfflow") -> tf.DType:
+    """The float dtype shared by the parameters (Keras variables' string dtypes too).
+
+    `values` is a list, or a dict `{name: value}` so that an error can say which
+    parameter has which dtype; `owner` (the bijector's class name) starts the message.
+    """
+    named = values if isinstance(values, dict) else dict(enumerate(values))
+    dtypes = {what: tf.as_dtype(v.dtype) for what, v in named.items()
+              if v is not None and hasattr(v, "dtype")}
+    if len(set(dtypes.values())) > 1:
+        got = ", ".join(f"{what}: {d.name}" if isinstance(what, str) else d.name
+                        for what, d in dtypes.items())
+        raise ValueError(f"{owner}: expected parameters of one dtype, got {got}.")
+    return next(iter(dtypes.values())) if dtypes else dtype_hint
+
+
+def as_parameter(value, dtype: tf.DType, name: str, *, owner: str = "tfflow"):
     """Keeps variables by reference (read at every call), converts everything else once."""
     if _is_variable(value):
         if tf.as_dtype(value.dtype) != dtype:
-            raise ValueError(f"parameter `{name}` has dtype {value.dtype}, expected {dtype.name}.")
+            raise ValueError(f"{owner}: expected parameter `{name}` of dtype {dtype.name}, "
+                             f"got {tf.as_dtype(value.dtype).name}.")
         return value
     return tf.convert_to_tensor(value, dtype=dtype, name=name)
 

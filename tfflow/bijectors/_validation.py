@@ -19,14 +19,27 @@ def event_description(event_ndims: int) -> str:
         event_ndims, f"an event of rank {event_ndims}")
 
 
-def check_rank(name: str, x: tf.Tensor, event_ndims: int) -> None:
-    """Raises if `x` has fewer dimensions than one event."""
-    rank = x.shape.rank
+def check_rank(name: str, x, event_ndims: int) -> None:
+    """Raises if `x` (a tensor, or a `TensorShape`) has fewer dimensions than one event."""
+    shape = x if isinstance(x, tf.TensorShape) else tf.TensorShape(x.shape)
+    rank = shape.rank
     if rank is not None and rank < event_ndims:
         raise ValueError(
             f"{name}: expected an input whose last {event_ndims} dimension(s) form "
             f"the event {event_description(event_ndims)}, but got shape "
-            f"{x.shape.as_list()} of rank {rank}.")
+            f"{shape.as_list()} of rank {rank}.")
+
+
+def check_same_channels(name: str, parameters: dict) -> int | None:
+    """The common static channel count of `{what: tensor}` parameters; raises if they differ."""
+    sizes = {what: static_channels(name, value, what) for what, value in parameters.items()
+             if value is not None}
+    known = {what: c for what, c in sizes.items() if c is not None}
+    if len(set(known.values())) > 1:
+        got = ", ".join(f"{what}: {c}" for what, c in known.items())
+        raise ValueError(f"{name}: expected parameters with the same number of channels "
+                         f"(last axis), got {got}.")
+    return next(iter(known.values()), None)
 
 
 def check_channels(name: str, x: tf.Tensor, channels: int | None) -> None:

@@ -118,10 +118,11 @@ class ActNorm(ChannelAffine):
         """
         parameters = dict(locals())
         with tf.name_scope(name) as name:
-            dtype = common_dtype([loc, log_scale])
-            self._loc = as_parameter(loc, dtype, "loc")
-            self._log_scale = as_parameter(log_scale, dtype, "log_scale")
-            channels = _validation.static_channels("ActNorm", self._log_scale, "log_scale")
+            dtype = common_dtype({"loc": loc, "log_scale": log_scale}, owner="ActNorm")
+            self._loc = as_parameter(loc, dtype, "loc", owner="ActNorm")
+            self._log_scale = as_parameter(log_scale, dtype, "log_scale", owner="ActNorm")
+            channels = _validation.check_same_channels(
+                "ActNorm", {"loc": self._loc, "log_scale": self._log_scale})
             super().__init__(channels=channels, event_ndims=event_ndims,
                              validate_args=validate_args, dtype=dtype,
                              parameters=parameters, name=name)

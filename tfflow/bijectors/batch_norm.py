@@ -53,14 +53,18 @@ class BatchNormalization(ChannelAffine):
         """
         parameters = dict(locals())
         with tf.name_scope(name) as name:
-            dtype = common_dtype([mean, variance, log_gamma, beta])
-            self._mean = as_parameter(mean, dtype, "mean")
-            self._variance = as_parameter(variance, dtype, "variance")
-            self._log_gamma = None if log_gamma is None else as_parameter(log_gamma, dtype,
-                                                                          "log_gamma")
-            self._beta = None if beta is None else as_parameter(beta, dtype, "beta")
+            owner = "BatchNormalization"
+            dtype = common_dtype({"mean": mean, "variance": variance, "log_gamma": log_gamma,
+                                  "beta": beta}, owner=owner)
+            self._mean = as_parameter(mean, dtype, "mean", owner=owner)
+            self._variance = as_parameter(variance, dtype, "variance", owner=owner)
+            self._log_gamma = None if log_gamma is None else as_parameter(
+                log_gamma, dtype, "log_gamma", owner=owner)
+            self._beta = None if beta is None else as_parameter(beta, dtype, "beta", owner=owner)
             self._epsilon = float(epsilon)
-            channels = _validation.static_channels("BatchNormalization", self._mean, "mean")
+            channels = _validation.check_same_channels(owner, {
+                "mean": self._mean, "variance": self._variance,
+                "log_gamma": self._log_gamma, "beta": self._beta})
             super().__init__(channels=channels, event_ndims=event_ndims,
                              validate_args=validate_args, dtype=dtype,
                              parameters=parameters, name=name)

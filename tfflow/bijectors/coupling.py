@@ -70,7 +70,7 @@ class Coupling(FlowBijector):
         self._event_ndims = int(event_ndims)
         super().__init__(forward_min_event_ndims=self._event_ndims,
                          is_constant_jacobian=is_constant_jacobian,
-                         validate_args=validate_args, dtype=dtype,
+                         validate_args=validate_args, dtype=tf.as_dtype(dtype),
                          parameters=parameters, name=name)
 
     @property

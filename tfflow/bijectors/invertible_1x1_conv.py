@@ -140,8 +140,8 @@ class Invertible1x1Conv(_ChannelMixing):
         """
         parameters = dict(locals())
         with tf.name_scope(name) as name:
-            dtype = common_dtype([kernel])
-            self._kernel = as_parameter(kernel, dtype, "kernel")
+            dtype = common_dtype([kernel], owner="Invertible1x1Conv")
+            self._kernel = as_parameter(kernel, dtype, "kernel", owner="Invertible1x1Conv")
             shape = _validation.static_shape(self._kernel)
             if shape.rank != 2 or (shape.is_fully_defined() and shape[0] != shape[1]):
                 raise ValueError(
@@ -159,7 +159,12 @@ class Invertible1x1Conv(_ChannelMixing):
         return read(self._kernel)
 
     def inverse_weight(self):
-        return tf.linalg.inv(read(self._kernel))
+        kernel = read(self._kernel)
+        if not self.validate_args:
+            return tf.linalg.inv(kernel)
+        # Check first: MatrixInverse's own error does not say which bijector failed.
+        with tf.control_dependencies([_assert_invertible(kernel)]):
+            return tf.linalg.inv(tf.identity(kernel))
 
     def log_abs_det_weight(self):
         kernel = read(self._kernel)
@@ -212,12 +217,14 @@ class LUInvertible1x1Conv(_ChannelMixing):
         """
         parameters = dict(locals())
         with tf.name_scope(name) as name:
-            dtype = common_dtype([lower, upper, sign_s, log_abs_s])
-            self._permutation = as_parameter(permutation, tf.int32, "permutation")
-            self._lower = as_parameter(lower, dtype, "lower")
-            self._upper = as_parameter(upper, dtype, "upper")
-            self._sign_s = as_parameter(sign_s, dtype, "sign_s")
-            self._log_abs_s = as_parameter(log_abs_s, dtype, "log_abs_s")
+            owner = "LUInvertible1x1Conv"
+            dtype = common_dtype({"lower": lower, "upper": upper, "sign_s": sign_s,
+                                  "log_abs_s": log_abs_s}, owner=owner)
+            self._permutation = as_parameter(permutation, tf.int32, "permutation", owner=owner)
+            self._lower = as_parameter(lower, dtype, "lower", owner=owner)
+            self._upper = as_parameter(upper, dtype, "upper", owner=owner)
+            self._sign_s = as_parameter(sign_s, dtype, "sign_s", owner=owner)
+            self._log_abs_s = as_parameter(log_abs_s, dtype, "log_abs_s", owner=owner)
             channels = _validation.static_channels("LUInvertible1x1Conv", self._log_abs_s,
                                                    "log_abs_s")
             expected = {"lower": [channels, channels], "upper": [channels, channels],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfflow.bijectors import _validation
 from tfflow.bijectors._base import FlowBijector
 
 __all__ = ["LogitPreprocessing"]
@@ -25,7 +26,8 @@ class LogitPreprocessing(FlowBijector):
     `alpha` keeps the logit away from the infinities at 0 and 1. Include this
     log-det in reported likelihoods (tfflow's models do) so that bits/dim are
     measured in data space. Under `validate_args=True`, inputs to `inverse`
-    outside [0, 1] (or NaN) raise `InvalidArgumentError`.
+    outside [0, 1] (or NaN), and NaN or Inf inputs to `forward`, raise
+    `InvalidArgumentError`.
 
     #### References
 
@@ -39,7 +41,8 @@ class LogitPreprocessing(FlowBijector):
 
         Args:
           alpha: in (0, 0.5): how far from 0 and 1 the data are squeezed.
-          validate_args: check at run time that inverse inputs lie in [0, 1].
+          validate_args: check at run time that inverse inputs lie in [0, 1] and
+            that inputs are finite.
           name: name scope.
         """
         parameters = dict(locals())
@@ -55,6 +58,7 @@ class LogitPreprocessing(FlowBijector):
         return self._alpha
 
     def _forward_and_log_det(self, z):
+        z = _validation.with_finite_check("LogitPreprocessing", z, self.validate_args)
         a = tf.constant(self._alpha, z.dtype)
         x = (tf.sigmoid(z) - a) / (1. - 2. * a)
         fldj = tf.math.log_sigmoid(z) + tf.math.log_sigmoid(-z) - tf.math.log1p(-2. * a)

@@ -22,7 +22,7 @@ import abc
 
 import tensorflow as tf
 
-__all__ = ["Partition", "ChannelSplit", "Checkerboard", "AlternatingMask"]
+__all__ = ["Partition", "ChannelSplit", "Checkerboard", "AlternatingMask", "partition_from_config"]
 
 
 def _check_parity(owner: str, parity: int) -> int:
@@ -40,6 +40,10 @@ class Partition(abc.ABC):
     @abc.abstractmethod
     def transformed_channels(self, channels: int) -> int:
         """Channels of the transformed part, given the input's channel count."""
+
+    @abc.abstractmethod
+    def conditioning_channels(self, channels: int) -> int:
+        """Channels the conditioner receives, given the input's channel count."""
 
     @abc.abstractmethod
     def split(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -91,6 +95,9 @@ class ChannelSplit(Partition):
     def transformed_channels(self, channels: int) -> int:
         return channels - channels // 2
 
+    def conditioning_channels(self, channels: int) -> int:
+        return channels // 2
+
     def split(self, x):
         first, second = tf.split(x, self._sizes(x.shape[-1]), axis=-1)
         return (first, second) if self.parity == 0 else (second, first)
@@ -121,6 +128,9 @@ class _MaskPartition(Partition):
         """A 0/1 tensor in x's dtype that broadcasts against one event of x."""
 
     def transformed_channels(self, channels):
+        return channels
+
+    def conditioning_channels(self, channels):
         return channels
 
     def split(self, x):
@@ -173,3 +183,17 @@ class AlternatingMask(_MaskPartition):
     def mask(self, x):
         index = tf.range(tf.shape(x)[-1])
         return tf.cast(tf.equal((index + self.parity) % 2, 0), x.dtype)
+
+
+def partition_from_config(config: dict) -> Partition:
+    """Rebuilds a partition from `{"class_name": ..., "config": partition.get_config()}`."""
+    classes = {cls.__name__: cls for cls in (ChannelSplit, Checkerboard, AlternatingMask)}
+    name = config.get("class_name")
+    if name not in classes:
+        raise ValueError(f"partition_from_config: unknown partition {name!r}; "
+                         f"expected one of {sorted(classes)}.")
+    return classes[name](**config.get("config", {}))
+
+
+def partition_to_config(partition: Partition) -> dict:
+    return {"class_name": type(partition).__name__, "config": partition.get_config()}

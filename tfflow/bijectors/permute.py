@@ -64,9 +64,12 @@ class PermuteChannels(FlowBijector):
     def permutation(self) -> tf.Tensor:
         return self._permutation
 
-    def _check(self, x):
+    def _check_shape(self, x):
         _validation.check_rank("PermuteChannels", x, self._event_ndims)
         _validation.check_channels("PermuteChannels", x, self._channels)
+
+    def _check(self, x):
+        self._check_shape(x)
         return _validation.with_finite_check("PermuteChannels", x, self.validate_args)
 
     def _forward_and_log_det(self, x):
@@ -78,7 +81,9 @@ class PermuteChannels(FlowBijector):
         return tf.gather(y, self._permutation, axis=-1), tf.zeros([], y.dtype)
 
     def _forward_log_det_jacobian(self, x):
+        self._check_shape(x)
         return tf.zeros([], x.dtype)
 
     def _inverse_log_det_jacobian(self, y):
+        self._check_shape(y)
         return tf.zeros([], y.dtype)

@@ -66,6 +66,9 @@ class Squeeze(FlowBijector):
 
     # Shapes -------------------------------------------------------------------
     def _squeezed_shape(self, shape: tf.TensorShape) -> tf.TensorShape:
+        if shape.rank is None:
+            return shape
+        _validation.check_rank("Squeeze", shape, 3)
         h, w, c = shape[-3:]
         f = self._factor
         self._require_divisible_hw(shape)
@@ -74,6 +77,9 @@ class Squeeze(FlowBijector):
                                        None if c is None else c * f * f])
 
     def _unsqueezed_shape(self, shape: tf.TensorShape) -> tf.TensorShape:
+        if shape.rank is None:
+            return shape
+        _validation.check_rank("Squeeze", shape, 3)
         h, w, c = shape[-3:]
         f = self._factor
         self._require_divisible_c(shape)
@@ -142,7 +148,9 @@ class Squeeze(FlowBijector):
         return x, tf.zeros([], y.dtype)
 
     def _forward_log_det_jacobian(self, x):
+        self._require_divisible_c(x.shape)
         return tf.zeros([], x.dtype)
 
     def _inverse_log_det_jacobian(self, y):
+        self._require_divisible_hw(y.shape)
         return tf.zeros([], y.dtype)

@@ -1,0 +1,24 @@
+"""Keras layers that own a flow's weights and hand out tfflow bijectors.
+
+`layer.bijector(context)` builds the stateless bijector from the layer's
+current weights; `FlowModel` chains them. Every layer is registered for
+`.keras` serialisation (package "tfflow").
+"""
+
+from tfflow.layers.base import FlowContext, FlowLayer
+from tfflow.layers.conditioners import (GlowConditioner, MLPConditioner, ResNetConditioner,
+                                        ZeroInitConv)
+from tfflow.layers.coupling import AdditiveCouplingLayer, AffineCouplingLayer
+from tfflow.layers.mixing import Conv1x1Layer, LUConv1x1Layer, PermutationLayer
+from tfflow.layers.normalization import ActNormLayer, BatchNormLayer
+from tfflow.layers.structure import (ChainLayer, DiagonalScalingLayer, FactorOutLayer,
+                                     FlattenLayer, LearnedPriorLayer, LogitLayer, ShiftLayer,
+                                     SqueezeLayer, UnsqueezeLayer)
+
+__all__ = [
+    "ActNormLayer", "AdditiveCouplingLayer", "AffineCouplingLayer", "BatchNormLayer",
+    "ChainLayer", "Conv1x1Layer", "DiagonalScalingLayer", "FactorOutLayer", "FlattenLayer",
+    "FlowContext", "FlowLayer", "GlowConditioner", "LUConv1x1Layer", "LearnedPriorLayer",
+    "LogitLayer", "MLPConditioner", "PermutationLayer", "ResNetConditioner", "ShiftLayer",
+    "SqueezeLayer", "UnsqueezeLayer", "ZeroInitConv",
+]

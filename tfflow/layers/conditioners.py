@@ -1,0 +1,156 @@
+"""Conditioner networks: the deep part of a coupling, from the conditioning half to parameters."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+__all__ = ["GlowConditioner", "MLPConditioner", "ResNetConditioner", "ZeroInitConv"]
+
+
+@keras.saving.register_keras_serializable(package="tfflow")
+class ZeroInitConv(keras.layers.Layer):
+    """Glow's last conditioner layer: a zero-initialised conv with a learned output scale.
+
+    `out = conv(x) * exp(log_gain)`, conv kernel, bias and `log_gain` all start
+    at zero, so the coupling starts as the identity (with tfflow's default
+    log-scale) and the gain lets the output grow quickly once it learns.
+    """
+
+    def __init__(self, filters: int, kernel_size: int = 3, gain_factor: float = 3.0, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = int(kernel_size)
+        self.gain_factor = float(gain_factor)
+        self.conv = keras.layers.Conv2D(self.filters, self.kernel_size, padding="same",
+                                        kernel_initializer="zeros", dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        self.conv.build(input_shape)
+        self.log_gain = self.add_weight(name="log_gain", shape=(self.filters,),
+                                        initializer="zeros")
+        super().build(input_shape)
+
+    def call(self, x):
+        return self.conv(x) * tf.exp(self.log_gain * self.gain_factor)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.filters,)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters,
+                "kernel_size": self.kernel_size, "gain_factor": self.gain_factor}
+
+
+@keras.saving.register_keras_serializable(package="tfflow")
+class GlowConditioner(keras.layers.Layer):
+    """Glow's coupling network: conv3x3 -> ReLU -> conv1x1 -> ReLU -> zero-init conv3x3."""
+
+    def __init__(self, hidden_channels: int, out_channels: int, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_channels = int(hidden_channels)
+        self.out_channels = int(out_channels)
+        policy = self.dtype_policy
+        self.conv_in = keras.layers.Conv2D(self.hidden_channels, 3, padding="same",
+                                           activation="relu", dtype=policy)
+        self.conv_mid = keras.layers.Conv2D(self.hidden_channels, 1, activation="relu",
+                                            dtype=policy)
+        self.conv_out = ZeroInitConv(self.out_channels, 3, dtype=policy)
+
+    def build(self, input_shape):
+        hidden_shape = tuple(input_shape[:-1]) + (self.hidden_channels,)
+        self.conv_in.build(input_shape)
+        self.conv_mid.build(hidden_shape)
+        self.conv_out.build(hidden_shape)
+        super().build(input_shape)
+
+    def call(self, x):
+        return self.conv_out(self.conv_mid(self.conv_in(x)))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.out_channels,)
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_channels": self.hidden_channels,
+                "out_channels": self.out_channels}
+
+
+@keras.saving.register_keras_serializable(package="tfflow")
+class ResNetConditioner(keras.layers.Layer):
+    """RealNVP's conditioner: a small ResNet of 3x3 convs with batch-norm-free residual blocks.
+
+    conv3x3 -> [ReLU -> conv3x3 -> ReLU -> conv3x3, + skip] x blocks -> ReLU ->
+    zero-init conv3x3. (RealNVP normalises inside the ResNet with batch norm;
+    tfflow keeps the conditioner free of batch statistics so that log-densities
+    do not depend on the batch, and normalises between couplings instead.)
+    """
+
+    def __init__(self, filters: int, out_channels: int, blocks: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.out_channels = int(out_channels)
+        self.blocks = int(blocks)
+        policy = self.dtype_policy
+        self.conv_in = keras.layers.Conv2D(self.filters, 3, padding="same", dtype=policy)
+        self.block_convs = [
+            (keras.layers.Conv2D(self.filters, 3, padding="same", dtype=policy),
+             keras.layers.Conv2D(self.filters, 3, padding="same", dtype=policy))
+            for _ in range(self.blocks)]
+        self.conv_out = ZeroInitConv(self.out_channels, 3, dtype=policy)
+
+    def build(self, input_shape):
+        hidden = tuple(input_shape[:-1]) + (self.filters,)
+        self.conv_in.build(input_shape)
+        for first, second in self.block_convs:
+            first.build(hidden)
+            second.build(hidden)
+        self.conv_out.build(hidden)
+        super().build(input_shape)
+
+    def call(self, x):
+        h = self.conv_in(x)
+        for first, second in self.block_convs:
+            h = h + second(tf.nn.relu(first(tf.nn.relu(h))))
+        return self.conv_out(tf.nn.relu(h))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.out_channels,)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters,
+                "out_channels": self.out_channels, "blocks": self.blocks}
+
+
+@keras.saving.register_keras_serializable(package="tfflow")
+class MLPConditioner(keras.layers.Layer):
+    """Dense ReLU layers with a zero-initialised output layer, for vector events."""
+
+    def __init__(self, hidden_units: list[int] | tuple[int, ...], out_features: int, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_units = [int(u) for u in hidden_units]
+        self.out_features = int(out_features)
+        policy = self.dtype_policy
+        self.hidden = [keras.layers.Dense(u, activation="relu", dtype=policy)
+                       for u in self.hidden_units]
+        self.out = keras.layers.Dense(self.out_features, kernel_initializer="zeros",
+                                      dtype=policy)
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self.hidden:
+            layer.build(shape)
+            shape = shape[:-1] + (layer.units,)
+        self.out.build(shape)
+        super().build(input_shape)
+
+    def call(self, x):
+        for layer in self.hidden:
+            x = layer(x)
+        return self.out(x)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.out_features,)
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_units": self.hidden_units,
+                "out_features": self.out_features}

@@ -1,0 +1,69 @@
+"""Coupling layers: own a conditioner network, hand out a coupling bijector."""
+
+from __future__ import annotations
+
+import keras
+
+from tfflow import bijectors as fb
+from tfflow.bijectors.partitions import partition_from_config, partition_to_config
+from tfflow.layers.base import FlowLayer, deserialize, serialize
+
+__all__ = ["AdditiveCouplingLayer", "AffineCouplingLayer", "LOG_SCALE_FUNCTIONS"]
+
+LOG_SCALE_FUNCTIONS = {"tanh": fb.tanh_log_scale, "glow": fb.glow_log_scale}
+
+
+class _CouplingLayer(FlowLayer):
+    """Shared plumbing: the conditioner (a Keras layer) and the partition."""
+
+    def __init__(self, conditioner: keras.layers.Layer, partition: fb.Partition | dict | None = None,
+                 event_ndims: int = 3, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(conditioner, dict):
+            conditioner = deserialize(conditioner)
+        if isinstance(partition, dict):
+            partition = partition_from_config(partition)
+        self.conditioner = conditioner
+        self.partition = partition if partition is not None else fb.ChannelSplit()
+        self.event_ndims = int(event_ndims)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        cond_shape = tuple(input_shape[:-1]) + (self.partition.conditioning_channels(channels),)
+        self.conditioner.build(cond_shape)
+        super().build(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "conditioner": serialize(self.conditioner),
+                "partition": partition_to_config(self.partition),
+                "event_ndims": self.event_ndims}
+
+
+@keras.saving.register_keras_serializable(package="tfflow")
+class AffineCouplingLayer(_CouplingLayer):
+    """RealNVP/Glow affine coupling; `log_scale` names the bounded scale: "tanh" or "glow"."""
+
+    def __init__(self, conditioner, partition=None, event_ndims: int = 3,
+                 log_scale: str = "tanh", **kwargs):
+        super().__init__(conditioner, partition, event_ndims, **kwargs)
+        if log_scale not in LOG_SCALE_FUNCTIONS:
+            raise ValueError(f"AffineCouplingLayer: log_scale must be one of "
+                             f"{sorted(LOG_SCALE_FUNCTIONS)}, got {log_scale!r}.")
+        self.log_scale = log_scale
+
+    def bijector(self, context=None):
+        return fb.AffineCoupling(self.conditioner, self.partition,
+                                 log_scale_fn=LOG_SCALE_FUNCTIONS[self.log_scale],
+                                 event_ndims=self.event_ndims, dtype=self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "log_scale": self.log_scale}
+
+
+@keras.saving.register_keras_serializable(package="tfflow")
+class AdditiveCouplingLayer(_CouplingLayer):
+    """NICE's additive coupling."""
+
+    def bijector(self, context=None):
+        return fb.AdditiveCoupling(self.conditioner, self.partition,
+                                   event_ndims=self.event_ndims, dtype=self.compute_dtype)

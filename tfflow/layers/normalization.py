@@ -1,0 +1,147 @@
+"""ActNorm and batch-norm layers: per-channel affine weights, data-dependent state."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from tfflow import bijectors as fb
+from tfflow.bijectors._base import FlowBijector
+from tfflow.layers.base import FlowContext, FlowLayer
+
+__all__ = ["ActNormLayer", "BatchNormLayer"]
+
+
+class _InitializingActNorm(FlowBijector):
+    """ActNorm whose parameters are the moments of the batch it normalises.
+
+    Used once, in the data -> latent direction, by `FlowModel.initialize`: it
+    records the parameters so the model can assign them to the weights.
+    """
+
+    def __init__(self, layer: "ActNormLayer", records: dict):
+        self._layer = layer
+        self._records = records
+        super().__init__(forward_min_event_ndims=layer.event_ndims, validate_args=False,
+                         parameters={}, name="initializing_actnorm")
+
+    def _forward_and_log_det(self, x):
+        raise ValueError("ActNormLayer: data-dependent initialisation runs in the data -> "
+                         "latent direction (inverse/log_prob) only.")
+
+    def _inverse_and_log_det(self, y):
+        loc, log_scale = fb.actnorm_initial_parameters(y, event_ndims=self._layer.event_ndims,
+                                                       epsilon=self._layer.epsilon)
+        self._records[self._layer] = (loc, log_scale)
+        return fb.ActNorm(loc, log_scale, event_ndims=self._layer.event_ndims) \
+            ._inverse_and_log_det(y)
+
+
+@keras.saving.register_keras_serializable(package="tfflow")
+class ActNormLayer(FlowLayer):
+    """Owns ActNorm's `loc`, `log_scale` and an `initialized` flag.
+
+    The flag is a non-trainable weight saved with the model, so a reloaded or
+    resumed model is never initialised twice.
+    """
+
+    def __init__(self, event_ndims: int = 3, epsilon: float = 1e-6, **kwargs):
+        super().__init__(**kwargs)
+        self.event_ndims = int(event_ndims)
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.loc = self.add_weight(name="loc", shape=(channels,), initializer="zeros")
+        self.log_scale = self.add_weight(name="log_scale", shape=(channels,),
+                                         initializer="zeros")
+        self.initialized = self.add_weight(name="initialized", shape=(), initializer="zeros",
+                                           trainable=False, dtype="float32")
+        super().build(input_shape)
+
+    def bijector(self, context=None):
+        context = context or FlowContext()
+        if context.init_records is not None:
+            return _InitializingActNorm(self, context.init_records)
+        return fb.ActNorm(tf.convert_to_tensor(self.loc), tf.convert_to_tensor(self.log_scale),
+                          event_ndims=self.event_ndims)
+
+    def assign_initial(self, loc, log_scale):
+        self.loc.assign(tf.cast(loc, self.loc.dtype))
+        self.log_scale.assign(tf.cast(log_scale, self.log_scale.dtype))
+        self.initialized.assign(1.)
+
+    def get_config(self):
+        return {**super().get_config(), "event_ndims": self.event_ndims, "epsilon": self.epsilon}
+
+
+class _BatchStatisticsNormalization(FlowBijector):
+    """Batch norm that normalises with its input's own moments and updates the averages."""
+
+    def __init__(self, layer: "BatchNormLayer"):
+        self._layer = layer
+        super().__init__(forward_min_event_ndims=layer.event_ndims, validate_args=False,
+                         parameters={}, name="batch_statistics_normalization")
+
+    def _with(self, mean, variance):
+        layer = self._layer
+        return fb.BatchNormalization(mean, variance, tf.convert_to_tensor(layer.log_gamma),
+                                     tf.convert_to_tensor(layer.beta), epsilon=layer.epsilon,
+                                     event_ndims=layer.event_ndims)
+
+    def _forward_and_log_det(self, x):
+        layer = self._layer
+        return self._with(tf.convert_to_tensor(layer.moving_mean),
+                          tf.convert_to_tensor(layer.moving_variance))._forward_and_log_det(x)
+
+    def _inverse_and_log_det(self, y):
+        layer = self._layer
+        mean, variance = tf.nn.moments(y, axes=list(range(y.shape.rank - 1)))
+        layer.update_moving_statistics(mean, variance)
+        return self._with(mean, variance)._inverse_and_log_det(y)
+
+
+@keras.saving.register_keras_serializable(package="tfflow")
+class BatchNormLayer(FlowLayer):
+    """RealNVP's batch normalisation: running statistics as non-trainable weights.
+
+    In training (`FlowContext.training`) the bijector normalises with the
+    batch's moments (treated as constants in the log-det, as in the paper) and
+    moves the running averages; otherwise it uses the running averages.
+    """
+
+    def __init__(self, event_ndims: int = 3, momentum: float = 0.99, epsilon: float = 1e-4,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.event_ndims = int(event_ndims)
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.log_gamma = self.add_weight(name="log_gamma", shape=(channels,), initializer="zeros")
+        self.beta = self.add_weight(name="beta", shape=(channels,), initializer="zeros")
+        self.moving_mean = self.add_weight(name="moving_mean", shape=(channels,),
+                                           initializer="zeros", trainable=False)
+        self.moving_variance = self.add_weight(name="moving_variance", shape=(channels,),
+                                               initializer="ones", trainable=False)
+        super().build(input_shape)
+
+    def update_moving_statistics(self, mean, variance):
+        m = self.momentum
+        self.moving_mean.assign(m * self.moving_mean + (1. - m) * tf.stop_gradient(mean))
+        self.moving_variance.assign(m * self.moving_variance +
+                                    (1. - m) * tf.stop_gradient(variance))
+
+    def bijector(self, context=None):
+        context = context or FlowContext()
+        if context.training:
+            return _BatchStatisticsNormalization(self)
+        return fb.BatchNormalization(
+            tf.convert_to_tensor(self.moving_mean), tf.convert_to_tensor(self.moving_variance),
+            tf.convert_to_tensor(self.log_gamma), tf.convert_to_tensor(self.beta),
+            epsilon=self.epsilon, event_ndims=self.event_ndims)
+
+    def get_config(self):
+        return {**super().get_config(), "event_ndims": self.event_ndims,
+                "momentum": self.momentum, "epsilon": self.epsilon}

@@ -1,0 +1,20 @@
+"""Flow models as Keras models: `FlowModel` and the NICE / RealNVP / Glow factories."""
+
+from __future__ import annotations
+
+from tfflow.models.flow_model import FlowModel, LinearWarmup
+from tfflow.models.glow import Glow, glow_flow
+from tfflow.models.nice import NICE
+from tfflow.models.realnvp import RealNVP
+
+__all__ = ["FlowModel", "Glow", "LinearWarmup", "NICE", "RealNVP", "build", "MODELS"]
+
+MODELS = {"glow": Glow, "realnvp": RealNVP, "nice": NICE}
+
+
+def build(name: str, event_shape, **kwargs) -> FlowModel:
+    """Builds a model by name ("glow", "realnvp", "nice") for `event_shape`."""
+    if name not in MODELS:
+        raise ValueError(f"tfflow.models.build: unknown model {name!r}; expected one of "
+                         f"{sorted(MODELS)}.")
+    return MODELS[name](tuple(event_shape), **kwargs)

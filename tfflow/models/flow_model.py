@@ -1,0 +1,361 @@
+"""FlowModel: a Keras model that is a normalizing flow.
+
+`log p(x) = log N(z; 0, I) + log|det dz/dx|`, `z = bijector.inverse(x)`, where
+the bijector (latent -> data) is built from the model's layers' current
+weights. Training minimises the negative log-likelihood per dimension with a
+custom `train_step`, so `fit`/`evaluate` need no loss from the user and report
+bits/dim.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfflow.layers.base import FlowContext, FlowLayer, deserialize, serialize
+from tfflow.layers.normalization import ActNormLayer
+
+tfd = tfp.distributions
+
+__all__ = ["FlowModel", "LinearWarmup"]
+
+
+@keras.saving.register_keras_serializable(package="tfflow")
+class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
+    """Learning rate rising linearly from 0 to `learning_rate` over `warmup_steps`, then flat."""
+
+    def __init__(self, learning_rate: float = 1e-3, warmup_steps: int = 200):
+        self.learning_rate = float(learning_rate)
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32) + 1.
+        if self.warmup_steps <= 0:
+            return tf.constant(self.learning_rate)
+        return self.learning_rate * tf.minimum(1., step / float(self.warmup_steps))
+
+    def get_config(self):
+        return {"learning_rate": self.learning_rate, "warmup_steps": self.warmup_steps}
+
+
+def _as_seed(seed) -> tf.Tensor | None:
+    """None, an int, or an int pair -> a stateless seed (int32[2]) or None."""
+    if seed is None:
+        return None
+    seed = tf.convert_to_tensor(seed)
+    if seed.shape.rank == 0:
+        return tf.stack([tf.cast(seed, tf.int32), tf.constant(0, tf.int32)])
+    return tf.cast(seed, tf.int32)
+
+
+@keras.saving.register_keras_serializable(package="tfflow")
+class FlowModel(keras.Model):
+    """A normalizing flow as a Keras model: exact `log_prob`, `sample`, `fit`.
+
+    Build one with `tfflow.models.Glow`, `RealNVP` or `NICE`, or from any
+    `tfflow.layers.FlowLayer` (the flow, in the data -> latent direction) and
+    the data's event shape. The base distribution is a standard normal over
+    the latent event; `sample(temperature=T)` scales its standard deviation.
+
+    Example:
+
+        model = tfflow.models.Glow((8, 8, 1), levels=2, steps_per_level=4,
+                                   hidden_channels=32, num_levels=17)
+        model.compile()
+        model.fit(tfflow.data.load("digits", "train"), epochs=1)
+        model.log_prob(x)            # nats per example
+        model.sample(16, temperature=0.7, seed=1)
+    """
+
+    def __init__(self, flow: FlowLayer | dict, event_shape, *, num_levels: int | None = None,
+                 num_classes: int | None = None, **kwargs):
+        """Builds the model and all its weights.
+
+        Args:
+          flow: the flow's layers (data -> latent), e.g. a `ChainLayer`.
+          event_shape: shape of one example, e.g. (8, 8, 1) or (2,).
+          num_levels: quantisation levels B of the data when it is dequantised
+            into [0, 1) (256 for 8-bit images, 17 for digits); None for
+            continuous data. Sets the `D log B` term of bits/dim.
+          num_classes: labels are required in `log_prob`/`sample` when set.
+        """
+        super().__init__(**kwargs)
+        self.flow = deserialize(flow) if isinstance(flow, dict) else flow
+        self.event_shape = tuple(int(d) for d in event_shape)
+        self.num_levels = None if num_levels is None else int(num_levels)
+        self.num_classes = None if num_classes is None else int(num_classes)
+        self.num_dims = int(np.prod(self.event_shape))
+        self.latent_shape = tuple(self.flow.output_event_shape(self.event_shape))
+        self.flow.build((None,) + self.event_shape)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.bits_per_dim_tracker = keras.metrics.Mean(name="bits_per_dim")
+        self.built = True
+
+    # Keras plumbing ---------------------------------------------------------------------------
+    def build(self, input_shape=None):
+        self.built = True
+
+    def get_config(self):
+        return {**super().get_config(), "flow": serialize(self.flow),
+                "event_shape": list(self.event_shape), "num_levels": self.num_levels,
+                "num_classes": self.num_classes}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.bits_per_dim_tracker]
+
+    def call(self, x, training=False):
+        """The per-example log-likelihood (nats), so the model can be called like a Keras model."""
+        return self._log_prob(x, None, training=bool(training))
+
+    # The flow -----------------------------------------------------------------------------------
+    @property
+    def dtype_name(self) -> str:
+        return self.flow.compute_dtype
+
+    def bijector_for(self, labels=None, *, training: bool = False):
+        """The latent -> data bijector from the current weights (labels for class priors)."""
+        return self.flow.bijector(FlowContext(training=training, labels=labels))
+
+    @property
+    def bijector(self):
+        """The latent -> data bijector (a `tfb.Bijector`) from the current weights."""
+        return self.bijector_for(None)
+
+    def base_distribution(self, temperature: float = 1.0) -> tfd.Distribution:
+        dtype = self.dtype_name
+        return tfd.Sample(tfd.Normal(tf.zeros([], dtype), tf.cast(temperature, dtype)),
+                          self.latent_shape)
+
+    def conditional_distribution(self, labels=None, temperature: float = 1.0):
+        """`tfd.TransformedDistribution` of the data given `labels` (class-conditional models)."""
+        if self.num_classes and labels is None:
+            raise ValueError(f"FlowModel: this model is class-conditional ({self.num_classes} "
+                             f"classes); pass labels.")
+        return tfd.TransformedDistribution(self.base_distribution(temperature),
+                                           self.bijector_for(labels))
+
+    @property
+    def distribution(self) -> tfd.TransformedDistribution:
+        """The model as a `tfd.TransformedDistribution` built from the current weights."""
+        return self.conditional_distribution(None)
+
+    def _check_input(self, x, what: str = "x") -> tf.Tensor:
+        x = tf.convert_to_tensor(x, dtype_hint=self.dtype_name)
+        if not x.dtype.is_floating:
+            raise ValueError(f"FlowModel.{what}: expected floating point data of dtype "
+                             f"{self.dtype_name}, got {x.dtype.name}.")
+        x = tf.cast(x, self.dtype_name)
+        shape = x.shape
+        want = len(self.event_shape) + 1
+        if shape.rank is not None and (shape.rank != want or not shape[1:].is_compatible_with(
+                self.event_shape)):
+            raise ValueError(f"FlowModel: expected {what} of shape [batch, "
+                             f"{', '.join(map(str, self.event_shape))}], got {shape.as_list()}.")
+        return x
+
+    def _labels(self, labels, n=None):
+        if not self.num_classes:
+            return None
+        if labels is None:
+            raise ValueError(f"FlowModel: this model is class-conditional ({self.num_classes} "
+                             f"classes); pass labels.")
+        labels = tf.convert_to_tensor(labels, dtype_hint=tf.int32)
+        if labels.shape.rank == 0 and n is not None:
+            labels = tf.fill([n], labels)
+        return tf.cast(labels, tf.int32)
+
+    def _base_log_prob(self, z):
+        axes = list(range(-len(self.latent_shape), 0))
+        return tf.reduce_sum(-0.5 * tf.square(z), axis=axes) - \
+            0.5 * self.num_dims * math.log(2. * math.pi)
+
+    def _log_prob(self, x, labels, training: bool):
+        bijector = self.bijector_for(labels, training=training)
+        z = bijector.inverse(x)
+        ildj = bijector.inverse_log_det_jacobian(x, event_ndims=len(self.event_shape))
+        return self._base_log_prob(z) + ildj
+
+    # Public API ---------------------------------------------------------------------------------
+    def log_prob(self, x, labels=None) -> tf.Tensor:
+        """log p(x) in nats per example, shape [batch]."""
+        x = self._check_input(x)
+        return self._log_prob_fn(x, self._labels(labels))
+
+    def bits_per_dim(self, x, labels=None) -> tf.Tensor:
+        """Per-example bits/dim, with the dequantisation term `D log B` when `num_levels` is set."""
+        nll = -self.log_prob(x, labels)
+        return self.nll_to_bits_per_dim(nll / self.num_dims)
+
+    def nll_to_bits_per_dim(self, nll_per_dim):
+        """Nats per dimension (of [0,1)-scaled data) -> bits per dimension of the integer data."""
+        offset = math.log(self.num_levels) if self.num_levels else 0.
+        return (nll_per_dim + tf.cast(offset, nll_per_dim.dtype)) / math.log(2.)
+
+    def encode(self, x, labels=None) -> tf.Tensor:
+        """Data -> latent (`bijector.inverse`)."""
+        return self._encode_fn(self._check_input(x), self._labels(labels))
+
+    def decode(self, z, labels=None) -> tf.Tensor:
+        """Latent -> data (`bijector.forward`)."""
+        z = tf.cast(tf.convert_to_tensor(z, dtype_hint=self.dtype_name), self.dtype_name)
+        if z.shape.rank is not None and z.shape[1:] != self.latent_shape:
+            raise ValueError(f"FlowModel: expected z of shape [batch, "
+                             f"{', '.join(map(str, self.latent_shape))}], got {z.shape.as_list()}.")
+        return self._decode_fn(z, self._labels(labels))
+
+    def sample(self, n: int, temperature: float = 1.0, seed=None, labels=None) -> tf.Tensor:
+        """`n` samples; `temperature` scales the latent standard deviation (Glow likes 0.7).
+
+        `seed` (an int or an int pair) makes the draw deterministic.
+        """
+        n = int(n)
+        shape = [n] + list(self.latent_shape)
+        seed = _as_seed(seed)
+        eps = tf.random.normal(shape, dtype=self.dtype_name) if seed is None else \
+            tf.random.stateless_normal(shape, seed, dtype=self.dtype_name)
+        z = eps * tf.cast(temperature, self.dtype_name)
+        return self._decode_fn(z, self._labels(labels, n))
+
+    def interpolate(self, x1, x2, steps: int = 8, labels=None) -> tf.Tensor:
+        """Decodes `steps` points on the straight latent line from `x1` to `x2` (single examples)."""
+        pair = self._check_input(tf.stack([x1, x2]), "x1/x2")
+        z = self.encode(pair, None if labels is None else tf.fill([2], labels))
+        alpha = tf.reshape(tf.linspace(0., 1., steps), [-1] + [1] * len(self.latent_shape))
+        alpha = tf.cast(alpha, z.dtype)
+        line = (1. - alpha) * z[0] + alpha * z[1]
+        return self.decode(line, None if labels is None else tf.fill([steps], labels))
+
+    @property
+    def _log_prob_fn(self):
+        return self._traced("_log_prob_traced",
+                            lambda x, labels: self._log_prob(x, labels, training=False))
+
+    @property
+    def _encode_fn(self):
+        return self._traced("_encode_traced",
+                            lambda x, labels: self.bijector_for(labels).inverse(x))
+
+    @property
+    def _decode_fn(self):
+        return self._traced("_decode_traced",
+                            lambda z, labels: self.bijector_for(labels).forward(z))
+
+    def _traced(self, attr: str, fn):
+        if attr not in self.__dict__:
+            # Not tracked by Keras: a plain cache of the traced function.
+            object.__setattr__(self, attr, tf.function(fn, reduce_retracing=True))
+        return self.__dict__[attr]
+
+    # ActNorm data-dependent initialisation ------------------------------------------------------
+    def _actnorm_layers(self) -> list[ActNormLayer]:
+        return [l for l in self._flatten_layers(include_self=False, recursive=True)
+                if isinstance(l, ActNormLayer)]
+
+    @property
+    def is_initialized(self) -> bool:
+        return all(float(l.initialized.numpy()) == 1. for l in self._actnorm_layers())
+
+    def initialize(self, x, labels=None, *, force: bool = False) -> bool:
+        """Glow's data-dependent ActNorm initialisation from a batch (run once).
+
+        Every ActNorm's parameters are set so that, on `x`, its output has mean 0
+        and standard deviation 1 per channel, layer by layer in the data ->
+        latent direction. Runs in the cross-replica context (outside
+        `strategy.run`), so `x` is the global batch and every replica receives
+        the same values. Returns False if already initialised (and not `force`).
+        """
+        if not force and self.is_initialized:
+            return False
+        x = self._check_input(x)
+        records: dict = {}
+        self.flow.bijector(FlowContext(labels=self._labels(labels, x.shape[0]),
+                                       init_records=records)).inverse(x)
+        for layer, (loc, log_scale) in records.items():
+            layer.assign_initial(loc, log_scale)
+        return True
+
+    # Training -----------------------------------------------------------------------------------
+    def compile(self, optimizer=None, *, learning_rate: float = 1e-3, warmup_steps: int = 200,
+                clipnorm: float | None = None, **kwargs):
+        """Compiles with tfflow's defaults: Adam with a linear learning-rate warm-up.
+
+        No loss is needed: the model minimises its own negative log-likelihood.
+        """
+        if optimizer is None:
+            optimizer = keras.optimizers.Adam(LinearWarmup(learning_rate, warmup_steps),
+                                              clipnorm=clipnorm)
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def _unpack(self, data):
+        if isinstance(data, (tuple, list)):
+            x = data[0]
+            labels = data[1] if len(data) > 1 and self.num_classes else None
+        else:
+            x, labels = data, None
+        x = tf.cast(x, self.dtype_name)
+        if self.num_classes and labels is None:
+            raise ValueError("FlowModel: this model is class-conditional; the dataset must "
+                             "yield (x, labels).")
+        return x, labels
+
+    def _record(self, loss):
+        self.loss_tracker.update_state(loss)
+        self.bits_per_dim_tracker.update_state(self.nll_to_bits_per_dim(loss))
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        x, labels = self._unpack(data)
+        with tf.GradientTape() as tape:
+            log_prob = self._log_prob(x, labels, training=True)
+            loss = -tf.reduce_mean(log_prob) / self.num_dims
+            # Gradients are summed over replicas: scale so the sum is the global mean.
+            scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
+        variables = self.trainable_variables
+        gradients = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        return self._record(loss)
+
+    def test_step(self, data):
+        x, labels = self._unpack(data)
+        loss = -tf.reduce_mean(self._log_prob(x, labels, training=False)) / self.num_dims
+        return self._record(loss)
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """Keras `fit`; runs the ActNorm initialisation first if it has not run yet."""
+        if not self.is_initialized:
+            self.initialize(*_initialization_batch(x, self.num_classes))
+        return super().fit(x, y, *args, **kwargs)
+
+    def summary(self, *args, **kwargs):
+        kwargs.setdefault("expand_nested", True)
+        return super().summary(*args, **kwargs)
+
+
+def _initialization_batch(data: Any, num_classes, size: int = 512):
+    """Up to `size` examples (x, labels) from what was passed to `fit`."""
+    if isinstance(data, tf.data.Dataset):
+        xs, labels, count = [], [], 0
+        for element in data:
+            x, label = (element[0], element[1] if len(element) > 1 else None) \
+                if isinstance(element, (tuple, list)) else (element, None)
+            xs.append(x)
+            labels.append(label)
+            count += int(x.shape[0])
+            if count >= size:
+                break
+        x = tf.concat(xs, 0)[:size]
+        label = tf.concat(labels, 0)[:size] if num_classes and labels[0] is not None else None
+        return x, label
+    if isinstance(data, (tuple, list)):
+        return data[0][:size], (data[1][:size] if num_classes and len(data) > 1 else None)
+    return data[:size], None
