@@ -84,7 +84,8 @@ def conv_lu(dtype, event=IMAGE):
 
 def coupling(cls, partition, dtype, event=IMAGE, spatial=False, **kwargs):
     c = event[-1]
-    out = cls.params_per_channel * partition.transformed_channels(c)
+    per_channel = 3 * kwargs["num_bins"] - 1 if "num_bins" in kwargs else cls.params_per_channel
+    out = per_channel * partition.transformed_channels(c)
     net = (_spatial_net if spatial else _channels_net)(out, dtype)
     return (cls(net, partition, event_ndims=len(event), dtype=dtype, **kwargs),
             _normal((BATCH,) + event, dtype))
@@ -151,6 +152,11 @@ REGISTRY = {
     "affine_alternating_vector": lambda d: coupling(fb.AffineCoupling, fb.AlternatingMask(1),
                                                     d, VECTOR),
     "affine_half_vector": lambda d: coupling(fb.AffineCoupling, fb.ChannelSplit(1), d, VECTOR),
+    "spline_channel_image": lambda d: coupling(fb.RationalQuadraticSplineCoupling,
+                                               fb.ChannelSplit(), d, num_bins=4),
+    "spline_alternating_vector": lambda d: coupling(fb.RationalQuadraticSplineCoupling,
+                                                    fb.AlternatingMask(0), d, VECTOR,
+                                                    num_bins=5, bound=2.),
     "squeeze": squeeze,
     "inverted_squeeze": inverted_squeeze,
     "permute_reverse_image": lambda d: permute(d, "reverse"),

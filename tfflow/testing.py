@@ -9,6 +9,11 @@
   `J` is the Jacobian of the flattened event computed by `tf.GradientTape`
   (use float64 inputs and parameters: float32 Jacobians of ill-conditioned maps
   are off by 1e-2);
+* both log-dets are checked twice: right after the value they belong to
+  (`forward(x)` then `forward_log_det_jacobian(x)`, `inverse(y)` then
+  `inverse_log_det_jacobian(y)`, as `TransformedDistribution.log_prob` calls
+  them: TFP's cache may then answer with a log-det computed together with the
+  value), and alone, on tensors the cache has never seen;
 * not the identity: `forward(x) != x` or a non-zero log-det.
 
 Each failure is an `AssertionError` naming the bijector and the property. The
@@ -95,6 +100,9 @@ class BijectorReport:
     inverse_log_det_at_y: np.ndarray
     autodiff_log_det: np.ndarray
     autodiff_sign: np.ndarray
+    #: The same log-dets, each computed alone (not after its value, so not from the cache).
+    forward_log_det_alone: np.ndarray | None = None
+    inverse_log_det_alone: np.ndarray | None = None
 
 
 def _default_event_ndims(bijector: tfb.Bijector) -> int:
@@ -124,20 +132,27 @@ def evaluate_bijector(bijector: tfb.Bijector, x, *, event_ndims: int | None = No
     event_size = event_shape.num_elements()
 
     def compute(x):
+        # Each log-det right after its value, as log_prob asks for them: TFP's cache
+        # may answer with the log-det that the value's computation stored.
         y = bijector.forward(x)
         fldj = bijector.forward_log_det_jacobian(x, event_ndims=event_ndims)
-        # Fresh tensors, so that TFP's cache cannot answer the inverse for us.
-        x_round_trip = bijector.inverse(tf.identity(y))
-        ildj = bijector.inverse_log_det_jacobian(tf.identity(y), event_ndims=event_ndims)
+        # A fresh tensor, so that TFP's cache cannot answer the inverse for us.
+        y_fresh = tf.identity(y)
+        x_round_trip = bijector.inverse(y_fresh)
+        ildj = bijector.inverse_log_det_jacobian(y_fresh, event_ndims=event_ndims)
+        # Each log-det alone, at tensors the cache has never seen.
+        fldj_alone = bijector.forward_log_det_jacobian(tf.identity(x), event_ndims=event_ndims)
+        ildj_alone = bijector.inverse_log_det_jacobian(tf.identity(y), event_ndims=event_ndims)
         flat_x = tf.reshape(x, [-1, event_size])
         with tf.GradientTape() as tape:
             tape.watch(flat_x)
             flat_in = tf.reshape(flat_x, tf.concat([[-1], event_shape], 0))
             flat_y = tf.reshape(bijector.forward(flat_in), [tf.shape(flat_x)[0], -1])
         jacobian = tape.batch_jacobian(flat_y, flat_x)
-        return y, fldj, x_round_trip, ildj, jacobian
+        return y, fldj, x_round_trip, ildj, jacobian, fldj_alone, ildj_alone
 
-    y, fldj, x_rt, ildj, jacobian = (t.numpy() for t in runner.run(compute, x, event_ndims))
+    y, fldj, x_rt, ildj, jacobian, fldj_alone, ildj_alone = (
+        t.numpy() for t in runner.run(compute, x, event_ndims))
     batch_shape = x.shape[:x.shape.rank - event_ndims].as_list()
     if jacobian.shape[-1] != jacobian.shape[-2]:
         raise AssertionError(
@@ -149,7 +164,9 @@ def evaluate_bijector(bijector: tfb.Bijector, x, *, event_ndims: int | None = No
         forward_log_det=np.broadcast_to(fldj, batch_shape),
         inverse_log_det_at_y=np.broadcast_to(ildj, batch_shape),
         autodiff_log_det=logdet.reshape(batch_shape),
-        autodiff_sign=sign.reshape(batch_shape))
+        autodiff_sign=sign.reshape(batch_shape),
+        forward_log_det_alone=np.broadcast_to(fldj_alone, batch_shape),
+        inverse_log_det_alone=np.broadcast_to(ildj_alone, batch_shape))
 
 
 def _tolerances(dtype) -> tuple[float, float]:
@@ -200,6 +217,8 @@ def check_bijector(bijector: tfb.Bijector, x, *, event_ndims: int | None = None,
     for what, value in (("forward(x)", report.y), ("inverse(forward(x))", report.x_round_trip),
                         ("forward_log_det_jacobian(x)", report.forward_log_det),
                         ("inverse_log_det_jacobian(y)", report.inverse_log_det_at_y),
+                        ("forward_log_det_jacobian(x) alone", report.forward_log_det_alone),
+                        ("inverse_log_det_jacobian(y) alone", report.inverse_log_det_alone),
                         ("autodiff log|det J|", report.autodiff_log_det)):
         if not np.all(np.isfinite(value)):
             raise AssertionError(f"check_bijector({name}) [{runner}]: finite outputs failed: "
@@ -209,8 +228,13 @@ def check_bijector(bijector: tfb.Bijector, x, *, event_ndims: int | None = None,
                              f"singular: not a bijection at x.")
     _assert_close("round trip inverse(forward(x)) == x", name, runner,
                   report.x_round_trip, report.x, rtol, atol)
-    _assert_close("log-det consistency fldj(x) == -ildj(forward(x))", name, runner,
-                  report.forward_log_det, -report.inverse_log_det_at_y, rtol, atol)
+    _assert_close("log-det consistency fldj(x) == -ildj(forward(x)), each after its value",
+                  name, runner, report.forward_log_det, -report.inverse_log_det_at_y, rtol, atol)
+    _assert_close("log-det consistency fldj(x) == -ildj(forward(x)), each alone",
+                  name, runner, report.forward_log_det_alone, -report.inverse_log_det_alone,
+                  rtol, atol)
+    _assert_close("log-det consistency fldj(x) after forward(x) == fldj(x) alone",
+                  name, runner, report.forward_log_det, report.forward_log_det_alone, rtol, atol)
     jacobian_atol = atol if report.x.dtype == np.float64 else atol * event_size
     _assert_close("log-det against autodiff Jacobian fldj(x) == log|det J|", name, runner,
                   report.forward_log_det, report.autodiff_log_det, rtol, jacobian_atol)

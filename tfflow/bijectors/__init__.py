@@ -12,7 +12,8 @@ from tfflow.bijectors.actnorm import (ActNorm, actnorm_initial_parameters,
                                       actnorm_parameters_from_moments)
 from tfflow.bijectors.batch_norm import BatchNormalization
 from tfflow.bijectors.coupling import (AdditiveCoupling, AffineCoupling, Coupling,
-                                       glow_log_scale, tanh_log_scale)
+                                       RationalQuadraticSplineCoupling, glow_log_scale,
+                                       tanh_log_scale)
 from tfflow.bijectors.invertible_1x1_conv import (Invertible1x1Conv, LUInvertible1x1Conv,
                                                   lu_parameters)
 from tfflow.bijectors.logit import LogitPreprocessing
@@ -38,6 +39,7 @@ __all__ = [
     "LogitPreprocessing",
     "Partition",
     "PermuteChannels",
+    "RationalQuadraticSplineCoupling",
     "Squeeze",
     "actnorm_initial_parameters",
     "actnorm_parameters_from_moments",

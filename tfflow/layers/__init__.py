@@ -8,7 +8,7 @@ current weights; `FlowModel` chains them. Every layer is registered for
 from tfflow.layers.base import FlowContext, FlowLayer
 from tfflow.layers.conditioners import (GlowConditioner, MLPConditioner, ResNetConditioner,
                                         ZeroInitConv)
-from tfflow.layers.coupling import AdditiveCouplingLayer, AffineCouplingLayer
+from tfflow.layers.coupling import AdditiveCouplingLayer, AffineCouplingLayer, SplineCouplingLayer
 from tfflow.layers.mixing import Conv1x1Layer, LUConv1x1Layer, PermutationLayer
 from tfflow.layers.normalization import ActNormLayer, BatchNormLayer
 from tfflow.layers.structure import (ChainLayer, DiagonalScalingLayer, FactorOutLayer,
@@ -19,6 +19,6 @@ __all__ = [
     "ActNormLayer", "AdditiveCouplingLayer", "AffineCouplingLayer", "BatchNormLayer",
     "ChainLayer", "Conv1x1Layer", "DiagonalScalingLayer", "FactorOutLayer", "FlattenLayer",
     "FlowContext", "FlowLayer", "GlowConditioner", "LUConv1x1Layer", "LearnedPriorLayer",
-    "LogitLayer", "MLPConditioner", "PermutationLayer", "ResNetConditioner", "ShiftLayer",
+    "LogitLayer", "MLPConditioner", "PermutationLayer", "ResNetConditioner", "ShiftLayer", "SplineCouplingLayer",
     "SqueezeLayer", "UnsqueezeLayer", "ZeroInitConv",
 ]

@@ -8,7 +8,8 @@ from tfflow import bijectors as fb
 from tfflow.bijectors.partitions import partition_from_config, partition_to_config
 from tfflow.layers.base import FlowLayer, deserialize, serialize
 
-__all__ = ["AdditiveCouplingLayer", "AffineCouplingLayer", "LOG_SCALE_FUNCTIONS"]
+__all__ = ["AdditiveCouplingLayer", "AffineCouplingLayer", "LOG_SCALE_FUNCTIONS",
+           "SplineCouplingLayer"]
 
 LOG_SCALE_FUNCTIONS = {"tanh": fb.tanh_log_scale, "glow": fb.glow_log_scale}
 
@@ -67,3 +68,26 @@ class AdditiveCouplingLayer(_CouplingLayer):
     def bijector(self, context=None):
         return fb.AdditiveCoupling(self.conditioner, self.partition,
                                    event_ndims=self.event_ndims, dtype=self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package="tfflow")
+class SplineCouplingLayer(_CouplingLayer):
+    """Rational-quadratic spline coupling (Neural Spline Flows), `num_bins` on [-bound, bound]."""
+
+    def __init__(self, conditioner, partition=None, event_ndims: int = 3, num_bins: int = 8,
+                 bound: float = 3.0, **kwargs):
+        super().__init__(conditioner, partition, event_ndims, **kwargs)
+        self.num_bins = int(num_bins)
+        self.bound = float(bound)
+
+    @staticmethod
+    def params_per_channel(num_bins: int) -> int:
+        return 3 * int(num_bins) - 1
+
+    def bijector(self, context=None):
+        return fb.RationalQuadraticSplineCoupling(
+            self.conditioner, self.partition, num_bins=self.num_bins, bound=self.bound,
+            event_ndims=self.event_ndims, dtype=self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "num_bins": self.num_bins, "bound": self.bound}

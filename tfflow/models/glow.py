@@ -8,7 +8,7 @@ from tfflow.models.flow_model import FlowModel
 
 __all__ = ["Glow", "glow_flow"]
 
-COUPLINGS = ("affine", "additive")
+COUPLINGS = ("affine", "additive", "spline")
 MIXINGS = ("lu", "conv", "reverse", "shuffle")
 
 
@@ -39,20 +39,24 @@ def _mixing_layer(mixing: str, seed: int, dtype):
     return fl.PermutationLayer(kind=mixing, seed=seed, dtype=dtype)
 
 
-def _coupling_layer(coupling: str, channels: int, hidden: int, log_scale: str, dtype):
+def _coupling_layer(coupling: str, channels: int, hidden: int, log_scale: str, num_bins: int,
+                    dtype):
     split = fb.ChannelSplit(0)
-    per_channel = 2 if coupling == "affine" else 1
+    per_channel = {"affine": 2, "additive": 1,
+                   "spline": fl.SplineCouplingLayer.params_per_channel(num_bins)}[coupling]
     net = fl.GlowConditioner(hidden, per_channel * split.transformed_channels(channels),
                              dtype=dtype)
     if coupling == "affine":
         return fl.AffineCouplingLayer(net, split, log_scale=log_scale, dtype=dtype)
+    if coupling == "spline":
+        return fl.SplineCouplingLayer(net, split, num_bins=num_bins, dtype=dtype)
     return fl.AdditiveCouplingLayer(net, split, dtype=dtype)
 
 
 def glow_flow(image_shape, *, levels: int, steps_per_level: int, hidden_channels: int,
               coupling: str = "affine", permutation: str = "lu", log_scale: str = "tanh",
               learn_top: bool = True, num_classes: int | None = None, seed: int = 0,
-              dtype="float32") -> fl.ChainLayer:
+              num_bins: int = 8, dtype="float32") -> fl.ChainLayer:
     """The Glow flow (data -> latent) as a `ChainLayer`; see `Glow` for the arguments."""
     _check_glow_arguments(image_shape, levels, steps_per_level, hidden_channels, coupling,
                           permutation)
@@ -63,7 +67,7 @@ def glow_flow(image_shape, *, levels: int, steps_per_level: int, hidden_channels
         for step in range(steps_per_level):
             parts += [fl.ActNormLayer(dtype=dtype),
                       _mixing_layer(permutation, seed * 100_003 + index * 1_009 + step, dtype),
-                      _coupling_layer(coupling, c, hidden_channels, log_scale, dtype)]
+                      _coupling_layer(coupling, c, hidden_channels, log_scale, num_bins, dtype)]
         if index == levels - 1:
             if learn_top or num_classes:
                 parts.append(fl.LearnedPriorLayer(num_classes, dtype=dtype, name="top_prior"))
@@ -86,7 +90,7 @@ def glow_flow(image_shape, *, levels: int, steps_per_level: int, hidden_channels
 def Glow(image_shape, *, levels: int = 2, steps_per_level: int = 8, hidden_channels: int = 64,
          coupling: str = "affine", permutation: str = "lu", log_scale: str = "tanh",
          learn_top: bool = True, num_classes: int | None = None, num_levels: int | None = 256,
-         seed: int = 0, dtype="float32", name: str = "glow") -> FlowModel:
+         seed: int = 0, num_bins: int = 8, dtype="float32", name: str = "glow") -> FlowModel:
     """Glow (Kingma & Dhariwal, 2018) as a `FlowModel`.
 
     Data x in [0, 1) -> centre (x - 0.5) -> L levels of: squeeze, K steps of
@@ -101,7 +105,8 @@ def Glow(image_shape, *, levels: int = 2, steps_per_level: int = 8, hidden_chann
       levels: L, the number of scales.
       steps_per_level: K, flow steps per scale.
       hidden_channels: width of each coupling's conv network (Glow: 512).
-      coupling: "affine" (Glow) or "additive" (NICE-style, constant Jacobian).
+      coupling: "affine" (Glow), "additive" (NICE-style, constant Jacobian) or
+        "spline" (rational-quadratic, Neural Spline Flows; `num_bins` bins).
       permutation: "lu" (LU 1x1 conv, Glow's default, XLA-friendly), "conv"
         (full 1x1 conv), or the baselines "reverse" / "shuffle".
       log_scale: affine scale: "tanh" (identity at init, bounded) or "glow"
@@ -120,6 +125,6 @@ def Glow(image_shape, *, levels: int = 2, steps_per_level: int = 8, hidden_chann
     flow = glow_flow(image_shape, levels=levels, steps_per_level=steps_per_level,
                      hidden_channels=hidden_channels, coupling=coupling,
                      permutation=permutation, log_scale=log_scale, learn_top=learn_top,
-                     num_classes=num_classes, seed=seed, dtype=dtype)
+                     num_classes=num_classes, seed=seed, num_bins=num_bins, dtype=dtype)
     return FlowModel(flow, image_shape, num_levels=num_levels, num_classes=num_classes,
                      name=name, dtype=dtype)

@@ -9,16 +9,31 @@ from tfflow.models.flow_model import FlowModel
 __all__ = ["RealNVP"]
 
 
-def _image_flow(image_shape, scales, filters, blocks, batch_norm, dtype):
+def _coupling(kind: str, conditioner_for, partition, channels: int, num_bins: int,
+              event_ndims: int, dtype):
+    """An affine or spline coupling whose conditioner is `conditioner_for(out_channels)`."""
+    if kind == "affine":
+        return fl.AffineCouplingLayer(
+            conditioner_for(2 * partition.transformed_channels(channels)), partition,
+            event_ndims=event_ndims, dtype=dtype)
+    if kind == "spline":
+        per_channel = fl.SplineCouplingLayer.params_per_channel(num_bins)
+        return fl.SplineCouplingLayer(
+            conditioner_for(per_channel * partition.transformed_channels(channels)), partition,
+            event_ndims=event_ndims, num_bins=num_bins, dtype=dtype)
+    raise ValueError(f"RealNVP: coupling must be 'affine' or 'spline', got {kind!r}.")
+
+
+def _image_flow(image_shape, scales, filters, blocks, batch_norm, kind, num_bins, dtype):
     h, w, _ = image_shape
     if h % 2 ** (scales - 1) or w % 2 ** (scales - 1):
         raise ValueError(f"RealNVP: {scales} scales need H and W divisible by "
                          f"{2 ** (scales - 1)}, got image_shape {tuple(image_shape)}.")
 
     def coupling(partition, channels):
-        net = fl.ResNetConditioner(filters, 2 * partition.transformed_channels(channels),
-                                   blocks, dtype=dtype)
-        parts = [fl.AffineCouplingLayer(net, partition, dtype=dtype)]
+        parts = [_coupling(kind, lambda out: fl.ResNetConditioner(filters, out, blocks,
+                                                                  dtype=dtype),
+                           partition, channels, num_bins, 3, dtype)]
         if batch_norm:
             parts.append(fl.BatchNormLayer(dtype=dtype))
         return parts
@@ -37,29 +52,22 @@ def _image_flow(image_shape, scales, filters, blocks, batch_norm, dtype):
         for k in range(3):
             parts += coupling(fb.ChannelSplit(k % 2), c4)
         kept = c4 // 2
-        parts.append(fl.FactorOutLayer(kept, fl.ChainLayer(
-            [fl.UnsqueezeLayer(dtype=dtype), scale(index + 1, (hh, ww, kept // 4)),
-             fl.SqueezeLayer(dtype=dtype)], dtype=dtype), dtype=dtype))
+        parts.append(fl.FactorOutLayer(kept, scale(index + 1, (hh // 2, ww // 2, kept)),
+                                       dtype=dtype))
         parts.append(fl.UnsqueezeLayer(dtype=dtype))
         return fl.ChainLayer(parts, dtype=dtype, name=f"scale_{index}")
 
-    if (4 * image_shape[-1]) // 2 % 4:
-        # After squeeze (4C) the kept half (2C) is unsqueezed again for the next
-        # scale, which needs 2C divisible by 4.
-        raise ValueError(f"RealNVP: multi-scale needs an even channel count, got "
-                         f"image_shape {tuple(image_shape)}; use scales=1.")
     return fl.ChainLayer([fl.LogitLayer(0.05, dtype=dtype), scale(0, tuple(image_shape))],
                          dtype=dtype, name="realnvp")
 
 
-def _vector_flow(dims, num_couplings, hidden_units, batch_norm, dtype):
+def _vector_flow(dims, num_couplings, hidden_units, batch_norm, kind, num_bins, dtype):
     if dims < 2:
         raise ValueError(f"RealNVP: vector events need at least 2 dimensions, got {dims}.")
     parts = []
     for k in range(num_couplings):
-        partition = fb.AlternatingMask(k % 2)
-        net = fl.MLPConditioner(hidden_units, 2 * dims, dtype=dtype)
-        parts.append(fl.AffineCouplingLayer(net, partition, event_ndims=1, dtype=dtype))
+        parts.append(_coupling(kind, lambda out: fl.MLPConditioner(hidden_units, out, dtype=dtype),
+                               fb.AlternatingMask(k % 2), dims, num_bins, 1, dtype))
         if batch_norm and k < num_couplings - 1:
             parts.append(fl.BatchNormLayer(event_ndims=1, dtype=dtype))
     return fl.ChainLayer(parts, dtype=dtype, name="realnvp")
@@ -67,7 +75,8 @@ def _vector_flow(dims, num_couplings, hidden_units, batch_norm, dtype):
 
 def RealNVP(event_shape, *, scales: int = 2, filters: int = 32, blocks: int = 2,
             num_couplings: int = 8, hidden_units=(128, 128), batch_norm: bool = True,
-            num_levels: int | None = None, dtype="float32", name: str = "realnvp") -> FlowModel:
+            coupling: str = "affine", num_bins: int = 8, num_levels: int | None = None,
+            dtype="float32", name: str = "realnvp") -> FlowModel:
     """RealNVP (Dinh, Sohl-Dickstein & Bengio, 2017) as a `FlowModel`.
 
     Images ([H, W, C], data in [0, 1)): logit preprocessing, then per scale 3
@@ -81,16 +90,19 @@ def RealNVP(event_shape, *, scales: int = 2, filters: int = 32, blocks: int = 2,
 
     Args:
       event_shape: (H, W, C) or (D,).
+      coupling: "affine" (the paper) or "spline" (rational-quadratic, Neural
+        Spline Flows, `num_bins` bins).
       num_levels: quantisation levels for image data (bits/dim), None for
         continuous data.
       dtype: "float32" or "float64".
     """
     event_shape = tuple(int(d) for d in event_shape)
     if len(event_shape) == 3:
-        flow = _image_flow(event_shape, scales, filters, blocks, batch_norm, dtype)
+        flow = _image_flow(event_shape, scales, filters, blocks, batch_norm, coupling, num_bins,
+                           dtype)
     elif len(event_shape) == 1:
         flow = _vector_flow(event_shape[0], num_couplings, tuple(hidden_units), batch_norm,
-                            dtype)
+                            coupling, num_bins, dtype)
     else:
         raise ValueError(f"RealNVP: expected event_shape (H, W, C) or (D,), got {event_shape}.")
     return FlowModel(flow, event_shape, num_levels=num_levels, name=name, dtype=dtype)
