@@ -2,6 +2,7 @@
 
 from tfflow import bijectors
 from tfflow import data
+from tfflow import export
 from tfflow import layers
 from tfflow import models
 from tfflow import testing
@@ -9,4 +10,4 @@ from tfflow.models import FlowModel
 
 __version__ = "0.1.0"
 
-__all__ = ["FlowModel", "bijectors", "data", "layers", "models", "testing", "__version__"]
+__all__ = ["FlowModel", "bijectors", "data", "export", "layers", "models", "testing", "__version__"]

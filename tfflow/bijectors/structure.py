@@ -102,9 +102,10 @@ class ElementwiseAffine(FlowBijector):
         """
         parameters = dict(locals())
         with tf.name_scope(name) as name:
-            dtype = common_dtype([loc, log_scale])
-            self._loc = as_parameter(loc, dtype, "loc")
-            self._log_scale = as_parameter(log_scale, dtype, "log_scale")
+            owner = "ElementwiseAffine"
+            dtype = common_dtype({"loc": loc, "log_scale": log_scale}, owner=owner)
+            self._loc = as_parameter(loc, dtype, "loc", owner=owner)
+            self._log_scale = as_parameter(log_scale, dtype, "log_scale", owner=owner)
             self._event_ndims = int(event_ndims)
             super().__init__(forward_min_event_ndims=self._event_ndims,
                              is_constant_jacobian=True, validate_args=validate_args,

@@ -1,0 +1,466 @@
+"""Bad input gets a clear error: the bijector's class name, what it expected, what it got.
+
+Static facts (rank, channel counts, divisibility, parameter shapes and dtypes)
+raise `ValueError` at construction or trace time; values (NaN, range,
+singularity, dynamic shapes) raise `tf.errors.InvalidArgumentError` at run time
+under `validate_args=True`, and cost nothing without it.
+"""
+
+import contextlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfflow import bijectors as fb
+
+tfb = tfp.bijectors
+
+
+@contextlib.contextmanager
+def raises(error, *fragments):
+    """`pytest.raises(error)` whose message must also contain every fragment."""
+    with pytest.raises(error) as info:
+        yield info
+    message = str(info.value) if error is ValueError else info.value.message
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in the message:\n{message}"
+
+
+def _ones(*shape, dtype=tf.float32):
+    return tf.ones(shape, dtype)
+
+
+def _double(x_a):
+    """A conditioner giving an affine coupling its 2 parameters per channel."""
+    return tf.concat([tf.sin(x_a), 0.1 * x_a], -1)
+
+
+def _spline_params(x_a, num_bins=4):
+    """A conditioner giving a spline coupling its 3 * num_bins - 1 parameters per channel."""
+    return 0.1 * tf.concat([x_a] * (3 * num_bins - 1), -1)
+
+
+def _invertible(c=3, dtype=tf.float32):
+    return tf.constant(np.eye(c) * 2. + np.triu(np.ones([c, c]), 1), dtype)
+
+
+# --- Wrong event rank --------------------------------------------------------------------
+
+RANK_CASES = {
+    "ActNorm": lambda: fb.ActNorm(tf.zeros([8]), tf.zeros([8])),
+    "Invertible1x1Conv": lambda: fb.Invertible1x1Conv(_invertible(8)),
+    "LUInvertible1x1Conv": lambda: fb.LUInvertible1x1Conv(**fb.lu_parameters(_invertible(8))),
+    "PermuteChannels": lambda: fb.PermuteChannels.reverse(8),
+    "AffineCoupling": lambda: fb.AffineCoupling(_double),
+    "AdditiveCoupling": lambda: fb.AdditiveCoupling(tf.sin),
+    "RationalQuadraticSplineCoupling": lambda: fb.RationalQuadraticSplineCoupling(
+        _spline_params, num_bins=4),
+    "Squeeze": fb.Squeeze,
+    "BatchNormalization": lambda: fb.BatchNormalization(tf.zeros([8]), tf.ones([8])),
+}
+METHODS = ["forward", "inverse", "forward_log_det_jacobian", "inverse_log_det_jacobian"]
+
+
+def _call(bijector, method, x, **kwargs):
+    if method.endswith("log_det_jacobian"):
+        kwargs.setdefault("event_ndims", bijector.forward_min_event_ndims)
+    return getattr(bijector, method)(x, **kwargs)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("name", list(RANK_CASES))
+def test_wrong_event_rank(name, method):
+    # An image bijector (event [H, W, C], event_ndims=3) given a batch of vectors [N, 8].
+    bijector = RANK_CASES[name]()
+    with raises(ValueError, name, "3 dimension(s)", "[H, W, C]", "[5, 8]", "rank 2"):
+        _call(bijector, method, _ones(5, 8))
+
+
+def test_wrong_event_rank_at_trace_time():
+    actnorm = fb.ActNorm(tf.zeros([8]), tf.zeros([8]))
+    with raises(ValueError, "ActNorm", "[5, 8]", "rank 2"):
+        tf.function(actnorm.inverse).get_concrete_function(tf.TensorSpec([5, 8]))
+
+
+def test_wrong_event_rank_through_tfp_wrappers():
+    actnorm = fb.ActNorm(tf.zeros([8]), tf.zeros([8]))
+    with raises(ValueError, "ActNorm", "[5, 8]"):
+        tfb.Invert(actnorm).forward_log_det_jacobian(_ones(5, 8), event_ndims=3)
+    with raises(ValueError, "ActNorm", "[5, 8]"):
+        tfb.Chain([actnorm]).inverse_log_det_jacobian(_ones(5, 8), event_ndims=3)
+
+
+def test_event_ndims_below_minimum():
+    actnorm = fb.ActNorm(tf.zeros([8]), tf.zeros([8]))
+    with raises(ValueError, "ActNorm", "event_ndims >= 3", "event_ndims=1"):
+        actnorm.forward_log_det_jacobian(_ones(2, 4, 4, 8), event_ndims=1)
+    with raises(ValueError, "ActNorm", "event_ndims must be >= 1", "got 0"):
+        fb.ActNorm(tf.zeros([8]), tf.zeros([8]), event_ndims=0)
+    with raises(ValueError, "Invertible1x1Conv", "event_ndims must be >= 1", "got 0"):
+        fb.Invertible1x1Conv(_invertible(), event_ndims=0)
+
+
+@pytest.mark.parametrize("method", ["forward_event_shape", "inverse_event_shape"])
+def test_squeeze_event_shape_of_wrong_rank(method):
+    with raises(ValueError, "Squeeze", "[4, 4]", "rank 2"):
+        getattr(fb.Squeeze(), method)([4, 4])
+
+
+# --- Channel mismatch -------------------------------------------------------------------
+
+CHANNEL_CASES = {
+    "ActNorm": lambda: fb.ActNorm(tf.zeros([3]), tf.zeros([3])),
+    "BatchNormalization": lambda: fb.BatchNormalization(tf.zeros([3]), tf.ones([3])),
+    "Invertible1x1Conv": lambda: fb.Invertible1x1Conv(_invertible(3)),
+    "LUInvertible1x1Conv": lambda: fb.LUInvertible1x1Conv(**fb.lu_parameters(_invertible(3))),
+    "PermuteChannels": lambda: fb.PermuteChannels.reverse(3),
+}
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("name", list(CHANNEL_CASES))
+def test_channel_mismatch(name, method):
+    bijector = CHANNEL_CASES[name]()
+    with raises(ValueError, name, "expected 3 channels", "[2, 4, 4, 4]"):
+        _call(bijector, method, _ones(2, 4, 4, 4))
+
+
+def test_channel_mismatch_at_trace_time():
+    actnorm = fb.ActNorm(tf.zeros([3]), tf.zeros([3]))
+    with raises(ValueError, "ActNorm", "expected 3 channels", "[None, 4, 4, 4]"):
+        tf.function(actnorm.forward).get_concrete_function(tf.TensorSpec([None, 4, 4, 4]))
+
+
+@pytest.mark.parametrize("make, name, fragments", [
+    (lambda: fb.ActNorm(tf.zeros([4]), tf.zeros([3])), "ActNorm", ["loc: 4", "log_scale: 3"]),
+    (lambda: fb.BatchNormalization(tf.zeros([3]), tf.ones([3]), beta=tf.zeros([2])),
+     "BatchNormalization", ["mean: 3", "beta: 2"]),
+], ids=["actnorm", "batch_norm"])
+def test_parameters_with_different_channel_counts(make, name, fragments):
+    with raises(ValueError, name, "same number of channels", *fragments):
+        make()
+
+
+def test_scalar_parameter_has_no_channel_axis():
+    with raises(ValueError, "ActNorm", "log_scale", "scalar"):
+        fb.ActNorm(tf.zeros([3]), 0.)
+
+
+# --- Squeeze -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [[2, 5, 4, 3], [2, 4, 3, 3], [5, 7, 3]],
+                         ids=["odd_height", "odd_width", "unbatched"])
+def test_squeeze_spatial_size_not_divisible(shape):
+    event = str(shape[-3:])
+    with raises(ValueError, "Squeeze", "H and W divisible by 2", event):
+        fb.Squeeze().inverse(_ones(*shape))
+    with raises(ValueError, "Squeeze", "H and W divisible by 2", event):
+        fb.Squeeze().inverse_event_shape(shape[-3:])
+    with raises(ValueError, "Squeeze", "H and W divisible by 2", event):
+        fb.Squeeze().inverse_log_det_jacobian(_ones(*shape), event_ndims=3)
+
+
+def test_squeeze_factor_3_names_its_factor():
+    with raises(ValueError, "Squeeze", "divisible by 3", "[4, 6, 2]"):
+        fb.Squeeze(3).inverse(_ones(1, 4, 6, 2))
+    with raises(ValueError, "Squeeze", "C divisible by 9", "[2, 2, 6]"):
+        fb.Squeeze(3).forward(_ones(1, 2, 2, 6))
+
+
+@pytest.mark.parametrize("channels", [2, 6])
+def test_squeeze_channels_not_divisible_for_forward(channels):
+    event = str([4, 4, channels])
+    with raises(ValueError, "Squeeze", "C divisible by 4", event):
+        fb.Squeeze().forward(_ones(2, 4, 4, channels))
+    with raises(ValueError, "Squeeze", "C divisible by 4", event):
+        fb.Squeeze().forward_event_shape([4, 4, channels])
+    with raises(ValueError, "Squeeze", "C divisible by 4", event):
+        fb.Squeeze().forward_log_det_jacobian(_ones(2, 4, 4, channels), event_ndims=3)
+
+
+def test_squeeze_dynamic_spatial_size_under_validate_args():
+    squeeze = fb.Squeeze(validate_args=True)
+    inverse = tf.function(squeeze.inverse, input_signature=[tf.TensorSpec([None, None, None, 3])])
+    assert inverse(_ones(2, 4, 6, 3)).shape == [2, 2, 3, 12]
+    with raises(tf.errors.InvalidArgumentError, "Squeeze", "divisible by 2", "[5 4 3]"):
+        inverse(_ones(2, 5, 4, 3))
+    with raises(tf.errors.InvalidArgumentError, "Squeeze", "divisible by 2", "[4 7 3]"):
+        inverse(_ones(1, 4, 7, 3))
+
+
+def test_squeeze_dynamic_channels_under_validate_args():
+    squeeze = fb.Squeeze(validate_args=True)
+    forward = tf.function(squeeze.forward,
+                          input_signature=[tf.TensorSpec([None, None, None, None])])
+    assert forward(_ones(2, 2, 2, 8)).shape == [2, 4, 4, 2]
+    with raises(tf.errors.InvalidArgumentError, "Squeeze", "divisible by 4", "[2 2 6]"):
+        forward(_ones(2, 2, 2, 6))
+
+
+@pytest.mark.parametrize("factor", [1, 0, -2, 2.0, "2"])
+def test_squeeze_factor_must_be_an_integer_at_least_2(factor):
+    with raises(ValueError, "Squeeze", "integer >= 2", repr(factor)):
+        fb.Squeeze(factor)
+
+
+# --- Couplings ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("partition", [fb.ChannelSplit(), fb.ChannelSplit(1),
+                                       fb.AlternatingMask(), fb.AlternatingMask(1)], ids=repr)
+@pytest.mark.parametrize("cls", [fb.AdditiveCoupling, fb.AffineCoupling,
+                                 fb.RationalQuadraticSplineCoupling], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("method", ["forward", "inverse"])
+def test_coupling_cannot_split_one_channel(cls, partition, method):
+    coupling = cls(lambda x_a: tf.concat([x_a, x_a], -1), partition, event_ndims=1)
+    with raises(ValueError, cls.__name__, type(partition).__name__, "at least 2", "[3, 1]"):
+        getattr(coupling, method)(_ones(3, 1))
+
+
+@pytest.mark.parametrize("cls, want, conditioner", [
+    (fb.AffineCoupling, "must return 4 channels", lambda x_a: x_a),
+    (fb.AffineCoupling, "must return 4 channels", lambda x_a: tf.concat([x_a] * 3, -1)),
+    (fb.AdditiveCoupling, "must return 2 channels", lambda x_a: tf.concat([x_a, x_a], -1)),
+    (fb.RationalQuadraticSplineCoupling, "must return 46 channels", lambda x_a: x_a),
+], ids=["affine_too_few", "affine_too_many", "additive_too_many", "spline_too_few"])
+@pytest.mark.parametrize("method", ["forward", "inverse", "inverse_log_det_jacobian"])
+def test_conditioner_returns_wrong_number_of_channels(cls, want, conditioner, method):
+    coupling = cls(conditioner, fb.ChannelSplit(), event_ndims=1)
+    with raises(ValueError, cls.__name__, want, "got output shape [2, "):
+        _call(coupling, method, _ones(2, 4))
+
+
+def test_conditioner_wrong_channels_for_images_and_masks():
+    # An alternating mask transforms every channel: the conditioner owes 2 * C.
+    coupling = fb.AffineCoupling(lambda x_a: x_a, fb.AlternatingMask(), event_ndims=1)
+    with raises(ValueError, "AffineCoupling", "must return 10 channels", "[2, 5]"):
+        coupling.inverse(_ones(2, 5))
+    coupling = fb.AffineCoupling(lambda x_a: x_a, fb.ChannelSplit())
+    with raises(ValueError, "AffineCoupling", "must return 4 channels", "[2, 4, 4, 2]"):
+        coupling.inverse(_ones(2, 4, 4, 4))
+
+
+@pytest.mark.parametrize("num_bins, bound", [(1, 3.), (0, 3.), (4, 0.), (4, -1.)])
+def test_spline_bins_and_bound(num_bins, bound):
+    with raises(ValueError, "RationalQuadraticSplineCoupling", "num_bins >= 2 and bound > 0",
+                f"num_bins={num_bins}, bound={bound}"):
+        fb.RationalQuadraticSplineCoupling(_spline_params, num_bins=num_bins, bound=bound)
+
+
+@pytest.mark.parametrize("conditioner", [3, None, "net", [tf.sin]], ids=repr)
+@pytest.mark.parametrize("cls", [fb.AdditiveCoupling, fb.AffineCoupling,
+                                 fb.RationalQuadraticSplineCoupling], ids=lambda c: c.__name__)
+def test_non_callable_conditioner(cls, conditioner):
+    with raises(ValueError, cls.__name__, "conditioner must be callable", repr(conditioner)):
+        cls(conditioner)
+
+
+@pytest.mark.parametrize("partition", ["channels", 0, fb.ChannelSplit], ids=repr)
+@pytest.mark.parametrize("cls", [fb.AdditiveCoupling, fb.AffineCoupling],
+                         ids=lambda c: c.__name__)
+def test_invalid_partition_object(cls, partition):
+    with raises(ValueError, cls.__name__, "partition must be a tfflow.bijectors.Partition",
+                repr(partition)):
+        cls(tf.sin, partition)
+
+
+@pytest.mark.parametrize("parity", [2, -1, "0"], ids=repr)
+@pytest.mark.parametrize("cls", [fb.ChannelSplit, fb.Checkerboard, fb.AlternatingMask],
+                         ids=lambda c: c.__name__)
+def test_invalid_partition_parity(cls, parity):
+    with raises(ValueError, cls.__name__, "parity must be 0 or 1", repr(parity)):
+        cls(parity)
+
+
+@pytest.mark.parametrize("method", ["forward", "inverse"])
+def test_checkerboard_on_vectors(method):
+    coupling = fb.AffineCoupling(_double, fb.Checkerboard(), event_ndims=1)
+    with raises(ValueError, "AffineCoupling", "Checkerboard needs [H, W, C] events", "[2, 4]"):
+        getattr(coupling, method)(_ones(2, 4))
+    # Rank 3 with event_ndims=1: the shape could be an image, but the event is a vector.
+    with raises(ValueError, "AffineCoupling", "Checkerboard needs event_ndims=3", "got 1"):
+        getattr(coupling, method)(_ones(2, 3, 4))
+
+
+def test_channel_split_needs_a_static_channel_axis():
+    coupling = fb.AffineCoupling(_double, event_ndims=1)
+    with raises(ValueError, "AffineCoupling", "channel axis", "must be known statically"):
+        tf.function(coupling.inverse).get_concrete_function(tf.TensorSpec([2, None]))
+
+
+# --- 1x1 convolutions ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [[3, 4], [4, 3], [3], [2, 3, 3]], ids=str)
+def test_non_square_kernel(shape):
+    with raises(ValueError, "Invertible1x1Conv", "square [C, C] kernel", str(shape)):
+        fb.Invertible1x1Conv(tf.zeros(shape))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_singular_kernel_under_validate_args(method):
+    conv = fb.Invertible1x1Conv(tf.ones([3, 3]), validate_args=True)
+    with raises(tf.errors.InvalidArgumentError, "Invertible1x1Conv",
+                "expected an invertible kernel", "singular"):
+        _call(conv, method, _ones(2, 4, 4, 3))
+
+
+def test_singular_kernel_under_validate_args_in_function():
+    conv = fb.Invertible1x1Conv(tf.Variable(tf.eye(3)), validate_args=True)
+    inverse = tf.function(conv.inverse)
+    x = _ones(2, 4, 4, 3)
+    inverse(x)
+    conv.kernel.assign(tf.ones([3, 3]))
+    with raises(tf.errors.InvalidArgumentError, "Invertible1x1Conv", "invertible kernel"):
+        inverse(x)
+
+
+def test_singular_kernel_without_validate_args_does_not_check():
+    # The cheap path: no QR of the kernel for an assertion, and no error (the value is junk).
+    conv = fb.Invertible1x1Conv(tf.ones([3, 3]))
+    conv.inverse(_ones(2, 4, 4, 3))
+
+
+@pytest.mark.parametrize("what, bad, fragments", [
+    ("lower", tf.zeros([4, 4]), ["`lower` of shape [3, 3]", "(4, 4)"]),
+    ("upper", tf.zeros([3]), ["`upper` of shape [3, 3]", "(3,)"]),
+    ("permutation", tf.constant([0, 1], tf.int32), ["`permutation` of shape [3]", "(2,)"]),
+    ("sign_s", tf.ones([2]), ["`sign_s` of shape [3]", "(2,)"]),
+], ids=["lower", "upper", "permutation", "sign_s"])
+def test_lu_parameters_with_mismatched_shapes(what, bad, fragments):
+    params = dict(fb.lu_parameters(_invertible(3)), **{what: bad})
+    with raises(ValueError, "LUInvertible1x1Conv", *fragments):
+        fb.LUInvertible1x1Conv(**params)
+
+
+def test_lu_log_abs_s_must_have_a_channel_axis():
+    params = dict(fb.lu_parameters(_invertible(3)), log_abs_s=tf.zeros([]))
+    with raises(ValueError, "LUInvertible1x1Conv", "log_abs_s", "scalar"):
+        fb.LUInvertible1x1Conv(**params)
+
+
+@pytest.mark.parametrize("shape", [[3, 4], [3], [2, 2, 2]], ids=str)
+def test_lu_parameters_of_non_square_matrix(shape):
+    with raises(ValueError, "lu_parameters", "square [C, C] matrix", str(shape)):
+        fb.lu_parameters(tf.zeros(shape))
+
+
+# --- NaN input: InvalidArgumentError under validate_args, free without ---------------------
+
+NAN_CASES = {
+    "ActNorm": lambda v: fb.ActNorm(tf.zeros([4]), tf.zeros([4]), validate_args=v),
+    "Invertible1x1Conv": lambda v: fb.Invertible1x1Conv(_invertible(4), validate_args=v),
+    "LUInvertible1x1Conv": lambda v: fb.LUInvertible1x1Conv(
+        **fb.lu_parameters(_invertible(4)), validate_args=v),
+    "AdditiveCoupling": lambda v: fb.AdditiveCoupling(tf.sin, validate_args=v),
+    "AffineCoupling": lambda v: fb.AffineCoupling(_double, validate_args=v),
+    "RationalQuadraticSplineCoupling": lambda v: fb.RationalQuadraticSplineCoupling(
+        _spline_params, num_bins=4, validate_args=v),
+    "Squeeze": lambda v: fb.Squeeze(validate_args=v),
+    "PermuteChannels": lambda v: fb.PermuteChannels.reverse(4, validate_args=v),
+    "BatchNormalization": lambda v: fb.BatchNormalization(tf.zeros([4]), tf.ones([4]),
+                                                          validate_args=v),
+    "LogitPreprocessing": lambda v: fb.LogitPreprocessing(validate_args=v),
+}
+
+
+def _with_bad_value(value):
+    x = np.full([2, 4, 4, 4], 0.5, np.float32)
+    x[1, 2, 3, 1] = value
+    return tf.constant(x)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf], ids=["nan", "inf"])
+@pytest.mark.parametrize("method", ["forward", "inverse"])
+@pytest.mark.parametrize("name", list(NAN_CASES))
+def test_non_finite_input_under_validate_args(name, method, value):
+    bijector = NAN_CASES[name](True)
+    with raises(tf.errors.InvalidArgumentError, name, "NaN or Inf"):
+        getattr(bijector, method)(_with_bad_value(value))
+
+
+@pytest.mark.parametrize("name", ["ActNorm", "AffineCoupling", "LUInvertible1x1Conv",
+                                  "LogitPreprocessing"])
+def test_nan_input_to_log_det_under_validate_args(name):
+    bijector = NAN_CASES[name](True)
+    ndims = bijector.forward_min_event_ndims
+    for method in ["forward_log_det_jacobian", "inverse_log_det_jacobian"]:
+        with raises(tf.errors.InvalidArgumentError, name, "NaN or Inf"):
+            getattr(bijector, method)(_with_bad_value(np.nan), event_ndims=ndims)
+
+
+@pytest.mark.parametrize("method", ["forward", "inverse"])
+@pytest.mark.parametrize("name", list(NAN_CASES))
+def test_nan_input_without_validate_args_is_not_checked(name, method):
+    bijector = NAN_CASES[name](False)
+    out = getattr(bijector, method)(_with_bad_value(np.nan))
+    assert np.any(np.isnan(out))
+    # And the graph holds no CheckNumerics op: the cheap path is really cheap.
+    graph = tf.function(getattr(bijector, method)).get_concrete_function(
+        tf.TensorSpec([2, 4, 4, 4])).graph
+    assert not [op for op in graph.get_operations() if op.type in ("CheckNumerics", "Assert")]
+
+
+# --- LogitPreprocessing ------------------------------------------------------------------
+
+@pytest.mark.parametrize("values, fragments", [
+    ([0.5, 1.5], ["expected data in [0, 1]", "> 1", "1.5"]),
+    ([0.5, -0.25], ["expected data in [0, 1]", "< 0", "-0.25"]),
+], ids=["above_one", "below_zero"])
+def test_logit_data_outside_unit_interval(values, fragments):
+    logit = fb.LogitPreprocessing(validate_args=True)
+    with raises(tf.errors.InvalidArgumentError, "LogitPreprocessing", *fragments):
+        logit.inverse(tf.constant(values))
+    with raises(tf.errors.InvalidArgumentError, "LogitPreprocessing", *fragments):
+        logit.inverse_log_det_jacobian(tf.constant(values), event_ndims=1)
+    # The endpoints themselves are fine.
+    assert np.all(np.isfinite(logit.inverse(tf.constant([0., 1.]))))
+
+
+def test_logit_data_outside_unit_interval_in_function():
+    logit = fb.LogitPreprocessing(validate_args=True)
+    inverse = tf.function(logit.inverse, input_signature=[tf.TensorSpec([None])])
+    with raises(tf.errors.InvalidArgumentError, "LogitPreprocessing", "> 1"):
+        inverse(tf.constant([2.]))
+
+
+@pytest.mark.parametrize("alpha", [0., 0.5, -0.1, 0.7], ids=repr)
+def test_logit_alpha_outside_open_interval(alpha):
+    with raises(ValueError, "LogitPreprocessing", "alpha must lie in (0, 0.5)", repr(alpha)):
+        fb.LogitPreprocessing(alpha)
+
+
+# --- PermuteChannels -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("permutation", [[0, 0, 1], [1, 2, 3], [[0, 1]], [0, 2]], ids=str)
+def test_permute_channels_not_a_permutation(permutation):
+    with raises(ValueError, "PermuteChannels", "permutation of range(C)", str(permutation)):
+        fb.PermuteChannels(permutation)
+
+
+# --- Mixed parameter dtypes ---------------------------------------------------------------
+
+@pytest.mark.parametrize("make, name, fragments", [
+    (lambda: fb.ActNorm(tf.zeros([3]), tf.zeros([3], tf.float64)),
+     "ActNorm", ["loc: float32", "log_scale: float64"]),
+    (lambda: fb.ActNorm(tf.Variable(tf.zeros([3])), np.zeros([3])),
+     "ActNorm", ["loc: float32", "log_scale: float64"]),
+    (lambda: fb.BatchNormalization(tf.zeros([3]), tf.ones([3], tf.float64)),
+     "BatchNormalization", ["mean: float32", "variance: float64"]),
+    (lambda: fb.BatchNormalization(tf.zeros([3]), tf.ones([3]),
+                                   log_gamma=tf.zeros([3], tf.float16)),
+     "BatchNormalization", ["mean: float32", "log_gamma: float16"]),
+    (lambda: fb.LUInvertible1x1Conv(**dict(fb.lu_parameters(_invertible(3)),
+                                           log_abs_s=tf.zeros([3], tf.float64))),
+     "LUInvertible1x1Conv", ["lower: float32", "log_abs_s: float64"]),
+], ids=["actnorm", "actnorm_variable", "batch_norm", "batch_norm_float16", "lu_conv"])
+def test_parameters_of_mixed_dtypes(make, name, fragments):
+    with raises(ValueError, name, "expected parameters of one dtype", *fragments):
+        make()
+
+
+def test_lu_permutation_variable_of_wrong_dtype():
+    params = dict(fb.lu_parameters(_invertible(3)))
+    params["permutation"] = tf.Variable(tf.cast(params["permutation"], tf.int64))
+    with raises(ValueError, "LUInvertible1x1Conv", "`permutation` of dtype int32", "int64"):
+        fb.LUInvertible1x1Conv(**params)
