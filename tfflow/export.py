@@ -36,6 +36,10 @@ class _ServingModule(tf.Module):
     def __init__(self, model: FlowModel):
         super().__init__(name="tfflow_export")
         self.model = model
+        # The tf.Variables behind the Keras variables, tracked explicitly: the
+        # TF1-style loader (`saved_model_cli run`, TF Serving) restores only
+        # variables in the object graph, not those merely captured by a function.
+        self.model_variables = [v.value for v in model.variables]
 
 
 def _next_version(path: pathlib.Path) -> int:
