@@ -26,6 +26,8 @@ class ZeroInitConv(keras.layers.Layer):
                                         kernel_initializer="zeros", dtype=self.dtype_policy)
 
     def build(self, input_shape):
+        if self.built:  # deserialisation builds it before its coupling's build runs
+            return
         self.conv.build(input_shape)
         self.log_gain = self.add_weight(name="log_gain", shape=(self.filters,),
                                         initializer="zeros")
@@ -58,6 +60,8 @@ class GlowConditioner(keras.layers.Layer):
         self.conv_out = ZeroInitConv(self.out_channels, 3, dtype=policy)
 
     def build(self, input_shape):
+        if self.built:  # deserialisation builds it before its coupling's build runs
+            return
         hidden_shape = tuple(input_shape[:-1]) + (self.hidden_channels,)
         self.conv_in.build(input_shape)
         self.conv_mid.build(hidden_shape)
@@ -99,6 +103,8 @@ class ResNetConditioner(keras.layers.Layer):
         self.conv_out = ZeroInitConv(self.out_channels, 3, dtype=policy)
 
     def build(self, input_shape):
+        if self.built:  # deserialisation builds it before its coupling's build runs
+            return
         hidden = tuple(input_shape[:-1]) + (self.filters,)
         self.conv_in.build(input_shape)
         for first, second in self.block_convs:
@@ -136,6 +142,8 @@ class MLPConditioner(keras.layers.Layer):
                                       dtype=policy)
 
     def build(self, input_shape):
+        if self.built:  # deserialisation builds it before its coupling's build runs
+            return
         shape = tuple(input_shape)
         for layer in self.hidden:
             layer.build(shape)

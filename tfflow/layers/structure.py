@@ -37,9 +37,15 @@ class ChainLayer(FlowLayer):
     def build(self, input_shape):
         shape = tuple(input_shape)
         for layer in self.flow_layers:
-            layer.build(shape)
+            if not layer.built:  # layers deserialised from a config come built
+                layer.build(shape)
             shape = (shape[0],) + tuple(layer.output_event_shape(shape[1:]))
         super().build(input_shape)
+
+    @property
+    def layers(self) -> list:
+        """The parts, so that `model.summary(expand_nested=True)` lists them."""
+        return list(self.flow_layers)
 
     def output_event_shape(self, event_shape):
         for layer in self.flow_layers:
@@ -94,8 +100,14 @@ class FactorOutLayer(FlowLayer):
         self.inner = deserialize(inner) if isinstance(inner, dict) else inner
 
     def build(self, input_shape):
-        self.inner.build(tuple(input_shape[:-1]) + (self.channels,))
+        if not self.inner.built:  # deserialised from a config, it comes built
+            self.inner.build(tuple(input_shape[:-1]) + (self.channels,))
         super().build(input_shape)
+
+    @property
+    def layers(self) -> list:
+        """`[inner]`, so that `model.summary(expand_nested=True)` lists it."""
+        return [self.inner]
 
     def bijector(self, context=None):
         return fb.ApplyToChannels(self.inner.bijector(context or FlowContext()), self.channels)

@@ -91,7 +91,8 @@ class FlowModel(keras.Model):
         self.num_classes = None if num_classes is None else int(num_classes)
         self.num_dims = int(np.prod(self.event_shape))
         self.latent_shape = tuple(self.flow.output_event_shape(self.event_shape))
-        self.flow.build((None,) + self.event_shape)
+        if not self.flow.built:  # deserialised from a config, it comes built
+            self.flow.build((None,) + self.event_shape)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.bits_per_dim_tracker = keras.metrics.Mean(name="bits_per_dim")
         self.built = True
@@ -150,10 +151,14 @@ class FlowModel(keras.Model):
         return self.conditional_distribution(None)
 
     def _check_input(self, x, what: str = "x") -> tf.Tensor:
+        # Check the dtype given, not the converted one: `convert_to_tensor` turns an
+        # integer numpy array into floats when given a float `dtype_hint`.
+        given = getattr(x, "dtype", None)
         x = tf.convert_to_tensor(x, dtype_hint=self.dtype_name)
-        if not x.dtype.is_floating:
+        given = x.dtype if given is None else tf.as_dtype(given)
+        if not given.is_floating:
             raise ValueError(f"FlowModel.{what}: expected floating point data of dtype "
-                             f"{self.dtype_name}, got {x.dtype.name}.")
+                             f"{self.dtype_name}, got {given.name}.")
         x = tf.cast(x, self.dtype_name)
         shape = x.shape
         want = len(self.event_shape) + 1
@@ -296,6 +301,18 @@ class FlowModel(keras.Model):
                                               clipnorm=clipnorm)
         super().compile(optimizer=optimizer, **kwargs)
 
+    def compile_from_config(self, config):
+        """Re-compiles a model loaded by `keras.models.load_model`, optimizer state included.
+
+        Keras skips this for models that override `compile`, which would leave a
+        reloaded model without its optimizer (and a resumed run with a fresh one).
+        """
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            # Create the optimizer's variables so that the saved ones load into them.
+            self.optimizer.build(self.trainable_variables)
+
     def _unpack(self, data):
         if isinstance(data, (tuple, list)):
             x = data[0]
@@ -333,7 +350,9 @@ class FlowModel(keras.Model):
     def fit(self, x=None, y=None, *args, **kwargs):
         """Keras `fit`; runs the ActNorm initialisation first if it has not run yet."""
         if not self.is_initialized:
-            self.initialize(*_initialization_batch(x, self.num_classes))
+            # Labels passed as `y` (arrays) are needed too: a class prior follows the ActNorms.
+            data = x if y is None else (x, y)
+            self.initialize(*_initialization_batch(data, self.num_classes))
         return super().fit(x, y, *args, **kwargs)
 
     def summary(self, *args, **kwargs):
