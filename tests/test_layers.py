@@ -248,7 +248,7 @@ def test_non_trainable_weights():
                                                                          "sign_s"}
     bn = fl.BatchNormLayer()
     bn.build(IMAGE)
-    assert {v.path.split("/")[-1] for v in bn.non_trainable_weights} == {"moving_mean",
+    assert {v.path.split("/")[-1] for v in bn.non_trainable_weights} == {"moving_mean", "initialized",
                                                                          "moving_variance"}
 
 

@@ -25,8 +25,9 @@ class FlowContext:
     Attributes:
       training: batch statistics (batch norm) instead of running averages.
       labels: int class labels [N] for class-conditional layers, or None.
-      init_records: when a dict, ActNorm layers hand out data-initialising
-        bijectors that record `{layer: (loc, log_scale)}` here (Glow's init).
+      init_records: when a dict, data-initialised layers (ActNorm, batch norm)
+        hand out bijectors that normalise with their input's moments and record
+        `{layer: values}` here, for `layer.assign_initial(*values)` (Glow's init).
     """
 
     training: bool = False

@@ -31,7 +31,8 @@ class _CouplingLayer(FlowLayer):
     def build(self, input_shape):
         channels = input_shape[-1]
         cond_shape = tuple(input_shape[:-1]) + (self.partition.conditioning_channels(channels),)
-        self.conditioner.build(cond_shape)
+        if not self.conditioner.built:  # deserialised conditioners come built
+            self.conditioner.build(cond_shape)
         super().build(input_shape)
 
     def get_config(self):

@@ -37,6 +37,25 @@ class _InitializingActNorm(FlowBijector):
             ._inverse_and_log_det(y)
 
 
+class _InitializingBatchNorm(FlowBijector):
+    """Batch norm that records its input's moments as the initial running averages."""
+
+    def __init__(self, layer: "BatchNormLayer", records: dict):
+        self._layer = layer
+        self._records = records
+        super().__init__(forward_min_event_ndims=layer.event_ndims, validate_args=False,
+                         parameters={}, name="initializing_batch_norm")
+
+    def _forward_and_log_det(self, x):
+        raise ValueError("BatchNormLayer: data-dependent initialisation runs in the data -> "
+                         "latent direction (inverse/log_prob) only.")
+
+    def _inverse_and_log_det(self, y):
+        mean, variance = tf.nn.moments(y, axes=list(range(y.shape.rank - 1)))
+        self._records[self._layer] = (mean, variance)
+        return self._layer.bijector_from(mean, variance)._inverse_and_log_det(y)
+
+
 @keras.saving.register_keras_serializable(package="tfflow")
 class ActNormLayer(FlowLayer):
     """Owns ActNorm's `loc`, `log_scale` and an `initialized` flag.
@@ -83,22 +102,17 @@ class _BatchStatisticsNormalization(FlowBijector):
         super().__init__(forward_min_event_ndims=layer.event_ndims, validate_args=False,
                          parameters={}, name="batch_statistics_normalization")
 
-    def _with(self, mean, variance):
-        layer = self._layer
-        return fb.BatchNormalization(mean, variance, tf.convert_to_tensor(layer.log_gamma),
-                                     tf.convert_to_tensor(layer.beta), epsilon=layer.epsilon,
-                                     event_ndims=layer.event_ndims)
-
     def _forward_and_log_det(self, x):
         layer = self._layer
-        return self._with(tf.convert_to_tensor(layer.moving_mean),
-                          tf.convert_to_tensor(layer.moving_variance))._forward_and_log_det(x)
+        return layer.bijector_from(tf.convert_to_tensor(layer.moving_mean),
+                                   tf.convert_to_tensor(layer.moving_variance)
+                                   )._forward_and_log_det(x)
 
     def _inverse_and_log_det(self, y):
         layer = self._layer
         mean, variance = tf.nn.moments(y, axes=list(range(y.shape.rank - 1)))
         layer.update_moving_statistics(mean, variance)
-        return self._with(mean, variance)._inverse_and_log_det(y)
+        return layer.bijector_from(mean, variance)._inverse_and_log_det(y)
 
 
 @keras.saving.register_keras_serializable(package="tfflow")
@@ -107,7 +121,10 @@ class BatchNormLayer(FlowLayer):
 
     In training (`FlowContext.training`) the bijector normalises with the
     batch's moments (treated as constants in the log-det, as in the paper) and
-    moves the running averages; otherwise it uses the running averages.
+    moves the running averages; otherwise it uses the running averages. Like
+    ActNorm, the running averages start from the statistics of the first batch
+    (`FlowModel.initialize`), so a model evaluated after a short fit does not
+    use the placeholder mean 0 / variance 1.
     """
 
     def __init__(self, event_ndims: int = 3, momentum: float = 0.99, epsilon: float = 1e-4,
@@ -125,7 +142,20 @@ class BatchNormLayer(FlowLayer):
                                            initializer="zeros", trainable=False)
         self.moving_variance = self.add_weight(name="moving_variance", shape=(channels,),
                                                initializer="ones", trainable=False)
+        self.initialized = self.add_weight(name="initialized", shape=(), initializer="zeros",
+                                           trainable=False, dtype="float32")
         super().build(input_shape)
+
+    def assign_initial(self, mean, variance):
+        self.moving_mean.assign(tf.cast(mean, self.moving_mean.dtype))
+        self.moving_variance.assign(tf.cast(variance, self.moving_variance.dtype))
+        self.initialized.assign(1.)
+
+    def bijector_from(self, mean, variance) -> fb.BatchNormalization:
+        """The bijector with these statistics and the layer's learned scale and shift."""
+        return fb.BatchNormalization(mean, variance, tf.convert_to_tensor(self.log_gamma),
+                                     tf.convert_to_tensor(self.beta), epsilon=self.epsilon,
+                                     event_ndims=self.event_ndims)
 
     def update_moving_statistics(self, mean, variance):
         m = self.momentum
@@ -135,12 +165,12 @@ class BatchNormLayer(FlowLayer):
 
     def bijector(self, context=None):
         context = context or FlowContext()
+        if context.init_records is not None:
+            return _InitializingBatchNorm(self, context.init_records)
         if context.training:
             return _BatchStatisticsNormalization(self)
-        return fb.BatchNormalization(
-            tf.convert_to_tensor(self.moving_mean), tf.convert_to_tensor(self.moving_variance),
-            tf.convert_to_tensor(self.log_gamma), tf.convert_to_tensor(self.beta),
-            epsilon=self.epsilon, event_ndims=self.event_ndims)
+        return self.bijector_from(tf.convert_to_tensor(self.moving_mean),
+                                  tf.convert_to_tensor(self.moving_variance))
 
     def get_config(self):
         return {**super().get_config(), "event_ndims": self.event_ndims,

@@ -18,7 +18,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfflow.layers.base import FlowContext, FlowLayer, deserialize, serialize
-from tfflow.layers.normalization import ActNormLayer
+from tfflow.layers.normalization import ActNormLayer, BatchNormLayer
 
 tfd = tfp.distributions
 
@@ -261,21 +261,22 @@ class FlowModel(keras.Model):
             object.__setattr__(self, attr, tf.function(fn, reduce_retracing=True))
         return self.__dict__[attr]
 
-    # ActNorm data-dependent initialisation ------------------------------------------------------
-    def _actnorm_layers(self) -> list[ActNormLayer]:
+    # Data-dependent initialisation (ActNorm, batch-norm running averages) ----------------------
+    def _data_initialized_layers(self) -> list:
         return [l for l in self._flatten_layers(include_self=False, recursive=True)
-                if isinstance(l, ActNormLayer)]
+                if isinstance(l, (ActNormLayer, BatchNormLayer))]
 
     @property
     def is_initialized(self) -> bool:
-        return all(float(l.initialized.numpy()) == 1. for l in self._actnorm_layers())
+        return all(float(l.initialized.numpy()) == 1. for l in self._data_initialized_layers())
 
     def initialize(self, x, labels=None, *, force: bool = False) -> bool:
-        """Glow's data-dependent ActNorm initialisation from a batch (run once).
+        """Glow's data-dependent initialisation from a batch (run once).
 
         Every ActNorm's parameters are set so that, on `x`, its output has mean 0
         and standard deviation 1 per channel, layer by layer in the data ->
-        latent direction. Runs in the cross-replica context (outside
+        latent direction; batch-norm layers start their running averages at
+        the moments of their input. Runs in the cross-replica context (outside
         `strategy.run`), so `x` is the global batch and every replica receives
         the same values. Returns False if already initialised (and not `force`).
         """
@@ -285,8 +286,8 @@ class FlowModel(keras.Model):
         records: dict = {}
         self.flow.bijector(FlowContext(labels=self._labels(labels, x.shape[0]),
                                        init_records=records)).inverse(x)
-        for layer, (loc, log_scale) in records.items():
-            layer.assign_initial(loc, log_scale)
+        for layer, values in records.items():
+            layer.assign_initial(*values)
         return True
 
     # Training -----------------------------------------------------------------------------------
@@ -375,6 +376,14 @@ def _initialization_batch(data: Any, num_classes, size: int = 512):
         x = tf.concat(xs, 0)[:size]
         label = tf.concat(labels, 0)[:size] if num_classes and labels[0] is not None else None
         return x, label
+    if isinstance(data, keras.utils.PyDataset):
+        batch = data[0]
+        return _initialization_batch(batch if isinstance(batch, (tuple, list)) else (batch,),
+                                     num_classes, size)
     if isinstance(data, (tuple, list)):
         return data[0][:size], (data[1][:size] if num_classes and len(data) > 1 else None)
+    if not hasattr(data, "__getitem__") or not hasattr(data, "shape"):
+        raise ValueError(f"FlowModel.fit: cannot take a data-dependent initialisation batch "
+                         f"from a {type(data).__name__} without consuming it; call "
+                         f"model.initialize(x) with a batch first.")
     return data[:size], None
