@@ -8,6 +8,21 @@ import tensorflow as tf
 __all__ = ["GlowConditioner", "MLPConditioner", "ResNetConditioner", "ZeroInitConv"]
 
 
+def _flat_batch(fn, x, event_rank: int):
+    """Applies `fn` (which wants exactly one batch axis) to `x` with any batch shape.
+
+    Bijectors see unbatched events (`JointDistribution` samples, `log_prob` of a
+    single point) and several batch axes; Keras convolutions and dense layers
+    want one.
+    """
+    if x.shape.rank == event_rank + 1:
+        return fn(x)
+    batch_shape = tf.shape(x)[:tf.rank(x) - event_rank]
+    flat = tf.reshape(x, tf.concat([[-1], tf.shape(x)[tf.rank(x) - event_rank:]], 0))
+    out = fn(flat)
+    return tf.reshape(out, tf.concat([batch_shape, tf.shape(out)[1:]], 0))
+
+
 @keras.saving.register_keras_serializable(package="tfflow")
 class ZeroInitConv(keras.layers.Layer):
     """Glow's last conditioner layer: a zero-initialised conv with a learned output scale.
@@ -34,7 +49,7 @@ class ZeroInitConv(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, x):
-        return self.conv(x) * tf.exp(self.log_gain * self.gain_factor)
+        return _flat_batch(self.conv, x, 3) * tf.exp(self.log_gain * self.gain_factor)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.filters,)
@@ -69,7 +84,7 @@ class GlowConditioner(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, x):
-        return self.conv_out(self.conv_mid(self.conv_in(x)))
+        return _flat_batch(lambda t: self.conv_out(self.conv_mid(self.conv_in(t))), x, 3)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.out_channels,)
@@ -114,6 +129,9 @@ class ResNetConditioner(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, x):
+        return _flat_batch(self._resnet, x, 3)
+
+    def _resnet(self, x):
         h = self.conv_in(x)
         for first, second in self.block_convs:
             h = h + second(tf.nn.relu(first(tf.nn.relu(h))))
@@ -152,6 +170,9 @@ class MLPConditioner(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, x):
+        return _flat_batch(self._mlp, x, 1)
+
+    def _mlp(self, x):
         for layer in self.hidden:
             x = layer(x)
         return self.out(x)
