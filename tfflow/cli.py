@@ -12,6 +12,7 @@ line `<app>: error: ...` on stderr and exit with status 2, without a traceback.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -39,75 +40,89 @@ _DEFAULTS = training.TrainConfig()
 _DEFAULT_WORKDIR = training.default_workdir(_DEFAULTS.model, _DEFAULTS.dataset)
 
 
-def define_train_flags() -> None:
+def define_train_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     """Defines `tfflow-train`'s flags, defaults taken from `training.TrainConfig`."""
     d = _DEFAULTS
-    flags.DEFINE_string("model", d.model, f"Flow: {', '.join(training.MODEL_NAMES)}.")
-    flags.DEFINE_string("dataset", d.dataset,
-                        "Embedded set (digits, two_moons, circles, eight_gaussians, "
-                        "checkerboard, pinwheel, spirals), a TFDS image set prepared under "
-                        "--data_dir (mnist, fashion_mnist, cifar10, celeb_a, ...), or a path "
-                        "to a .npy/.csv table [N, D].")
-    flags.DEFINE_string("data_dir", d.data_dir, "TFDS data directory (nothing is downloaded).")
-    flags.DEFINE_string("workdir", None,
-                        "Output folder (default ./tfflow_runs/<model>-<dataset>).")
-    flags.DEFINE_integer("epochs", d.epochs, "Most passes over the training split.")
-    flags.DEFINE_integer("batch_size", d.batch_size, "Global batch size.")
-    flags.DEFINE_float("learning_rate", d.learning_rate,
-                       "Peak learning rate (default: the model's).")
-    flags.DEFINE_float("clipnorm", d.clipnorm, "Gradient-norm clipping (default: the model's).")
-    flags.DEFINE_integer("patience", d.patience,
-                         "Epochs without a better validation loss before stopping; the best "
-                         "weights are restored either way.")
-    flags.DEFINE_float("max_train_seconds", d.max_train_seconds,
-                       "Wall-clock budget for training in seconds; 0: none.")
-    flags.DEFINE_float("validation_fraction", d.validation_fraction,
-                       "Share of the training rows held out for early stopping.")
-    flags.DEFINE_integer("num_examples", d.num_examples,
-                         "Training examples drawn from a toy density (toy sets only).")
-    flags.DEFINE_integer("num_bits", d.num_bits, "Bits kept per 8-bit pixel (TFDS images).")
-    flags.DEFINE_integer("image_size", d.image_size, "Crop and resize TFDS images to this side.")
-    flags.DEFINE_boolean("conditional", d.conditional, "Class-conditional model (uses labels).")
-    flags.DEFINE_integer("levels", d.levels, "Glow: number of scales L.")
-    flags.DEFINE_integer("steps_per_level", d.steps_per_level, "Glow: flow steps K per scale.")
-    flags.DEFINE_integer("hidden_channels", d.hidden_channels,
-                         "Glow: width of the coupling networks.")
-    flags.DEFINE_string("coupling", d.coupling, "Glow: affine or additive coupling.")
-    flags.DEFINE_string("permutation", d.permutation,
-                        "Glow: lu (1x1 conv, LU form), conv, reverse or shuffle.")
-    flags.DEFINE_integer("scales", d.scales, "RealNVP on images: number of scales.")
-    flags.DEFINE_integer("filters", d.filters, "RealNVP on images: ResNet conditioner width.")
-    flags.DEFINE_integer("blocks", d.blocks, "RealNVP on images: ResNet blocks per conditioner.")
-    flags.DEFINE_integer("num_couplings", d.num_couplings,
-                         "RealNVP on vectors and NICE: number of coupling layers.")
-    flags.DEFINE_list("hidden_units", d.hidden_units,
-                      "RealNVP on vectors and NICE: MLP widths, e.g. 128,128.")
-    flags.DEFINE_integer("seed", d.seed, "Seeds weights, data order, noise and samples.")
-    flags.DEFINE_string("strategy", d.strategy,
-                        f"Distribution strategy: {', '.join(training.STRATEGIES)}.")
-    flags.DEFINE_integer("num_samples", d.num_samples, "Samples per picture.")
-    flags.DEFINE_integer("verbose", 1, "Keras verbosity: 1 progress bars, 2 a line per epoch, "
-                         "0 silent (the summary line is printed regardless).")
+    string, integer, real, boolean, int_list = _definers(flag_values)
+    string("model", d.model, f"Flow: {', '.join(training.MODEL_NAMES)}.")
+    string("dataset", d.dataset,
+           "Embedded set (digits, two_moons, circles, eight_gaussians, "
+           "checkerboard, pinwheel, spirals), a TFDS image set prepared under "
+           "--data_dir (mnist, fashion_mnist, cifar10, celeb_a, ...), or a path "
+           "to a .npy/.csv table [N, D].")
+    string("data_dir", d.data_dir, "TFDS data directory (nothing is downloaded).")
+    string("workdir", None, "Output folder (default ./tfflow_runs/<model>-<dataset>).")
+    integer("epochs", d.epochs, "Most passes over the training split.")
+    integer("batch_size", d.batch_size, "Global batch size.")
+    real("learning_rate", d.learning_rate, "Adam's peak learning rate.")
+    string("lr_schedule", d.lr_schedule,
+           "cosine: warm-up, then cosine decay until the epochs or the time "
+           "budget run out; constant: warm-up, then flat.")
+    integer("warmup_steps", d.warmup_steps, "Steps of linear learning-rate warm-up.")
+    real("clipnorm", d.clipnorm, "Gradient-norm clipping (default: none).")
+    real("weight_decay", d.weight_decay, "Decoupled weight decay (AdamW) if > 0.")
+    real("ema_momentum", d.ema_momentum,
+         "Momentum of the moving average of the weights that is validated and saved; "
+         "0: no averaging.")
+    integer("patience", d.patience,
+            "Epochs without a better validation loss before stopping; the best "
+            "weights are restored either way.")
+    real("max_train_seconds", d.max_train_seconds,
+         "Wall-clock budget for training in seconds; 0: none.")
+    real("validation_fraction", d.validation_fraction,
+         "Share of the training rows held out for early stopping.")
+    integer("num_examples", d.num_examples,
+            "Training examples drawn from a toy density (toy sets only).")
+    integer("num_bits", d.num_bits, "Bits kept per 8-bit pixel (TFDS images).")
+    integer("image_size", d.image_size, "Crop and resize TFDS images to this side.")
+    boolean("conditional", d.conditional, "Class-conditional model (uses labels).")
+    integer("levels", d.levels, "Glow: number of scales L.")
+    integer("steps_per_level", d.steps_per_level, "Glow: flow steps K per scale.")
+    integer("hidden_channels", d.hidden_channels, "Glow: width of the coupling networks.")
+    string("coupling", d.coupling, "Glow: affine or additive coupling.")
+    string("permutation", d.permutation,
+           "Glow: lu (1x1 conv, LU form), conv, reverse or shuffle.")
+    integer("scales", d.scales, "RealNVP on images: number of scales.")
+    integer("filters", d.filters, "RealNVP on images: ResNet conditioner width.")
+    integer("blocks", d.blocks, "RealNVP on images: ResNet blocks per conditioner.")
+    integer("num_couplings", d.num_couplings,
+            "RealNVP on vectors and NICE: number of coupling layers.")
+    int_list("hidden_units", d.hidden_units,
+             "RealNVP on vectors and NICE: MLP widths, e.g. 128,128.")
+    integer("seed", d.seed, "Seeds weights, data order, noise and samples.")
+    string("strategy", d.strategy, f"Distribution strategy: {', '.join(training.STRATEGIES)}.")
+    integer("num_samples", d.num_samples, "Samples per picture.")
+    integer("verbose", 1, "Keras verbosity: 1 progress bars, 2 a line per epoch, "
+            "0 silent (the summary line is printed regardless).")
 
 
-def define_sample_flags() -> None:
+def define_sample_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     """Defines `tfflow-sample`'s flags."""
-    flags.DEFINE_string("workdir", _DEFAULT_WORKDIR, "A folder written by tfflow-train.")
-    flags.DEFINE_integer("num_samples", 64, "How many samples.")
-    flags.DEFINE_float("temperature", 1.0, "Scale of the latent standard deviation (Glow: 0.7).")
-    flags.DEFINE_integer("seed", 0, "Sampling seed.")
-    flags.DEFINE_integer("label", None, "Class to sample (class-conditional models); default: "
-                         "cycle through the classes.")
-    flags.DEFINE_string("output", None,
-                        "A .png (image grid, or 2-D histogram for 2-D data) or .npy (raw "
-                        "samples in the data's units) file; default <workdir>/samples.png.")
+    string, integer, real, _, _ = _definers(flag_values)
+    string("workdir", _DEFAULT_WORKDIR, "A folder written by tfflow-train.")
+    integer("num_samples", 64, "How many samples.")
+    real("temperature", 1.0, "Scale of the latent standard deviation (Glow: 0.7).")
+    integer("seed", 0, "Sampling seed.")
+    integer("label", None, "Class to sample (class-conditional models); default: "
+            "cycle through the classes.")
+    string("output", None,
+           "A .png (image grid, or 2-D histogram for 2-D data) or .npy (raw "
+           "samples in the data's units) file; default <workdir>/samples.png.")
 
 
-def define_evaluate_flags() -> None:
+def define_evaluate_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     """Defines `tfflow-evaluate`'s flags."""
-    flags.DEFINE_string("workdir", _DEFAULT_WORKDIR, "A folder written by tfflow-train.")
-    flags.DEFINE_string("split", "test", "Split to evaluate: test, validation or train.")
-    flags.DEFINE_integer("batch_size", 256, "Examples per evaluation batch.")
+    string, integer, _, _, _ = _definers(flag_values)
+    string("workdir", _DEFAULT_WORKDIR, "A folder written by tfflow-train.")
+    string("split", "test", "Split to evaluate: test, validation or train.")
+    integer("batch_size", 256, "Examples per evaluation batch.")
+
+
+def _definers(flag_values: flags.FlagValues) -> tuple[Callable[..., Any], ...]:
+    """flags.DEFINE_{string, integer, float, boolean, list} bound to `flag_values`."""
+    return tuple(functools.partial(define, flag_values=flag_values) for define in (
+        flags.DEFINE_string, flags.DEFINE_integer, flags.DEFINE_float, flags.DEFINE_boolean,
+        flags.DEFINE_list))
 
 
 def parse_flags(argv: Sequence[str]) -> list[str]:

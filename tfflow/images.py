@@ -151,7 +151,8 @@ def histogram_image(
     """A 2-D histogram of points as a colour-mapped uint8 [resolution, resolution, 3] image.
 
     Rows run from y_max (top) to y_min (bottom), columns from x_min to x_max, as
-    on a plot. Counts are normalised by the largest bin.
+    on a plot. The colour is sqrt(count / largest count), so that sparse
+    regions stay visible.
 
     Args:
       points: [N, 2] array.
@@ -169,7 +170,8 @@ def histogram_image(
         tf.ones([int(inside.sum())], tf.float32),
         tf.constant(row[inside] * resolution + column[inside]),
         resolution * resolution)
-    counts = tf.reshape(counts, [resolution, resolution])
+    # Square roots, so that sparse bins still show against empty ones.
+    counts = tf.sqrt(tf.reshape(counts, [resolution, resolution]))
     return _to_uint8(_colour_map(counts / tf.maximum(tf.reduce_max(counts), 1.0)))
 
 

