@@ -17,4 +17,9 @@ def build(name: str, event_shape, **kwargs) -> FlowModel:
     if name not in MODELS:
         raise ValueError(f"tfflow.models.build: unknown model {name!r}; expected one of "
                          f"{sorted(MODELS)}.")
+    if kwargs.get("num_classes", None) is None:
+        kwargs.pop("num_classes", None)  # only Glow has a class-conditional prior
+    elif name != "glow":
+        raise ValueError(f"tfflow.models.build: only glow supports num_classes (a "
+                         f"class-conditional prior), got model {name!r}.")
     return MODELS[name](tuple(event_shape), **kwargs)

@@ -258,7 +258,8 @@ class FlowModel(keras.Model):
     def _traced(self, attr: str, fn):
         if attr not in self.__dict__:
             # Not tracked by Keras: a plain cache of the traced function.
-            object.__setattr__(self, attr, tf.function(fn, reduce_retracing=True))
+            object.__setattr__(self, attr, tf.function(fn, reduce_retracing=True,
+                                                       autograph=False))
         return self.__dict__[attr]
 
     # Data-dependent initialisation (ActNorm, batch-norm running averages) ----------------------
