@@ -96,6 +96,18 @@ def test_evaluate_reports_bits_per_dim_and_round_trip_error(digits_run):
     assert bits(last) == pytest.approx(bits(_last_line(train_result.stdout)), abs=1e-4)
 
 
+def test_export_writes_a_versioned_saved_model(digits_run, tmp_path):
+    workdir, train_result = digits_run
+    _check_ok(train_result)
+    result = _run("tfflow-export", f"--workdir={workdir}", f"--export_dir={tmp_path / 'serve'}")
+    _check_ok(result)
+    assert (tmp_path / "serve" / "1" / "saved_model.pb").is_file()
+    again = _run("tfflow-export", f"--workdir={workdir}", f"--export_dir={tmp_path / 'serve'}",
+                 "--version=1")
+    assert again.returncode == 2 and "already exists" in again.stderr
+    assert "Traceback" not in again.stderr
+
+
 def test_train_on_two_moons_writes_the_density_picture(moons_run):
     workdir, result = moons_run
     _check_ok(result)

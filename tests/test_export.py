@@ -33,11 +33,14 @@ draw = lambda: sig["sample"](n=tf.constant(3), seed=tf.constant([7, 11]),
                              temperature=tf.constant(0.7), **n_label)["samples"].numpy()
 results["samples"] = draw().tolist()
 results["deterministic"] = bool(np.array_equal(draw(), draw()))
-try:
-    sig["log_prob"](x=tf.zeros([2, 4, 4, 2]), **({"label": tf.constant([0, 1])} if label else {}))
-    results["bad_shape"] = "no error"
-except Exception as e:  # the declared signature must reject it
-    results["bad_shape"] = type(e).__name__
+two = {"label": tf.constant([0, 1])} if label else {}
+for case, bad in {"bad_shape": tf.zeros([2, 4, 4, 2]), "bad_rank": tf.zeros([2, 8, 8]),
+                  "bad_dtype": tf.zeros([2, 8, 8, 1], tf.float64)}.items():
+    try:
+        sig["log_prob"](x=bad, **two)
+        results[case] = "no error"
+    except Exception as e:  # the declared signature must reject it
+        results[case] = type(e).__name__ + ": " + str(e)[:300]
 json.dump(results, open(out_file, "w"))
 """
 
@@ -77,8 +80,10 @@ def test_export_loads_in_fresh_process_without_tfflow_or_tfp(tmp_path, num_class
         0.7 * tf.random.stateless_normal([3, 8, 8, 1], seed=[7, 11]))
     np.testing.assert_allclose(out["samples"], expected, atol=1e-5)
     assert out["deterministic"]
-    assert out["bad_shape"] == "ValueError" or out["bad_shape"].endswith("Error")
-    assert out["bad_shape"] != "no error"
+    for case in ("bad_shape", "bad_rank", "bad_dtype"):
+        # Rejected against the declared signature, never broadcast.
+        assert out[case] != "no error", case
+        assert "Error" in out[case].split(":")[0], out[case]
 
 
 def test_saved_model_cli_show_and_run(tmp_path):

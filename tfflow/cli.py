@@ -1,4 +1,4 @@
-"""Flags and main functions of the command-line apps `tfflow-train`, `-sample`, `-evaluate`.
+"""Flags and main functions of the command-line apps `tfflow-train`, `-sample`, `-evaluate`, `-export`.
 
 Each app in `bin/` defines its own flags and runs its main:
 
@@ -25,9 +25,11 @@ from tfflow import training
 
 __all__ = [
     "define_evaluate_flags",
+    "define_export_flags",
     "define_sample_flags",
     "define_train_flags",
     "evaluate_main",
+    "export_main",
     "parse_flags",
     "sample_main",
     "train_main",
@@ -118,6 +120,15 @@ def define_evaluate_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     integer("batch_size", 256, "Examples per evaluation batch.")
 
 
+def define_export_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+    """Defines `tfflow-export`'s flags."""
+    string, integer, _, _, _ = _definers(flag_values)
+    string("workdir", _DEFAULT_WORKDIR, "A folder written by tfflow-train.")
+    string("export_dir", None, "Base folder of the SavedModel; the export goes to "
+           "<export_dir>/<version>/ (default <workdir>/export).")
+    integer("version", None, "Version number (default: one more than the largest present).")
+
+
 def _definers(flag_values: flags.FlagValues) -> tuple[Callable[..., Any], ...]:
     """flags.DEFINE_{string, integer, float, boolean, list} bound to `flag_values`."""
     return tuple(functools.partial(define, flag_values=flag_values) for define in (
@@ -175,6 +186,21 @@ def evaluate_main(argv: Sequence[str]) -> None:
                                    batch_size=FLAGS.batch_size)
         print(f"{config.model} on {config.dataset} ({FLAGS.workdir}): {result.summary()}",
               flush=True)
+    _run_reporting_user_errors(argv, run)
+
+
+def export_main(argv: Sequence[str]) -> None:
+    """`tfflow-export`: writes a trained model as a versioned SavedModel for TF Serving."""
+    def run() -> None:
+        _reject_positional(argv)
+        from tfflow import export  # pylint: disable=import-outside-toplevel
+        model, _ = training.load_run(FLAGS.workdir)
+        base = FLAGS.export_dir or os.path.join(FLAGS.workdir, "export")
+        try:
+            path = export.export_saved_model(model, base, version=FLAGS.version)
+        except ValueError as error:
+            raise training.UserError(str(error)) from None
+        print(f"exported to {path} (signatures: {', '.join(export.SIGNATURES)})", flush=True)
     _run_reporting_user_errors(argv, run)
 
 
