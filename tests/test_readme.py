@@ -15,8 +15,9 @@ def test_readme_has_python_examples():
 
 
 def test_readme_python_examples_run(capsys):
+    namespace = {}  # one session, as a reader runs the blocks in order
     for block in _python_blocks():
-        exec(compile(block, str(README), "exec"), {})  # pylint: disable=exec-used
+        exec(compile(block, str(README), "exec"), namespace)  # pylint: disable=exec-used
     out = capsys.readouterr().out
     assert "(8,)" in out and "(1,)" in out
 
