@@ -18,18 +18,25 @@ def _random_rotation(channels: int, seed: int) -> np.ndarray:
     return q
 
 
-@keras.saving.register_keras_serializable(package="tfflow")
-class LUConv1x1Layer(FlowLayer):
-    """Owns an LU-parametrised 1x1 convolution (Glow's choice; XLA-friendly).
-
-    Trainable: the strict lower and upper triangles and `log|s|`. Fixed: the
-    permutation and the signs of `s`, taken from the initial random rotation.
-    """
+class _SeededMixingLayer(FlowLayer):
+    """Shared config of the 1x1 convolution layers: event rank and initialisation seed."""
 
     def __init__(self, event_ndims: int = 3, seed: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.event_ndims = int(event_ndims)
         self.seed = int(seed)
+
+    def get_config(self):
+        return {**super().get_config(), "event_ndims": self.event_ndims, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="tfflow")
+class LUConv1x1Layer(_SeededMixingLayer):
+    """Owns an LU-parametrised 1x1 convolution (Glow's choice; XLA-friendly).
+
+    Trainable: the strict lower and upper triangles and `log|s|`. Fixed: the
+    permutation and the signs of `s`, taken from the initial random rotation.
+    """
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -54,18 +61,10 @@ class LUConv1x1Layer(FlowLayer):
                                       read(self.sign_s), read(self.log_abs_s),
                                       event_ndims=self.event_ndims)
 
-    def get_config(self):
-        return {**super().get_config(), "event_ndims": self.event_ndims, "seed": self.seed}
-
 
 @keras.saving.register_keras_serializable(package="tfflow")
-class Conv1x1Layer(FlowLayer):
+class Conv1x1Layer(_SeededMixingLayer):
     """Owns a full-matrix 1x1 convolution `W`, initialised to a random rotation."""
-
-    def __init__(self, event_ndims: int = 3, seed: int = 0, **kwargs):
-        super().__init__(**kwargs)
-        self.event_ndims = int(event_ndims)
-        self.seed = int(seed)
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -77,9 +76,6 @@ class Conv1x1Layer(FlowLayer):
     def bijector(self, context=None):
         return fb.Invertible1x1Conv(tf.convert_to_tensor(self.kernel),
                                     event_ndims=self.event_ndims)
-
-    def get_config(self):
-        return {**super().get_config(), "event_ndims": self.event_ndims, "seed": self.seed}
 
 
 @keras.saving.register_keras_serializable(package="tfflow")

@@ -12,48 +12,55 @@ from tfflow.layers.base import FlowContext, FlowLayer
 __all__ = ["ActNormLayer", "BatchNormLayer"]
 
 
-class _InitializingActNorm(FlowBijector):
-    """ActNorm whose parameters are the moments of the batch it normalises.
+class _InitializingNormalization(FlowBijector):
+    """A normalisation that takes its statistics from the batch it sees and records them.
 
-    Used once, in the data -> latent direction, by `FlowModel.initialize`: it
-    records the parameters so the model can assign them to the weights.
+    Used once, in the data -> latent direction, by `FlowModel.initialize`: the
+    records (`{layer: values}`) are assigned with `layer.assign_initial(*values)`.
+    Subclasses say which values a batch gives and which bijector they make.
     """
 
-    def __init__(self, layer: "ActNormLayer", records: dict):
+    def __init__(self, layer, records: dict):
         self._layer = layer
         self._records = records
         super().__init__(forward_min_event_ndims=layer.event_ndims, validate_args=False,
-                         parameters={}, name="initializing_actnorm")
+                         parameters={}, name=f"initializing_{layer.name}")
+
+    def values_from(self, y) -> tuple:
+        raise NotImplementedError
+
+    def bijector_from(self, values) -> FlowBijector:
+        raise NotImplementedError
 
     def _forward_and_log_det(self, x):
-        raise ValueError("ActNormLayer: data-dependent initialisation runs in the data -> "
-                         "latent direction (inverse/log_prob) only.")
+        raise ValueError(f"{type(self._layer).__name__}: data-dependent initialisation runs "
+                         f"in the data -> latent direction (inverse/log_prob) only.")
 
     def _inverse_and_log_det(self, y):
-        loc, log_scale = fb.actnorm_initial_parameters(y, event_ndims=self._layer.event_ndims,
-                                                       epsilon=self._layer.epsilon)
-        self._records[self._layer] = (loc, log_scale)
-        return fb.ActNorm(loc, log_scale, event_ndims=self._layer.event_ndims) \
-            ._inverse_and_log_det(y)
+        values = self.values_from(y)
+        self._records[self._layer] = values
+        return self.bijector_from(values)._inverse_and_log_det(y)
 
 
-class _InitializingBatchNorm(FlowBijector):
-    """Batch norm that records its input's moments as the initial running averages."""
+class _InitializingActNorm(_InitializingNormalization):
+    """ActNorm whose parameters standardise the batch it sees (Glow's init)."""
 
-    def __init__(self, layer: "BatchNormLayer", records: dict):
-        self._layer = layer
-        self._records = records
-        super().__init__(forward_min_event_ndims=layer.event_ndims, validate_args=False,
-                         parameters={}, name="initializing_batch_norm")
+    def values_from(self, y):
+        return fb.actnorm_initial_parameters(y, event_ndims=self._layer.event_ndims,
+                                             epsilon=self._layer.epsilon)
 
-    def _forward_and_log_det(self, x):
-        raise ValueError("BatchNormLayer: data-dependent initialisation runs in the data -> "
-                         "latent direction (inverse/log_prob) only.")
+    def bijector_from(self, values):
+        return fb.ActNorm(*values, event_ndims=self._layer.event_ndims)
 
-    def _inverse_and_log_det(self, y):
-        mean, variance = tf.nn.moments(y, axes=list(range(y.shape.rank - 1)))
-        self._records[self._layer] = (mean, variance)
-        return self._layer.bijector_from(mean, variance)._inverse_and_log_det(y)
+
+class _InitializingBatchNorm(_InitializingNormalization):
+    """Batch norm whose initial running averages are the moments of the batch it sees."""
+
+    def values_from(self, y):
+        return tf.nn.moments(y, axes=list(range(y.shape.rank - 1)))
+
+    def bijector_from(self, values):
+        return self._layer.bijector_from(*values)
 
 
 @keras.saving.register_keras_serializable(package="tfflow")
