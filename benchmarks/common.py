@@ -1,0 +1,289 @@
+"""Shared plumbing for the quality benchmarks: device choice, equal wall-clock training, tables.
+
+Every model in a benchmark is trained the same way:
+
+* the clock starts before anything model-specific runs (ActNorm data-dependent
+  initialisation, the first `tf.function` trace), so trace time is part of
+  the budget, as it is for a user;
+* training stops after the first step that ends past `seconds`;
+* after every epoch (and after the final, partial one) the validation split is
+  evaluated, and the weights with the lowest validation NLL are kept and
+  restored at the end; validation time counts towards the budget;
+* the reported numbers come from one evaluation of the restored weights on
+  pre-drawn batches that are identical for every model.
+
+tfflow models train through `keras.Model.fit` (the user's path) with the
+callbacks below; TFP peers train with a plain `tf.function` step and
+`train_custom`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def add_common_flags(parser: argparse.ArgumentParser, *, seconds: float) -> None:
+    parser.add_argument("--seconds", type=float, default=seconds,
+                        help="training budget per model and repeat, in seconds of --clock; "
+                             f"default {seconds:g}")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                        help="cpu (default; GPUs hidden) or gpu (fails if none is visible)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="train every model this many times (seeds seed, seed+1, ...) "
+                             "and report medians; the order of the models alternates")
+    parser.add_argument("--seed", type=int, default=0, help="first seed")
+    parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
+                        help="what --seconds measures: wall (default) or process (CPU time "
+                             "of this process, all threads: fairer on a shared machine, where "
+                             "other jobs steal wall time unevenly; on 2 idle cores a wall "
+                             "second is about 2 process seconds)")
+
+
+CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
+
+
+class Clock:
+    """Measures a run's budget on the chosen clock, and its wall and CPU time both."""
+
+    def __init__(self, kind: str = "wall"):
+        self.now = CLOCKS[kind]
+        self.start = self.now()
+        self.wall_start = time.perf_counter()
+        self.cpu_start = time.process_time()
+
+    def elapsed(self) -> float:
+        return self.now() - self.start
+
+    def finish(self, stats: dict) -> None:
+        stats["train_s"] = time.perf_counter() - self.wall_start
+        stats["cpu_s"] = time.process_time() - self.cpu_start
+
+
+def setup_device(device: str) -> str:
+    """Restricts TensorFlow to the requested device; returns a one-line description.
+
+    Must run before TensorFlow creates its first tensor.
+    """
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    # Each run builds fresh tf.functions; TF's "retracing" warnings about that are noise here.
+    tf.get_logger().setLevel("ERROR")
+    gpus = tf.config.list_physical_devices("GPU")
+    if device == "cpu":
+        if gpus:
+            tf.config.set_visible_devices([], "GPU")
+        cores = os.cpu_count()
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:
+            pass
+        return (f"cpu ({cores} cores visible, {platform.processor() or platform.machine()}; "
+                f"TF {tf.__version__})")
+    if not gpus:
+        raise SystemExit("--device=gpu: TensorFlow sees no GPU here; use --device=cpu.")
+    names = []
+    for gpu in gpus:
+        details = tf.config.experimental.get_device_details(gpu)
+        names.append(details.get("device_name", gpu.name))
+    return f"gpu ({', '.join(names)}; TF {tf.__version__})"
+
+
+def code_version() -> str:
+    """The tfflow checkout measured: commit, and whether tfflow/ has uncommitted changes."""
+    import subprocess  # pylint: disable=import-outside-toplevel
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
+                                capture_output=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "tfflow"], cwd=root,
+                               text=True, capture_output=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "tfflow (no git checkout)"
+    return f"tfflow at {commit}" + (" + uncommitted changes in tfflow/" if dirty else "")
+
+
+def count_params(variables: Iterable[Any]) -> int:
+    return int(sum(math.prod(int(d) for d in v.shape) for v in variables))
+
+
+def check_params_close(counts: dict[str, int], tolerance: float = 0.10) -> None:
+    """Prints the parameter counts; stops the benchmark if they differ by more than `tolerance`."""
+    reference = max(counts.values())
+    for name, count in counts.items():
+        print(f"  {name:<24s} {count:>9,d} trainable parameters")
+    spread = (max(counts.values()) - min(counts.values())) / reference
+    if spread > tolerance:
+        raise SystemExit(f"parameter counts differ by {spread:.1%} (> {tolerance:.0%}); "
+                         "adjust the architecture flags so the comparison is fair.")
+    print(f"  largest difference: {spread:.1%} (limit {tolerance:.0%})")
+
+
+def materialise(dataset, passes: int = 1) -> list:
+    """`passes` iterations over a finite dataset as a list of eager tensors.
+
+    Each pass draws fresh dequantisation noise (tfflow.data re-randomises per
+    iteration); the list is then fixed, so every model is scored on the same numbers.
+    """
+    batches = []
+    for _ in range(passes):
+        batches.extend(dataset)
+    return batches
+
+
+def mean_nll(log_prob_fn: Callable, batches: Sequence) -> float:
+    """Mean negative log-likelihood (nats per example) over a list of batches."""
+    total, count = 0.0, 0
+    for x in batches:
+        log_prob = log_prob_fn(x).numpy()
+        total -= float(log_prob.sum())
+        count += log_prob.shape[0]
+    return total / count
+
+
+# ---------------------------------------------------------------- Keras (tfflow) training
+
+
+def keras_budget_callbacks(clock: Clock, seconds: float, monitor: str = "val_loss"):
+    """Callbacks for `fit`: stop after the step past the budget, keep the best validation weights.
+
+    Returns (callbacks, stats): `stats` is filled in during `fit` with `steps`,
+    `epochs`, `best_epoch`, `best_val`, `first_step_s` (wall), `train_s` (wall), `cpu_s`,
+    `diverged`.
+    """
+    import keras  # pylint: disable=import-outside-toplevel
+    import numpy as np  # pylint: disable=import-outside-toplevel
+
+    stats: dict[str, Any] = {"steps": 0, "epochs": 0, "best_epoch": None,
+                             "best_val": math.inf, "first_step_s": None, "diverged": False}
+
+    class Budget(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            stats["steps"] += 1
+            if stats["first_step_s"] is None:
+                stats["first_step_s"] = time.perf_counter() - clock.wall_start
+            loss = (logs or {}).get("loss")
+            if loss is not None and not np.isfinite(float(loss)):
+                stats["diverged"] = True
+                self.model.stop_training = True
+            if clock.elapsed() >= seconds:
+                self.model.stop_training = True
+
+    class KeepBest(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.best_weights = None
+
+        def on_epoch_end(self, epoch, logs=None):
+            stats["epochs"] = epoch + 1
+            value = (logs or {}).get(monitor)
+            if value is not None and np.isfinite(float(value)) and float(value) < stats["best_val"]:
+                stats["best_val"] = float(value)
+                stats["best_epoch"] = epoch + 1
+                self.best_weights = self.model.get_weights()
+
+        def on_train_end(self, logs=None):
+            clock.finish(stats)
+            if self.best_weights is not None:
+                self.model.set_weights(self.best_weights)
+
+    return [Budget(), KeepBest()], stats
+
+
+# ------------------------------------------------------------- custom (TFP peer) training
+
+
+def train_custom(train_step: Callable, val_loss: Callable[[], float], variables: Sequence,
+                 train_dataset, clock: Clock, seconds: float) -> dict[str, Any]:
+    """Trains with `train_step(x) -> loss` for `seconds` on `clock`, the same protocol as `fit`.
+
+    After every epoch (and the final partial one) `val_loss()` (per-dimension
+    NLL, the selection criterion) is computed; the values of `variables`
+    (trainable and not) at the best one are restored at the end.
+    """
+    import numpy as np  # pylint: disable=import-outside-toplevel
+
+    stats: dict[str, Any] = {"steps": 0, "epochs": 0, "best_epoch": None,
+                             "best_val": math.inf, "first_step_s": None, "diverged": False}
+    best = None
+    stop = False
+    while not stop:
+        for x in train_dataset:
+            loss = float(train_step(x))
+            stats["steps"] += 1
+            if stats["first_step_s"] is None:
+                stats["first_step_s"] = time.perf_counter() - clock.wall_start
+            if not np.isfinite(loss):
+                stats["diverged"] = True
+                stop = True
+                break
+            if clock.elapsed() >= seconds:
+                stop = True
+                break
+        stats["epochs"] += 1
+        value = float(val_loss())
+        if np.isfinite(value) and value < stats["best_val"]:
+            stats["best_val"] = value
+            stats["best_epoch"] = stats["epochs"]
+            best = [v.numpy() for v in variables]
+    clock.finish(stats)
+    if best is not None:
+        for variable, value in zip(variables, best):
+            variable.assign(value)
+    return stats
+
+
+def tf_keras_warmup_adam(learning_rate: float = 1e-3, warmup_steps: int = 200):
+    """tf_keras Adam with the same linear warm-up as `tfflow.FlowModel.compile()`'s default.
+
+    tf_keras (not Keras 3) because the TFP peers' variables are plain `tf.Variable`s
+    and their conditioners are tf_keras layers.
+    """
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import tf_keras  # pylint: disable=import-outside-toplevel
+
+    class LinearWarmup(tf_keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            step = tf.cast(step, tf.float32) + 1.0
+            return learning_rate * tf.minimum(1.0, step / float(max(warmup_steps, 1)))
+
+        def get_config(self):
+            return {}
+
+    return tf_keras.optimizers.Adam(LinearWarmup())
+
+
+# ------------------------------------------------------------------------------ reporting
+
+
+def median(values: Sequence[float]) -> float:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return statistics.median(values) if values else math.nan
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A Markdown table (pastes straight into benchmarks/README.md)."""
+    cells = [[str(c) for c in header]] + [[_cell(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"
+    print(line(cells[0]))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in cells[1:]:
+        print(line(row))
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        return f"{value:.3f}"
+    if isinstance(value, int):
+        return f"{value:,d}"
+    return str(value)
