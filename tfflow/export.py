@@ -11,7 +11,8 @@ and dtype declared, batch size variable):
 * `encode`: `x` -> `z`; `decode`: `z` -> `x`.
 
 Class-conditional models take a `label` (int32 [N], or [n] for `sample`) in
-each signature.
+each signature. Inputs of the wrong shape, rank or dtype are rejected by the
+SavedModel itself with `InvalidArgumentError` naming the expected shape.
 """
 
 from __future__ import annotations
@@ -56,15 +57,30 @@ def _signature_functions(module: _ServingModule) -> dict:
     label_spec = tf.TensorSpec([None], tf.int32, name="label")
     conditional = bool(model.num_classes)
 
+    def checked(tensor, shape, what):
+        # A loaded signature does not enforce its declared shape; without this a
+        # wrong shape fails deep inside the flow, or broadcasts. The error reads
+        # "Shape of tensor x [2,4,4,2] is not compatible with expected shape [?,8,8,1]".
+        del what  # the tensor's own name is in the message
+        return tf.ensure_shape(tensor, shape)
+
+    def check_x(x, label):
+        x = checked(x, [None, *model.event_shape], "x")
+        return x, None if label is None else checked(label, [None], "label")
+
     def log_prob(x, label=None):
+        x, label = check_x(x, label)
         lp = model._log_prob(x, label, training=False)  # pylint: disable=protected-access
         bpd = model.nll_to_bits_per_dim(-lp / model.num_dims)
         return {"log_prob": lp, "bits_per_dim": bpd}
 
     def encode(x, label=None):
+        x, label = check_x(x, label)
         return {"z": model.bijector_for(label).inverse(x)}
 
     def decode(z, label=None):
+        z = checked(z, [None, *model.latent_shape], "z")
+        label = None if label is None else checked(label, [None], "label")
         return {"x": model.bijector_for(label).forward(z)}
 
     def sample(n, seed, temperature, label=None):
