@@ -77,9 +77,9 @@ def parse_args(argv=None):
     parser.add_argument("--num_couplings", type=int, default=8, help="flow layers (all models)")
     parser.add_argument("--hidden", type=int, default=128,
                         help="units of each of the 2 hidden layers (all models)")
-    parser.add_argument("--tfflow_batch_norm", choices=("true", "false"), default="true",
-                        help="RealNVP(batch_norm=...) for tfflow (its default: true); a "
-                             "diagnostic switch, the peers have no batch norm")
+    parser.add_argument("--tfflow_batch_norm", choices=("true", "false"), default="false",
+                        help="RealNVP(batch_norm=...) for tfflow (its default on vectors: "
+                             "false); a diagnostic switch, the peers have no batch norm")
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--warmup_steps", type=int, default=200)
