@@ -563,12 +563,11 @@ def evaluate(model: Any, config: TrainConfig, *, split: str = "test",
     # draws the noise that `train` (which seeds globally too) drew.
     tf.random.set_seed(config.seed)
     ds = _load(config, split, batch_size=batch_size)
-    log_prob = _log_prob_fn(model, conditional)
     round_trip_error = _round_trip_fn(model) if round_trip else None
     total, count, worst = 0.0, 0, 0.0
     for batch in ds:
         x, labels = batch if conditional else (batch, None)
-        total += float(tf.reduce_sum(tf.cast(log_prob(x, labels), tf.float64)))
+        total += float(tf.reduce_sum(tf.cast(model.log_prob(x, labels), tf.float64)))
         count += int(x.shape[0])
         if round_trip_error is not None:
             worst = max(worst, float(round_trip_error(x, labels)))
@@ -817,13 +816,6 @@ def _steps_per_epoch(ds: tf.data.Dataset) -> int | None:
     return steps if steps > 0 else None
 
 
-def _log_prob_fn(model: Any, conditional: bool = False) -> Callable[..., tf.Tensor]:
-    """`log_prob(x, labels=None)` of the model (labels passed only to conditional models)."""
-    if conditional:
-        return lambda x, labels: model.log_prob(x, labels=labels)
-    return lambda x, labels=None: model.log_prob(x)
-
-
 def _marginal_log_prob_fn(model: Any, info: tfdata.DatasetInfo,
                           num_classes: int | None) -> Callable[[tf.Tensor], tf.Tensor]:
     """log p(x) in the data's own units, for pictures of 2-D densities.
@@ -832,7 +824,7 @@ def _marginal_log_prob_fn(model: Any, info: tfdata.DatasetInfo,
     the standardisation is added back); a class-conditional model is mixed over
     its classes with equal weights.
     """
-    log_prob = _log_prob_fn(model, num_classes is not None)
+    log_prob = model.log_prob  # labels are ignored by unconditional models
     mean = 0.0 if info.mean is None else info.mean.astype(np.float32)
     std = 1.0 if info.std is None else info.std.astype(np.float32)
     log_det = info.standardization_log_det or 0.0

@@ -41,8 +41,6 @@ class ZeroInitConv(keras.layers.Layer):
                                         kernel_initializer="zeros", dtype=self.dtype_policy)
 
     def build(self, input_shape):
-        if self.built:  # deserialisation builds it before its coupling's build runs
-            return
         self.conv.build(input_shape)
         self.log_gain = self.add_weight(name="log_gain", shape=(self.filters,),
                                         initializer="zeros")
@@ -75,8 +73,6 @@ class GlowConditioner(keras.layers.Layer):
         self.conv_out = ZeroInitConv(self.out_channels, 3, dtype=policy)
 
     def build(self, input_shape):
-        if self.built:  # deserialisation builds it before its coupling's build runs
-            return
         hidden_shape = tuple(input_shape[:-1]) + (self.hidden_channels,)
         self.conv_in.build(input_shape)
         self.conv_mid.build(hidden_shape)
@@ -118,8 +114,6 @@ class ResNetConditioner(keras.layers.Layer):
         self.conv_out = ZeroInitConv(self.out_channels, 3, dtype=policy)
 
     def build(self, input_shape):
-        if self.built:  # deserialisation builds it before its coupling's build runs
-            return
         hidden = tuple(input_shape[:-1]) + (self.filters,)
         self.conv_in.build(input_shape)
         for first, second in self.block_convs:
@@ -160,8 +154,6 @@ class MLPConditioner(keras.layers.Layer):
                                       dtype=policy)
 
     def build(self, input_shape):
-        if self.built:  # deserialisation builds it before its coupling's build runs
-            return
         shape = tuple(input_shape)
         for layer in self.hidden:
             layer.build(shape)
