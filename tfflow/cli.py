@@ -92,7 +92,11 @@ def define_train_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     int_list("hidden_units", d.hidden_units,
              "RealNVP on vectors and NICE: MLP widths, e.g. 128,128.")
     integer("seed", d.seed, "Seeds weights, data order, noise and samples.")
-    string("strategy", d.strategy, f"Distribution strategy: {', '.join(training.STRATEGIES)}.")
+    string("strategy", d.strategy,
+           "Distribution strategy: default (one device), mirrored (all local GPUs), "
+           "multi_worker (cluster from TF_CONFIG; run on every worker) or tpu (with --tpu). "
+           "--batch_size is the global batch.")
+    string("tpu", d.tpu, "TPU name or address for --strategy=tpu ('local' on a TPU VM).")
     integer("num_samples", d.num_samples, "Samples per picture.")
     integer("verbose", 1, "Keras verbosity: 1 progress bars, 2 a line per epoch, "
             "0 silent (the summary line is printed regardless).")

@@ -330,7 +330,12 @@ class FlowModel(keras.Model):
     def _record(self, loss):
         self.loss_tracker.update_state(loss)
         self.bits_per_dim_tracker.update_state(self.nll_to_bits_per_dim(loss))
-        return {m.name: m.result() for m in self.metrics}
+        logs = {m.name: m.result() for m in self.metrics}
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras reduces multi-worker logs with `strategy.reduce(MEAN, v, axis=0)`,
+            # which rejects scalars (tensorflow#72388); rank 1 reduces to the same scalar.
+            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+        return logs
 
     def train_step(self, data):
         x, labels = self._unpack(data)

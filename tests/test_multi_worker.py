@@ -1,0 +1,148 @@
+"""MultiWorkerMirroredStrategy with 2 worker processes on 127.0.0.1 equals one process.
+
+Each worker is a real process with its own TF_CONFIG; they talk over gRPC on
+free local ports. The same script, without TF_CONFIG, is the single-process
+reference. Every process is killed when the test ends, pass or fail.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+_WORKER = r"""
+import json, os, sys
+import keras
+import numpy as np
+import tensorflow as tf
+import tfflow
+from tfflow import training
+
+out_dir = sys.argv[1]
+multi = "TF_CONFIG" in os.environ
+strategy = training.make_strategy("multi_worker" if multi else "default")
+keras.utils.set_random_seed(0)
+x = tf.random.stateless_uniform([64, 8, 8, 1], seed=(1, 2))
+data = tf.data.Dataset.from_tensor_slices(x).batch(16)  # the global batch
+with strategy.scope():
+    model = tfflow.models.Glow((8, 8, 1), levels=2, steps_per_level=1, hidden_channels=8,
+                               num_levels=17)
+    model.compile(learning_rate=1e-3, warmup_steps=0)
+history = model.fit(data, epochs=2, verbose=0).history
+chief = training.is_chief(strategy)
+task = json.loads(os.environ.get("TF_CONFIG", '{"task": {"index": 0}}'))["task"]["index"]
+np.savez(os.path.join(out_dir, f"weights{task if multi else '_single'}.npz"),
+         *[w.numpy() for w in model.weights])
+if chief:  # non-chief workers must not write into the shared run folder
+    model.save(os.path.join(out_dir, "model.keras"))
+print(json.dumps({"history": {k: [float(v) for v in vs] for k, vs in history.items()},
+                  "chief": chief, "replicas": strategy.num_replicas_in_sync,
+                  "initialized": model.is_initialized}))
+"""
+
+_TIMEOUT_S = 300
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _start(script, out_dir, tf_config=None):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    env.pop("TF_CONFIG", None)
+    if tf_config is not None:
+        env["TF_CONFIG"] = json.dumps(tf_config)
+    return subprocess.Popen([sys.executable, str(script), str(out_dir)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(procs):
+    """Waits for every process within the time bound; returns [(rc, stdout, stderr)]."""
+    deadline = time.monotonic() + _TIMEOUT_S
+    results = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=max(1., deadline - time.monotonic()))
+            results.append((proc.returncode, out, err))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    return results
+
+
+def _last_json(stdout):
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_two_workers_match_one_process(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(_WORKER)
+    multi_dir, single_dir = tmp_path / "multi", tmp_path / "single"
+    multi_dir.mkdir()
+    single_dir.mkdir()
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    workers = [_start(script, multi_dir, {"cluster": cluster,
+                                          "task": {"type": "worker", "index": index}})
+               for index in range(2)]
+    results = _finish(workers)
+    for index, (code, _, err) in enumerate(results):
+        assert code == 0, f"worker {index} failed:\n{err[-3000:]}"
+    (code, out, err), = _finish([_start(script, single_dir)])
+    assert code == 0, err[-3000:]
+
+    reports = [_last_json(out) for _, out, _ in results]
+    single = _last_json(out)
+    assert [r["replicas"] for r in reports] == [2, 2]
+    assert [r["chief"] for r in reports] == [True, False]
+    assert all(r["initialized"] for r in reports)
+    # Only the chief wrote the checkpoint, and it loads.
+    assert sorted(p.name for p in multi_dir.iterdir()) == [
+        "model.keras", "weights0.npz", "weights1.npz"]
+    import keras
+    import tfflow  # registers the model's classes with Keras
+    del tfflow
+    restored = keras.models.load_model(multi_dir / "model.keras")
+    assert restored.is_initialized
+
+    w0, w1, ws = (np.load(path) for path in (multi_dir / "weights0.npz",
+                                             multi_dir / "weights1.npz",
+                                             single_dir / "weights_single.npz"))
+    assert len(w0.files) == len(ws.files) > 0
+    for key in w0.files:
+        np.testing.assert_array_equal(w0[key], w1[key], err_msg=f"weight {key} across workers")
+        np.testing.assert_allclose(w0[key], ws[key], rtol=0, atol=1e-5,
+                                   err_msg=f"weight {key} vs one process")
+    for metric in ("loss", "bits_per_dim"):
+        for report in reports:
+            np.testing.assert_allclose(report["history"][metric], single["history"][metric],
+                                       rtol=1e-5, err_msg=metric)
+
+
+@pytest.mark.parametrize("tf_config", [None, "not json", '{"cluster": {}}'])
+def test_multi_worker_needs_a_valid_tf_config(monkeypatch, tf_config):
+    from tfflow import training
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+    with pytest.raises(training.UserError, match="TF_CONFIG"):
+        training.make_strategy("multi_worker")
+
+
+def test_tpu_needs_an_address():
+    from tfflow import training
+    with pytest.raises(training.UserError, match="--tpu"):
+        training.make_strategy("tpu")
