@@ -103,7 +103,7 @@ def test_config_json_round_trip():
     (dict(epochs=0), "epochs"),
     (dict(batch_size=2.5), "batch_size"),
     (dict(learning_rate=-1.0), "learning_rate"),
-    (dict(strategy="mirrored"), "unknown strategy 'mirrored'"),
+    (dict(strategy="spread"), "unknown strategy 'spread'"),
     (dict(hidden_units=(8, 0)), "hidden_units"),
     (dict(max_train_seconds=-1.0), "max_train_seconds"),
     (dict(lr_schedule="step"), "unknown lr_schedule 'step'"),

@@ -31,12 +31,14 @@ realnvp on two_moons: test 1.9 bits/dim (NLL 2.6 nats), Gaussian NLL 3.4 nats; 1
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import json
 import math
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable
 from typing import Any
@@ -50,6 +52,7 @@ from tfflow import images
 
 __all__ = [
     "AnnealLearningRate",
+    "DivergenceGuard",
     "EvalResult",
     "MODEL_NAMES",
     "STRATEGIES",
@@ -57,13 +60,17 @@ __all__ = [
     "TimeBudget",
     "TrainConfig",
     "TrainResult",
+    "TrainingDiverged",
     "UserError",
+    "conv1x1_condition_numbers",
     "default_workdir",
+    "find_non_finite_layer",
     "evaluate",
     "load_run",
     "is_chief",
     "make_strategy",
     "sample",
+    "save_model",
     "train",
     "write_samples",
 ]
@@ -71,6 +78,16 @@ __all__ = [
 MODEL_NAMES: tuple[str, ...] = ("glow", "realnvp", "nice")
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.keras"
+# `train`'s resumable state; deleted when the run ends (see `_Backup`).
+BACKUP_DIR = "backup"
+BACKUP_STATE_FILE = "state.json"
+# Temporary files of the atomic writes start with this; no loader reads them,
+# and `train` removes the ones a killed process left behind.
+TMP_PREFIX = ".tmp-"
+# Config fields that may differ between a run and its resumption: they change
+# neither the model nor the training arithmetic.
+RESUMABLE_DIFFERENCES: tuple[str, ...] = ("workdir", "data_dir", "verbose", "num_samples",
+                                          "strategy", "tpu")
 LOG_DIR = "logs"
 SAMPLE_TEMPERATURES: tuple[float, ...] = (0.7, 1.0)
 LR_SCHEDULES: tuple[str, ...] = ("cosine", "constant")
@@ -90,6 +107,30 @@ class UserError(ValueError):
 
     The command-line apps print its message on one line and exit with status 2.
     """
+
+
+class TrainingDiverged(UserError):
+    """The training loss became NaN or infinite; `train` stopped at that step.
+
+    A `UserError` because the cure lies in the config (a lower learning rate,
+    gradient clipping, a longer warm-up), so the command-line apps print it on
+    one line and exit with status 2.
+
+    Attributes:
+      step: 1-based global training step whose loss was not finite.
+      epoch: 1-based epoch of that step.
+      batch: 1-based batch within the epoch.
+      layer: What the diagnostic pass found (the first layer of the flow,
+        data -> latent, whose weights, output or log-det is not finite), or None.
+      checkpoint: Path of the last good model (`model.keras`, loadable with
+        `keras.models.load_model` or `load_run`).
+    """
+
+    def __init__(self, message: str, *, step: int, epoch: int, batch: int,
+                 layer: str | None, checkpoint: str | None) -> None:
+        super().__init__(message)
+        self.step, self.epoch, self.batch = step, epoch, batch
+        self.layer, self.checkpoint = layer, checkpoint
 
 
 @dataclasses.dataclass
@@ -258,6 +299,9 @@ class EvalResult:
       gaussian_nll: Test NLL of a full-covariance Gaussian fitted to the
         training rows (tabular and 2-D data), or None.
       true_entropy: Entropy of the generating density where known, or None.
+      conv_condition_numbers: {layer name: condition number of its 1x1
+        convolution's matrix W} (`conv1x1_condition_numbers`), or None when not
+        measured; empty when the model has no 1x1 convolutions.
     """
 
     split: str
@@ -267,6 +311,7 @@ class EvalResult:
     max_round_trip_error: float | None = None
     gaussian_nll: float | None = None
     true_entropy: float | None = None
+    conv_condition_numbers: dict[str, float] | None = None
 
     def summary(self) -> str:
         """One line: bits/dim, NLL, and the baselines that apply."""
@@ -278,6 +323,10 @@ class EvalResult:
                          f"{self.nll - self.true_entropy:.4f}")
         if self.max_round_trip_error is not None:
             parts.append(f"max round-trip error {self.max_round_trip_error:.3g}")
+        if self.conv_condition_numbers:
+            name, worst = max(self.conv_condition_numbers.items(), key=lambda item: item[1])
+            parts.append(f"{len(self.conv_condition_numbers)} 1x1 convs, worst condition "
+                         f"number {worst:.3g} ({name})")
         return ", ".join(parts)
 
 
@@ -291,7 +340,8 @@ class TrainResult:
       history: Keras history: per-epoch "loss", "bits_per_dim", "val_..." lists.
       epochs_run: Epochs started (the last may be partial if the budget hit).
       best_epoch: 1-based epoch whose weights were kept (lowest val loss).
-      stopped_by: "epochs", "early stopping", "time budget" or "NaN loss".
+      stopped_by: "epochs", "early stopping" or "time budget" (a NaN loss
+        raises `TrainingDiverged` instead).
       train_seconds: Wall-clock seconds inside `fit`.
       total_seconds: Wall-clock seconds of the whole `train` call.
       test: The test-split evaluation.
@@ -417,16 +467,23 @@ class TimeBudget(keras.callbacks.Callback):
 
     The epoch in progress still runs its validation, so early stopping and
     best-weight restoring see it. `stopped` tells whether the budget fired.
+    `seconds_before`: training seconds spent before this `fit` (a resumed run
+    keeps its budget).
     """
 
-    def __init__(self, max_seconds: float) -> None:
+    def __init__(self, max_seconds: float, *, seconds_before: float = 0.0) -> None:
         super().__init__()
         self.max_seconds = float(max_seconds)
+        self.seconds_before = float(seconds_before)
         self.stopped = False
         self._start = 0.0
 
+    def elapsed(self) -> float:
+        """Training seconds so far, those before this `fit` included."""
+        return time.monotonic() - self._start
+
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self._start = time.monotonic()
+        self._start = time.monotonic() - self.seconds_before
         self.stopped = False
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
@@ -447,14 +504,18 @@ class AnnealLearningRate(keras.callbacks.Callback):
     """
 
     def __init__(self, peak: float, *, total_steps: int, warmup_steps: int = 200,
-                 max_seconds: float | None = None, final_fraction: float = 0.02) -> None:
+                 max_seconds: float | None = None, final_fraction: float = 0.02,
+                 step_before: int = 0, seconds_before: float = 0.0) -> None:
         super().__init__()
         self.peak = float(peak)
         self.total_steps = max(1, int(total_steps))
         self.warmup_steps = int(warmup_steps)
         self.max_seconds = max_seconds or math.inf
         self.final_fraction = float(final_fraction)
-        self.step = 0
+        # A resumed run continues the schedule where the interrupted one was.
+        self.step_before = int(step_before)
+        self.seconds_before = float(seconds_before)
+        self.step = self.step_before
         self._start = 0.0
 
     def learning_rate(self, step: int, seconds: float) -> float:
@@ -465,8 +526,8 @@ class AnnealLearningRate(keras.callbacks.Callback):
         return self.peak * warmup * (self.final_fraction + (1.0 - self.final_fraction) * cosine)
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self._start = time.monotonic()
-        self.step = 0
+        self._start = time.monotonic() - self.seconds_before
+        self.step = self.step_before
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self.model.optimizer.learning_rate = self.learning_rate(
@@ -478,6 +539,163 @@ class AnnealLearningRate(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if logs is not None:
             logs["learning_rate"] = float(self.model.optimizer.learning_rate)
+
+
+class _NonFiniteLoss(RuntimeError):
+    """Raised out of `fit` by `DivergenceGuard`: ends training at the step, skipping validation."""
+
+    def __init__(self, *, epoch: int, batch: int, step: int, loss: float) -> None:
+        super().__init__(f"non-finite loss {loss} at step {step} (epoch {epoch + 1}, "
+                         f"batch {batch + 1})")
+        self.epoch, self.batch, self.step, self.loss = epoch, batch, step, loss
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Stops `fit` at the first training step whose loss is NaN or infinite.
+
+    Unlike `keras.callbacks.TerminateOnNaN`, which lets the epoch's validation
+    and callbacks run on the broken weights, it raises a `RuntimeError`
+    subclass out of `fit` at once, carrying `epoch`, `batch` (0-based) and the
+    1-based global `step`. With `restore_last_finite` it copies the weights
+    before every step (one traced copy per step) and, on a non-finite loss,
+    puts back the weights that produced it, the last finite ones, so that the
+    caller can find the layer at fault (`find_non_finite_layer`): the failed
+    update itself has usually made every weight NaN.
+    """
+
+    def __init__(self, *, restore_last_finite: bool = True) -> None:
+        super().__init__()
+        self.restore_last_finite = restore_last_finite
+        self._variables: list[tf.Variable] = []
+        self._copy: Callable[[], list[tf.Tensor]] | None = None
+        self._last: list[tf.Tensor] | None = None
+        self._epoch = 0
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        variables = list(self.model.weights)
+        self._variables = variables
+        self._copy = tf.function(lambda: [tf.identity(v) for v in variables], autograph=False)
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.restore_last_finite and self._copy is not None:
+            self._last = self._copy()
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is None:
+            return
+        # The logged loss is the epoch's running mean: it turns non-finite at the
+        # first non-finite step. (Multi-worker logs are rank 1.)
+        loss = float(np.asarray(loss).reshape(-1)[0])
+        if math.isfinite(loss):
+            return
+        step = int(self.model.optimizer.iterations.numpy())
+        if self._last is not None:
+            for variable, value in zip(self._variables, self._last):
+                variable.assign(value)
+        raise _NonFiniteLoss(epoch=self._epoch, batch=batch, step=step, loss=loss)
+
+
+class _ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras's `EarlyStopping` on "val_loss" whose state survives a restart.
+
+    `state()` is what `_Backup` stores; `resume_from(state, best_weights)`
+    makes the next `fit` continue with it (Keras resets it in `on_train_begin`).
+    """
+
+    def __init__(self, patience: int) -> None:
+        super().__init__(monitor="val_loss", mode="min", patience=patience,
+                         restore_best_weights=True)
+        self._resume: tuple[dict[str, Any], list[np.ndarray] | None] | None = None
+
+    def state(self) -> dict[str, Any]:
+        return {"wait": int(self.wait),
+                "best": None if self.best is None else float(self.best),
+                "best_epoch": int(self.best_epoch)}
+
+    def resume_from(self, state: dict[str, Any], best_weights: list[np.ndarray] | None) -> None:
+        self._resume = (state, best_weights)
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        super().on_train_begin(logs)
+        if self._resume is not None:
+            state, self.best_weights = self._resume
+            self.wait, self.best, self.best_epoch = state["wait"], state["best"], \
+                state["best_epoch"]
+
+
+class _Backup(keras.callbacks.Callback):
+    """Writes `train`'s resumable state into `directory` at the start of every epoch.
+
+    At an epoch's start (after `SwapEMAWeights` has put the raw weights back)
+    the state is exactly what the next epoch starts from: every model and
+    optimizer variable (moving averages and step counter included), the early
+    stopping state and best weights, the learning-rate schedule's step, the
+    training seconds spent and the history so far. The variables go into an
+    `.npz` (fast: no per-epoch `.keras` zip), then `state.json` names it; both
+    are written atomically, and `state.json` last, so a kill at any moment
+    leaves the previous complete backup. `history` collects every epoch's logs,
+    resumed ones included. Only `writer` processes write.
+    """
+
+    def __init__(self, directory: str, *, budget: TimeBudget,
+                 anneal: AnnealLearningRate | None, early_stopping: _ResumableEarlyStopping,
+                 history: dict[str, list[float]] | None = None, writer: bool = True) -> None:
+        super().__init__()
+        self.directory = directory
+        self.budget, self.anneal, self.early_stopping = budget, anneal, early_stopping
+        self.history: dict[str, list[float]] = {k: list(v) for k, v in (history or {}).items()}
+        self.writer = writer
+        self._first_epoch_of_fit = True
+        self._best_file: str | None = None
+        self._best_epoch_saved: int | None = None
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._first_epoch_of_fit = True
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._first_epoch_of_fit:  # nothing new since the last backup or the start
+            self._first_epoch_of_fit = False
+            return
+        if self.writer:
+            self.save(epoch)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(np.asarray(value).reshape(-1)[0]))
+
+    def save(self, epochs_done: int) -> None:
+        """Writes the backup of the state after `epochs_done` epochs."""
+        os.makedirs(self.directory, exist_ok=True)
+        weights_file = f"epoch-{epochs_done:05d}.npz"
+        _save_arrays(os.path.join(self.directory, weights_file),
+                     [v.numpy() for v in _training_variables(self.model)])
+        stopping = self.early_stopping
+        if stopping.best_weights is not None and stopping.best_epoch != self._best_epoch_saved:
+            self._best_file = f"best-{stopping.best_epoch:05d}.npz"
+            _save_arrays(os.path.join(self.directory, self._best_file), stopping.best_weights)
+            self._best_epoch_saved = stopping.best_epoch
+        state = {
+            "format": 1, "epochs_done": epochs_done, "weights": weights_file,
+            "best_weights": self._best_file, "early_stopping": stopping.state(),
+            "anneal_step": None if self.anneal is None else self.anneal.step,
+            "train_seconds": self.budget.elapsed(), "history": self.history,
+        }
+        _write_text_atomically(os.path.join(self.directory, BACKUP_STATE_FILE),
+                               json.dumps(state, indent=1) + "\n")
+        keep = {weights_file, self._best_file, BACKUP_STATE_FILE}
+        for name in os.listdir(self.directory):
+            if name not in keep:
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(self.directory, name))
+
+
+def _training_variables(model: Any) -> list[tf.Variable]:
+    """Every variable a resumed run needs, in a fixed order: the model's, then the optimizer's."""
+    return list(model.weights) + list(model.optimizer.variables)
 
 
 class TensorBoardLogger(keras.callbacks.Callback):
@@ -543,22 +761,42 @@ def _plugin_metadata(plugin_name: str) -> Any:
 def train(config: TrainConfig) -> TrainResult:
     """Trains, saves, pictures and evaluates a flow as `config` says.
 
+    Resumable: at the start of every epoch the whole training state goes to
+    `<workdir>/backup/` (written atomically; deleted when the run ends). A run
+    killed at any moment, started again with the same config and workdir,
+    continues from the last epoch it began and ends with the weights an
+    uninterrupted run would have (the data order and noise of each epoch are
+    replayed). A workdir holding a run with a different config is refused.
+
+    A NaN or infinite training loss stops the run at that step: the model
+    gets back the weights that produced it, a diagnostic pass names the layer
+    at fault when it can, `model.keras` is left holding the last good model
+    (the best epoch so far, or the initialised model), and `TrainingDiverged`
+    is raised.
+
     Returns:
       The `TrainResult`; its `summary()` is the one-line report.
 
     Raises:
-      UserError: for an unknown model, data set or strategy, or out-of-range
-        values.
+      UserError: for an unknown model, data set or strategy, out-of-range
+        values, or a workdir that holds a different run.
+      TrainingDiverged: when the loss becomes NaN or infinite.
     """
     start = time.monotonic()
     config = config.resolved()
     info = _dataset_info(config)
     num_classes = _num_classes(config, info)
     workdir = config.workdir
-    os.makedirs(workdir, exist_ok=True)
-    files = {"config": os.path.join(workdir, CONFIG_FILE)}
-    with open(files["config"], "w", encoding="utf-8") as handle:
-        handle.write(config.to_json() + "\n")
+    _check_workdir_holds_this_run(config)
+    strategy = make_strategy(config.strategy, config.tpu)
+    writer = is_chief(strategy)
+    backup_dir = os.path.join(workdir, BACKUP_DIR)
+    files = {"config": os.path.join(workdir, CONFIG_FILE),
+             "model": os.path.join(workdir, MODEL_FILE)}
+    if writer:
+        os.makedirs(workdir, exist_ok=True)
+        _remove_temporaries(workdir, backup_dir)
+        _write_text_atomically(files["config"], config.to_json() + "\n")
 
     keras.utils.set_random_seed(config.seed)
     train_ds = _load(config, "train", shuffle=True)
@@ -567,50 +805,213 @@ def train(config: TrainConfig) -> TrainResult:
         # Small: keep one draw of dequantisation noise, so that early stopping
         # compares epochs on the same data. (TFDS sets are large enough not to need it.)
         validation_ds = validation_ds.cache()
-    strategy = make_strategy(config.strategy, config.tpu)
     with strategy.scope():
         model = _build_model(config, info, num_classes)
         _compile(model, config)
     _say(config, f"Training {config.model} ({model.count_params():,} parameters) on "
                  f"{config.dataset} {info.event_shape}; writing to {workdir}")
 
+    backup = _read_backup(backup_dir)
+    early_stopping = _ResumableEarlyStopping(config.patience)
+    initial_weights = None
+    if backup is None:
+        # On its own copy of the data, so that epoch e is the e-th pass over
+        # `train_ds` in a fresh run and in a resumed one alike.
+        _initialize(model, config, num_classes)
+        initial_weights = model.get_weights()
+        initial_epoch, seconds_before, step_before, history = 0, 0.0, 0, {}
+    else:
+        with strategy.scope():
+            model.optimizer.build(model.trainable_variables)
+        best_weights = _restore_backup(backup_dir, backup, model)
+        early_stopping.resume_from(backup["early_stopping"], best_weights)
+        initial_epoch = int(backup["epochs_done"])
+        seconds_before = float(backup["train_seconds"])
+        step_before = int(backup["anneal_step"] or 0)
+        history = backup["history"]
+        # Each pass over the data draws its shuffle and noise seeds when its
+        # iterator is made: make (and drop) the passes already done.
+        for _ in range(initial_epoch):
+            iter(train_ds)
+        _say(config, f"Resuming from {backup_dir} at epoch {initial_epoch + 1}/{config.epochs}")
+
     files["logs"] = os.path.join(workdir, LOG_DIR)
-    budget = TimeBudget(config.max_train_seconds or math.inf)
-    early_stopping = keras.callbacks.EarlyStopping(
-        monitor="val_loss", mode="min", patience=config.patience, restore_best_weights=True)
-    callbacks = [budget]
+    budget = TimeBudget(config.max_train_seconds or math.inf, seconds_before=seconds_before)
+    anneal = None
     if config.lr_schedule == "cosine":
         steps_per_epoch = _steps_per_epoch(train_ds) or 1_000_000  # unknown: by time only
-        callbacks.append(AnnealLearningRate(
+        anneal = AnnealLearningRate(
             config.learning_rate, total_steps=config.epochs * steps_per_epoch,
-            warmup_steps=config.warmup_steps, max_seconds=config.max_train_seconds))
+            warmup_steps=config.warmup_steps, max_seconds=config.max_train_seconds,
+            step_before=step_before, seconds_before=seconds_before)
+    callbacks: list[keras.callbacks.Callback] = [budget] + ([anneal] if anneal else [])
     if config.ema_momentum:
         # Before early stopping: at each epoch's end the averaged weights are in
-        # the model, so they are what is validated, recorded as best and restored.
+        # the model, so they are what is validated, recorded as best and restored;
+        # before the backup: at each epoch's start the raw weights are back.
         callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
-    callbacks += [
-        keras.callbacks.TerminateOnNaN(),
-        early_stopping,
-        TensorBoardLogger(files["logs"], _epoch_pictures(config, info, num_classes)),
-    ]
-    fit_start = time.monotonic()
-    history = model.fit(train_ds, validation_data=validation_ds, epochs=config.epochs,
-                        callbacks=callbacks, verbose=config.verbose,
-                        shuffle=False)  # the dataset shuffles itself
-    train_seconds = time.monotonic() - fit_start
-    history_dict = {key: [float(v) for v in values] for key, values in history.history.items()}
+    backup_callback = _Backup(backup_dir, budget=budget, anneal=anneal,
+                              early_stopping=early_stopping, history=history, writer=writer)
+    logger = TensorBoardLogger(files["logs"], _epoch_pictures(config, info, num_classes))
+    callbacks += [DivergenceGuard(), early_stopping, backup_callback, logger]
+    try:
+        model.fit(train_ds, validation_data=validation_ds, epochs=config.epochs,
+                  initial_epoch=initial_epoch, callbacks=callbacks, verbose=config.verbose,
+                  shuffle=False)  # the dataset shuffles itself
+    except _NonFiniteLoss as stop:
+        logger.on_train_end()
+        good = early_stopping.best_weights
+        raise _diverged(model, config, stop, good if good is not None else initial_weights,
+                        best_epoch=early_stopping.best_epoch if good is not None else None,
+                        writer=writer, backup_dir=backup_dir) from None
+    train_seconds = budget.elapsed()
+    history_dict = backup_callback.history
     epochs_run = len(history_dict.get("loss", []))
     stopped_by = _stopped_by(budget, early_stopping, history_dict, epochs_run, config.epochs)
 
-    files["model"] = os.path.join(workdir, MODEL_FILE)
-    model.save(files["model"])
-    files.update(_write_pictures(model, config, info, num_classes))
+    if writer:
+        save_model(model, files["model"])
+        files.update(_write_pictures(model, config, info, num_classes))
+        shutil.rmtree(backup_dir, ignore_errors=True)
     test = evaluate(model, config, split="test", round_trip=False)
     return TrainResult(
         config=config, model=model, history=history_dict, epochs_run=epochs_run,
         best_epoch=int(early_stopping.best_epoch) + 1, stopped_by=stopped_by,
         train_seconds=train_seconds, total_seconds=time.monotonic() - start, test=test,
         files=files)
+
+
+def _check_workdir_holds_this_run(config: TrainConfig) -> None:
+    """Refuses a workdir whose config.json describes a different run.
+
+    The same run (every field equal but `RESUMABLE_DIFFERENCES`) is resumed
+    from its backup, or trained again when it has none.
+    """
+    path = os.path.join(config.workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path, encoding="utf-8") as handle:
+            stored = json.load(handle)
+        if not isinstance(stored, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as error:
+        raise UserError(f"workdir {config.workdir!r} holds an unreadable {CONFIG_FILE} "
+                        f"({error}); use another workdir or remove it.") from None
+    wanted = json.loads(config.to_json())
+    differences = sorted(key for key in set(stored) | set(wanted)
+                         if key not in RESUMABLE_DIFFERENCES
+                         and stored.get(key) != wanted.get(key))
+    if not differences:
+        return
+    shown = "; ".join(f"{key}: {stored.get(key)!r} there, {wanted.get(key)!r} here"
+                      for key in differences[:4])
+    more = f" and {len(differences) - 4} more" if len(differences) > 4 else ""
+    raise UserError(
+        f"workdir {config.workdir!r} holds a different run ({stored.get('model')} on "
+        f"{stored.get('dataset')}; this one is {config.model} on {config.dataset}; "
+        f"{shown}{more}); use another workdir or remove that one.")
+
+
+def _read_backup(directory: str) -> dict[str, Any] | None:
+    """The backup's state (see `_Backup`), or None when there is none to resume."""
+    path = os.path.join(directory, BACKUP_STATE_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            state = json.load(handle)
+        if state.get("format") != 1:
+            raise ValueError(f"unknown format {state.get('format')!r}")
+        return state
+    except (OSError, ValueError, AttributeError) as error:
+        raise UserError(f"cannot resume from {path}: {error}; remove {directory} to "
+                        "train from the start.") from None
+
+
+def _restore_backup(directory: str, state: dict[str, Any],
+                    model: Any) -> list[np.ndarray] | None:
+    """Loads the backed-up variables into `model`; returns the best weights (or None)."""
+    try:
+        values = _load_arrays(os.path.join(directory, state["weights"]))
+        best = state.get("best_weights")
+        best_weights = _load_arrays(os.path.join(directory, best)) if best else None
+    except (OSError, ValueError, KeyError) as error:
+        raise UserError(f"cannot resume from {directory}: {error}; remove it to train from "
+                        "the start.") from None
+    variables = _training_variables(model)
+    shapes = [tuple(v.shape) for v in variables]
+    if [tuple(v.shape) for v in values] != shapes:
+        raise UserError(f"the backup in {directory} does not fit this model (made by another "
+                        "version of tfflow?); remove it to train from the start.")
+    for variable, value in zip(variables, values):
+        variable.assign(value)
+    return best_weights
+
+
+def _initialize(model: Any, config: TrainConfig, num_classes: int | None,
+                size: int = 512) -> None:
+    """Glow's data-dependent initialisation on up to `size` training examples."""
+    if model.is_initialized:
+        return
+    xs, labels, count = [], [], 0
+    for batch in _load(config, "train", shuffle=True):
+        x, label = batch if num_classes is not None else (batch, None)
+        xs.append(x)
+        labels.append(label)
+        count += int(x.shape[0])
+        if count >= size:
+            break
+    model.initialize(tf.concat(xs, 0)[:size],
+                     None if num_classes is None else tf.concat(labels, 0)[:size])
+
+
+def _training_batch(config: TrainConfig, epoch: int, batch: int) -> Any:
+    """The `batch`-th training batch of epoch `epoch` (0-based), as `train` saw it."""
+    ds = _load(config, "train", shuffle=True)
+    for _ in range(epoch):
+        iter(ds)  # see `train`: each pass draws its seeds when its iterator is made
+    for index, element in enumerate(ds):
+        if index == batch:
+            return element
+    return element  # pylint: disable=undefined-loop-variable
+
+
+def _diverged(model: Any, config: TrainConfig, stop: _NonFiniteLoss,
+              good_weights: list[np.ndarray] | None, *, best_epoch: int | None, writer: bool,
+              backup_dir: str) -> TrainingDiverged:
+    """Diagnoses a non-finite loss, saves the last good model, builds the error to raise."""
+    layer = None
+    try:
+        element = _training_batch(config, stop.epoch, stop.batch)
+        x, labels = element if config.conditional else (element, None)
+        layer = find_non_finite_layer(model, x, labels)
+    except Exception:  # pylint: disable=broad-except  # a diagnosis must not hide the stop
+        layer = None
+    path = os.path.join(config.workdir, MODEL_FILE)
+    described = "none"
+    if good_weights is not None:
+        model.set_weights(good_weights)
+        if writer:
+            save_model(model, path)
+        described = (f"best epoch {best_epoch + 1}" if best_epoch is not None
+                     else "the initialised model, before any step")
+    elif os.path.isfile(path):
+        described = "from an earlier run"
+    if writer:
+        # Resuming would replay the same steps into the same NaN.
+        shutil.rmtree(backup_dir, ignore_errors=True)
+    found = (f"; {layer}" if layer else
+             "; no layer of the flow is non-finite on that batch with the weights before the "
+             "step, so the overflow was in the loss or the gradients")
+    where = f"; the last good model ({described}) is {path}" if described != "none" else ""
+    message = (f"training diverged: the loss became {stop.loss} at step {stop.step} "
+               f"(epoch {stop.epoch + 1}, batch {stop.batch + 1}){found}{where}. Lower "
+               f"learning_rate (now {config.learning_rate:g}), set clipnorm (e.g. 1.0) or "
+               f"lengthen warmup_steps, and train into a new workdir.")
+    return TrainingDiverged(message, step=stop.step, epoch=stop.epoch + 1,
+                            batch=stop.batch + 1, layer=layer,
+                            checkpoint=path if described != "none" else None)
 
 
 def evaluate(model: Any, config: TrainConfig, *, split: str = "test",
@@ -627,7 +1028,8 @@ def evaluate(model: Any, config: TrainConfig, *, split: str = "test",
       model: A tfflow `FlowModel`.
       config: The run's config (data set, split settings, labels).
       split: "test", "validation" or "train".
-      round_trip: Also report max |x - decode(encode(x))|.
+      round_trip: Also report the numerical health: max |x - decode(encode(x))|
+        and the condition number of every 1x1 convolution.
       batch_size: Examples per evaluation batch.
     """
     config = config.resolved()
@@ -656,7 +1058,8 @@ def evaluate(model: Any, config: TrainConfig, *, split: str = "test",
         split=split, num_examples=count, nll=nll,
         bits_per_dim=float(tfdata.bits_per_dim(nll, info.num_dims, info.num_levels)),
         max_round_trip_error=worst if round_trip else None, gaussian_nll=gaussian,
-        true_entropy=info.true_entropy)
+        true_entropy=info.true_entropy,
+        conv_condition_numbers=conv1x1_condition_numbers(model) if round_trip else None)
 
 
 def sample(model: Any, num_samples: int, *, temperature: float = 1.0, seed: int | None = 0,
@@ -728,13 +1131,26 @@ def load_run(workdir: str) -> tuple[Any, TrainConfig]:
         if not os.path.isfile(path):
             raise UserError(f"no {os.path.basename(path)} in {workdir!r}; train a model there "
                             f"first with tfflow-train --workdir={workdir}.")
-    with open(config_path, encoding="utf-8") as handle:
-        config = TrainConfig.from_json(handle.read())
+    try:
+        with open(config_path, encoding="utf-8") as handle:
+            config = TrainConfig.from_json(handle.read())
+    except (OSError, ValueError, TypeError) as error:
+        if isinstance(error, UserError):
+            raise
+        raise UserError(f"cannot read {config_path}: corrupt or not a tfflow config "
+                        f"({' '.join(str(error).split())[:200]})") from None
     config.workdir = workdir
     # Importing the models registers their custom objects with Keras.
-    from tfflow import models  # pylint: disable=import-outside-toplevel,unused-import
-    del models
-    model = keras.models.load_model(model_path)
+    from tfflow import models  # pylint: disable=import-outside-toplevel
+    try:
+        model = keras.models.load_model(model_path)
+    except Exception as error:  # pylint: disable=broad-except  # zip, h5, JSON, Keras errors
+        detail = " ".join(str(error).split())[:200]
+        raise UserError(f"cannot load {model_path}: corrupt or not a tfflow model file "
+                        f"({type(error).__name__}: {detail})") from None
+    if not isinstance(model, models.FlowModel):
+        raise UserError(f"cannot load {model_path}: corrupt or not a tfflow model file "
+                        f"(it holds a {type(model).__name__})")
     return model, config
 
 
@@ -978,3 +1394,189 @@ def _write_pictures(model: Any, config: TrainConfig, info: tfdata.DatasetInfo,
             os.path.join(workdir, "density.png"), _marginal_log_prob_fn(model, info, num_classes),
             points)
     return files
+
+
+# ------------------------------------------------------------- atomic files
+
+
+def _atomic_write(path: str, write: Callable[[str], Any]) -> str:
+    """Runs `write(temporary_path)`, syncs it to disk, then renames it to `path`.
+
+    The temporary file sits in the same directory (a rename across file systems
+    would not be atomic) and keeps `path`'s name as its suffix (Keras checks
+    ".keras" and ".weights.h5"), behind `TMP_PREFIX`. A kill at any moment
+    leaves either the old `path` or the new one, never a partial file under
+    that name; an error removes the temporary file and re-raises.
+    """
+    directory, name = os.path.split(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    temporary = os.path.join(directory, f"{TMP_PREFIX}{os.getpid()}-{name}")
+    try:
+        write(temporary)
+        descriptor = os.open(temporary, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
+    # The rename itself reaches the disk only with the directory.
+    with contextlib.suppress(OSError):
+        descriptor = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+    return path
+
+
+def _write_text_atomically(path: str, text: str) -> str:
+    def write(temporary: str) -> None:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    return _atomic_write(path, write)
+
+
+def _save_arrays(path: str, arrays: list[np.ndarray]) -> str:
+    def write(temporary: str) -> None:
+        with open(temporary, "wb") as handle:  # a handle: np.savez adds no suffix
+            np.savez(handle, *arrays)
+    return _atomic_write(path, write)
+
+
+def _load_arrays(path: str) -> list[np.ndarray]:
+    with np.load(path) as stored:
+        return [stored[f"arr_{i}"] for i in range(len(stored.files))]
+
+
+def save_model(model: Any, path: str) -> str:
+    """`model.save(path)`, atomically (see `_atomic_write`); returns `path`."""
+    return _atomic_write(path, model.save)
+
+
+def _remove_temporaries(*directories: str) -> None:
+    """Removes what killed processes left of their atomic writes."""
+    for directory in directories:
+        if not os.path.isdir(directory):
+            continue
+        for name in os.listdir(directory):
+            if name.startswith(TMP_PREFIX):
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(directory, name))
+
+
+# ------------------------------------------------------- numerical health
+
+
+def _flow_children(layer: Any) -> list[Any]:
+    from tfflow.layers import structure  # pylint: disable=import-outside-toplevel
+    if isinstance(layer, structure.ChainLayer):
+        return list(layer.flow_layers)
+    if isinstance(layer, structure.FactorOutLayer):
+        return [layer.inner]
+    return []
+
+
+class _Found(Exception):
+    pass
+
+
+def find_non_finite_layer(model: Any, x: Any, labels: Any = None) -> str | None:
+    """Names the first part of the flow that is not finite on `x`, or None.
+
+    Walks the model's flow layers (`model.flow`, ChainLayers and factored-out
+    levels descended into) in the data -> latent direction, as `log_prob` and
+    training run it (batch statistics for batch norm). First every layer's
+    weights are checked, then each leaf layer's output and log-det on `x`.
+
+    Returns:
+      A phrase such as "layer 'level_0/affine_coupling_layer_1' gave a
+      non-finite log-det", or None when everything is finite.
+    """
+    from tfflow.layers.base import FlowContext  # pylint: disable=import-outside-toplevel
+
+    def walk(layer: Any, path: str, visit: Callable[[Any, str], None]) -> None:
+        children = _flow_children(layer)
+        if not children:
+            visit(layer, path)
+        for child in children:
+            walk(child, f"{path}/{child.name}" if path else child.name, visit)
+
+    def check_weights(layer: Any, path: str) -> None:
+        bad = [weight.name for weight in layer.weights
+               if tf.as_dtype(weight.dtype).is_floating
+               and not np.all(np.isfinite(weight.numpy()))]
+        if bad:
+            raise _Found(f"layer {path!r} has non-finite weights ({', '.join(bad)})")
+
+    context = FlowContext(training=True, labels=None if labels is None else
+                          tf.convert_to_tensor(labels, tf.int32))
+    largest_growth: list[Any] = ["", 0.0]  # [path, max|out| / max|in|] of the worst layer
+
+    def run(layer: Any, path: str, value: tf.Tensor) -> tf.Tensor:
+        from tfflow.layers import structure  # pylint: disable=import-outside-toplevel
+        if isinstance(layer, structure.ChainLayer):
+            for child in layer.flow_layers:
+                value = run(child, f"{path}/{child.name}", value)
+            return value
+        if isinstance(layer, structure.FactorOutLayer):
+            kept = run(layer.inner, f"{path}/{layer.inner.name}", value[..., :layer.channels])
+            return tf.concat([kept, value[..., layer.channels:]], axis=-1)
+        bijector = layer.bijector(context)
+        output = bijector.inverse(value)
+        growth = float(tf.reduce_max(tf.abs(output))) / max(float(tf.reduce_max(tf.abs(value))),
+                                                             1e-30)
+        if growth > largest_growth[1]:
+            largest_growth[:] = [path, growth]
+        log_det = bijector.inverse_log_det_jacobian(value,
+                                                    event_ndims=bijector.inverse_min_event_ndims)
+        if not np.all(np.isfinite(log_det.numpy())):
+            raise _Found(f"layer {path!r} gave a non-finite log-det (its scale overflowed)")
+        if not np.all(np.isfinite(output.numpy())):
+            raise _Found(f"layer {path!r} gave a non-finite output")
+        return output
+
+    try:
+        walk(model.flow, model.flow.name, check_weights)
+        x = tf.cast(tf.convert_to_tensor(x), model.dtype_name)
+        if not np.all(np.isfinite(x.numpy())):
+            return "the training batch itself is not finite"
+        z = run(model.flow, model.flow.name, x)
+        squares = tf.reduce_sum(tf.square(tf.reshape(z, [tf.shape(z)[0], -1])), axis=-1)
+        if not np.all(np.isfinite(squares.numpy())):
+            return (f"the latent z is finite but so large (max |z| = "
+                    f"{float(tf.reduce_max(tf.abs(z))):.3g}) that its Gaussian log-density "
+                    f"overflows; layer {largest_growth[0]!r} amplified its input most "
+                    f"(x{largest_growth[1]:.3g})")
+    except _Found as found:
+        return str(found)
+    return None
+
+
+def conv1x1_condition_numbers(model: Any) -> dict[str, float]:
+    """{layer name: condition number of W} for every 1x1 convolution of `model`.
+
+    W is read off the layer's own bijector (its forward image of the identity
+    basis), so the LU and the full parametrisation are measured alike. A large
+    number means the layer is close to singular: its inverse (sampling, for a
+    Glow trained by `log_prob`) amplifies round-off by up to that factor.
+    """
+    from tfflow.layers import mixing  # pylint: disable=import-outside-toplevel
+    numbers: dict[str, float] = {}
+    for layer in model._flatten_layers(include_self=False, recursive=True):  # pylint: disable=protected-access
+        if not isinstance(layer, (mixing.LUConv1x1Layer, mixing.Conv1x1Layer)):
+            continue
+        bijector = layer.bijector()
+        channels = int(layer.weights[-1].shape[-1])
+        basis = np.eye(channels, dtype=layer.compute_dtype)
+        if layer.event_ndims == 3:
+            basis = basis.reshape(channels, 1, 1, channels)
+        matrix = np.asarray(bijector.forward(basis), np.float64).reshape(channels, channels)
+        name = layer.name
+        while name in numbers:
+            name += "'"
+        numbers[name] = float(np.linalg.cond(matrix))
+    return numbers
