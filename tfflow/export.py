@@ -11,8 +11,12 @@ and dtype declared, batch size variable):
 * `encode`: `x` -> `z`; `decode`: `z` -> `x`.
 
 Class-conditional models take a `label` (int32 [N], or [n] for `sample`) in
-each signature. Inputs of the wrong shape, rank or dtype are rejected by the
-SavedModel itself with `InvalidArgumentError` naming the expected shape.
+each signature. Bad inputs are rejected by the SavedModel itself (core TF
+`Assert` ops, no Python) with an `InvalidArgumentError` that names the
+signature and what it expected: the wrong shape, rank or dtype, an empty batch,
+NaN or Inf values, data outside [0, 1] (models with `num_levels`; 1e-3 slack),
+labels out of range or not one per example, `n < 1`, a negative or non-finite
+`temperature`. The rules are `FlowModel.log_prob`'s.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import tempfile
 
 import tensorflow as tf
 
+from tfflow.models import _checks
 from tfflow.models.flow_model import FlowModel
 
 __all__ = ["export_saved_model", "SIGNATURES"]
@@ -64,26 +69,44 @@ def _signature_functions(module: _ServingModule) -> dict:
         del what  # the tensor's own name is in the message
         return tf.ensure_shape(tensor, shape)
 
-    def check_x(x, label):
-        x = checked(x, [None, *model.event_shape], "x")
-        return x, None if label is None else checked(label, [None], "label")
+    def check_label(name, label, batch):
+        if label is None:
+            return None
+        return _checks.labels(f"SavedModel signature '{name}'", checked(label, [None], "label"),
+                              model.num_classes, batch)
+
+    def check_x(name, x, label):
+        x = _checks.values(f"SavedModel signature '{name}'",
+                           "x", checked(x, [None, *model.event_shape], "x"),
+                           _checks.data_range(model.num_levels))
+        return x, check_label(name, label, tf.shape(x)[0])
 
     def log_prob(x, label=None):
-        x, label = check_x(x, label)
+        x, label = check_x("log_prob", x, label)
         lp = model._log_prob(x, label, training=False)  # pylint: disable=protected-access
         bpd = model.nll_to_bits_per_dim(-lp / model.num_dims)
         return {"log_prob": lp, "bits_per_dim": bpd}
 
     def encode(x, label=None):
-        x, label = check_x(x, label)
+        x, label = check_x("encode", x, label)
         return {"z": model.bijector_for(label).inverse(x)}
 
     def decode(z, label=None):
-        z = checked(z, [None, *model.latent_shape], "z")
-        label = None if label is None else checked(label, [None], "label")
+        z = _checks.values("SavedModel signature 'decode'", "z",
+                           checked(z, [None, *model.latent_shape], "z"))
+        label = check_label("decode", label, tf.shape(z)[0])
         return {"x": model.bijector_for(label).forward(z)}
 
     def sample(n, seed, temperature, label=None):
+        owner = "SavedModel signature 'sample'"
+        checks = [
+            tf.debugging.Assert(n > 0, [f"{owner}: expected n, the number of samples, >= 1, "
+                                        f"got", n]),
+            tf.debugging.Assert(tf.math.is_finite(temperature) & (temperature >= 0.), [
+                f"{owner}: expected temperature a finite number >= 0, got", temperature])]
+        with tf.control_dependencies(checks):
+            n = tf.identity(n)
+        label = check_label("sample", label, n)
         eps = tf.random.stateless_normal(tf.concat([[n], model.latent_shape], 0), seed,
                                          dtype=dtype)
         z = eps * tf.cast(temperature, dtype)

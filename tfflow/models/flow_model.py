@@ -19,6 +19,7 @@ import tensorflow_probability as tfp
 
 from tfflow.layers.base import FlowContext, FlowLayer, deserialize, serialize
 from tfflow.layers.normalization import ActNormLayer, BatchNormLayer
+from tfflow.models import _checks
 
 tfd = tfp.distributions
 
@@ -150,34 +151,23 @@ class FlowModel(keras.Model):
         """The model as a `tfd.TransformedDistribution` built from the current weights."""
         return self.conditional_distribution(None)
 
-    def _check_input(self, x, what: str = "x") -> tf.Tensor:
-        # Check the dtype given, not the converted one: `convert_to_tensor` turns an
-        # integer numpy array into floats when given a float `dtype_hint`.
-        given = getattr(x, "dtype", None)
-        x = tf.convert_to_tensor(x, dtype_hint=self.dtype_name)
-        given = x.dtype if given is None else tf.as_dtype(given)
-        if not given.is_floating:
-            raise ValueError(f"FlowModel.{what}: expected floating point data of dtype "
-                             f"{self.dtype_name}, got {given.name}.")
-        x = tf.cast(x, self.dtype_name)
-        shape = x.shape
-        want = len(self.event_shape) + 1
-        if shape.rank is not None and (shape.rank != want or not shape[1:].is_compatible_with(
-                self.event_shape)):
-            raise ValueError(f"FlowModel: expected {what} of shape [batch, "
-                             f"{', '.join(map(str, self.event_shape))}], got {shape.as_list()}.")
-        return x
+    def _check_input(self, x, method: str, what: str = "x") -> tf.Tensor:
+        """`x` as a checked [batch, *event_shape] tensor of the model's dtype (see `_checks`)."""
+        owner = f"FlowModel.{method}"
+        x = _checks.floating(owner, what, x, self.dtype_name)
+        _checks.batch_shape(owner, what, x, self.event_shape)
+        return _checks.values(owner, what, x, _checks.data_range(self.num_levels))
 
-    def _labels(self, labels, n=None):
+    def _labels(self, labels, n=None, method: str = "log_prob"):
+        """int32 labels [n] for a class-conditional model (checked); None for the others."""
         if not self.num_classes:
-            return None
+            return None  # unconditional models ignore labels (tfflow.training relies on it)
         if labels is None:
-            raise ValueError(f"FlowModel: this model is class-conditional ({self.num_classes} "
-                             f"classes); pass labels.")
-        labels = tf.convert_to_tensor(labels, dtype_hint=tf.int32)
-        if labels.shape.rank == 0 and n is not None:
-            labels = tf.fill([n], labels)
-        return tf.cast(labels, tf.int32)
+            raise ValueError(f"FlowModel.{method}: this model is class-conditional "
+                             f"({self.num_classes} classes); pass labels.")
+        if n is None:  # a scalar label without a batch size: take it as one label
+            n = tf.size(labels)
+        return _checks.labels(f"FlowModel.{method}", labels, self.num_classes, n)
 
     def _base_log_prob(self, z):
         axes = list(range(-len(self.latent_shape), 0))
@@ -192,13 +182,24 @@ class FlowModel(keras.Model):
 
     # Public API ---------------------------------------------------------------------------------
     def log_prob(self, x, labels=None) -> tf.Tensor:
-        """log p(x) in nats per example, shape [batch]."""
-        x = self._check_input(x)
-        return self._log_prob_fn(x, self._labels(labels))
+        """log p(x) in nats per example, shape [batch].
+
+        `x` is [batch, *event_shape], floating point, finite, and for models with
+        `num_levels` (dequantised data) in [0, 1] up to a 1e-3 slack; `labels`
+        (class-conditional models) are integers in [0, num_classes), one per
+        example or a scalar for all. Anything else is a `ValueError` naming
+        what was expected (`InvalidArgumentError` when called inside a
+        `tf.function`). Every such `x` gets a finite log-density.
+        """
+        return self._checked_log_prob(x, labels, "log_prob")
+
+    def _checked_log_prob(self, x, labels, method: str) -> tf.Tensor:
+        x = self._check_input(x, method)
+        return self._log_prob_fn(x, self._labels(labels, tf.shape(x)[0], method))
 
     def bits_per_dim(self, x, labels=None) -> tf.Tensor:
         """Per-example bits/dim, with the dequantisation term `D log B` when `num_levels` is set."""
-        nll = -self.log_prob(x, labels)
+        nll = -self._checked_log_prob(x, labels, "bits_per_dim")
         return self.nll_to_bits_per_dim(nll / self.num_dims)
 
     def nll_to_bits_per_dim(self, nll_per_dim):
@@ -207,33 +208,37 @@ class FlowModel(keras.Model):
         return (nll_per_dim + tf.cast(offset, nll_per_dim.dtype)) / math.log(2.)
 
     def encode(self, x, labels=None) -> tf.Tensor:
-        """Data -> latent (`bijector.inverse`)."""
-        return self._encode_fn(self._check_input(x), self._labels(labels))
+        """Data -> latent (`bijector.inverse`); `x` and `labels` are checked as in `log_prob`."""
+        x = self._check_input(x, "encode")
+        return self._encode_fn(x, self._labels(labels, tf.shape(x)[0], "encode"))
 
     def decode(self, z, labels=None) -> tf.Tensor:
-        """Latent -> data (`bijector.forward`)."""
-        z = tf.cast(tf.convert_to_tensor(z, dtype_hint=self.dtype_name), self.dtype_name)
-        if z.shape.rank is not None and z.shape[1:] != self.latent_shape:
-            raise ValueError(f"FlowModel: expected z of shape [batch, "
-                             f"{', '.join(map(str, self.latent_shape))}], got {z.shape.as_list()}.")
-        return self._decode_fn(z, self._labels(labels))
+        """Latent -> data (`bijector.forward`); `z` is [batch, *latent_shape], finite."""
+        z = _checks.floating("FlowModel.decode", "z", z, self.dtype_name)
+        _checks.batch_shape("FlowModel.decode", "z", z, self.latent_shape)
+        z = _checks.values("FlowModel.decode", "z", z)
+        return self._decode_fn(z, self._labels(labels, tf.shape(z)[0], "decode"))
 
     def sample(self, n: int, temperature: float = 1.0, seed=None, labels=None) -> tf.Tensor:
         """`n` samples; `temperature` scales the latent standard deviation (Glow likes 0.7).
 
-        `seed` (an int or an int pair) makes the draw deterministic.
+        `seed` (an int or an int pair) makes the draw deterministic. `n` must be
+        an integer >= 1 and `temperature` finite and >= 0 (0 decodes the mode);
+        `labels` (class-conditional models): one per sample, or a scalar for all.
         """
-        n = int(n)
+        n = _checks.count("FlowModel.sample", "n", n)
+        temperature = _checks.temperature("FlowModel.sample", temperature)
         shape = [n] + list(self.latent_shape)
-        seed = _as_seed(seed)
+        seed = _checks.seed("FlowModel.sample", _as_seed(seed))
         eps = tf.random.normal(shape, dtype=self.dtype_name) if seed is None else \
             tf.random.stateless_normal(shape, seed, dtype=self.dtype_name)
         z = eps * tf.cast(temperature, self.dtype_name)
-        return self._decode_fn(z, self._labels(labels, n))
+        return self._decode_fn(z, self._labels(labels, n, "sample"))
 
     def interpolate(self, x1, x2, steps: int = 8, labels=None) -> tf.Tensor:
         """Decodes `steps` points on the straight latent line from `x1` to `x2` (single examples)."""
-        pair = self._check_input(tf.stack([x1, x2]), "x1/x2")
+        steps = _checks.count("FlowModel.interpolate", "steps", steps, minimum=2)
+        pair = self._check_input(tf.stack([x1, x2]), "interpolate", "x1/x2")
         z = self.encode(pair, None if labels is None else tf.fill([2], labels))
         alpha = tf.reshape(tf.linspace(0., 1., steps), [-1] + [1] * len(self.latent_shape))
         alpha = tf.cast(alpha, z.dtype)
@@ -283,9 +288,9 @@ class FlowModel(keras.Model):
         """
         if not force and self.is_initialized:
             return False
-        x = self._check_input(x)
+        x = self._check_input(x, "initialize")
         records: dict = {}
-        self.flow.bijector(FlowContext(labels=self._labels(labels, x.shape[0]),
+        self.flow.bijector(FlowContext(labels=self._labels(labels, x.shape[0], "initialize"),
                                        init_records=records)).inverse(x)
         for layer, values in records.items():
             layer.assign_initial(*values)
@@ -321,11 +326,13 @@ class FlowModel(keras.Model):
             labels = data[1] if len(data) > 1 and self.num_classes else None
         else:
             x, labels = data, None
-        x = tf.cast(x, self.dtype_name)
         if self.num_classes and labels is None:
-            raise ValueError("FlowModel: this model is class-conditional; the dataset must "
-                             "yield (x, labels).")
-        return x, labels
+            raise ValueError("FlowModel.fit/evaluate: this model is class-conditional; the "
+                             "dataset must yield (x, labels).")
+        # In-graph checks (InvalidArgumentError); XLA drops them, so `fit` checks a
+        # dataset in its tf.data pipeline as well (`_checks.checked_fit_data`).
+        x = self._check_input(x, "fit/evaluate")
+        return x, self._labels(labels, tf.shape(x)[0], "fit/evaluate")
 
     def _record(self, loss):
         self.loss_tracker.update_state(loss)
@@ -355,7 +362,13 @@ class FlowModel(keras.Model):
         return self._record(loss)
 
     def fit(self, x=None, y=None, *args, **kwargs):
-        """Keras `fit`; runs the ActNorm initialisation first if it has not run yet."""
+        """Keras `fit`; runs the ActNorm initialisation first if it has not run yet.
+
+        The data is checked as in `log_prob` (`ValueError` for arrays,
+        `InvalidArgumentError` when a bad batch of a dataset is read), also
+        under `jit_compile=True`.
+        """
+        x, y, kwargs = _checks.checked_fit_data(self, x, y, kwargs)
         if not self.is_initialized:
             # Labels passed as `y` (arrays) are needed too: a class prior follows the ActNorms.
             data = x if y is None else (x, y)
