@@ -464,3 +464,281 @@ def test_lu_permutation_variable_of_wrong_dtype():
     params["permutation"] = tf.Variable(tf.cast(params["permutation"], tf.int64))
     with raises(ValueError, "LUInvertible1x1Conv", "`permutation` of dtype int32", "int64"):
         fb.LUInvertible1x1Conv(**params)
+
+
+# --- FlowModel and fit: every bad input, one clear error ----------------------------------------
+#
+# One table of bad inputs, checked through every entry point: the eager methods
+# (`ValueError`), a user's `tf.function` and `fit` on a dataset, plain and under
+# `jit_compile=True` (`InvalidArgumentError` when the bad batch runs). The rule
+# for quantised data (`num_levels` set): x in [0, 1] with 1e-3 slack.
+
+import keras  # noqa: E402  (model-level section)
+
+import tfflow  # noqa: E402
+
+IMAGE = (4, 4, 1)
+
+
+def _image_model():
+    """A tiny class-conditional Glow on 4x4x1 data quantised to 17 levels."""
+    return tfflow.models.Glow(IMAGE, levels=1, steps_per_level=1, hidden_channels=4,
+                              num_levels=17, num_classes=3)
+
+
+@pytest.fixture(scope="module")
+def image_model():
+    model = _image_model()
+    model.initialize(_good_x(), _good_labels())
+    return model
+
+
+@pytest.fixture(scope="module")
+def vector_model():
+    model = tfflow.models.RealNVP((2,), num_couplings=2, hidden_units=(4,))
+    model.initialize(np.random.default_rng(0).normal(size=(16, 2)).astype(np.float32))
+    return model
+
+
+def _good_x(n=6):
+    return np.random.default_rng(1).uniform(0., 1., (n,) + IMAGE).astype(np.float32)
+
+
+def _good_labels(n=6):
+    return np.arange(n, dtype=np.int32) % 3
+
+
+def _set(x, value, index=(1, 2, 3, 0)):
+    x = x.copy()
+    x[index] = value
+    return x
+
+
+# id: (x, labels, fragments); static cases are ValueErrors even inside a traced function.
+STATIC_X = {
+    "rank_too_low": (np.zeros([6, 4, 4], np.float32), ["expected x of shape [batch, 4, 4, 1]",
+                                                       "[6, 4, 4]"]),
+    "rank_too_high": (np.zeros([6, 4, 4, 1, 1], np.float32), ["[batch, 4, 4, 1]",
+                                                               "[6, 4, 4, 1, 1]"]),
+    "wrong_height_width": (np.zeros([6, 8, 8, 1], np.float32), ["[batch, 4, 4, 1]",
+                                                                 "[6, 8, 8, 1]"]),
+    "wrong_channels": (np.zeros([6, 4, 4, 3], np.float32), ["[batch, 4, 4, 1]",
+                                                             "[6, 4, 4, 3]"]),
+    "integer_dtype": (np.zeros([6, 4, 4, 1], np.int32), ["floating point", "got int32"]),
+    "uint8_pixels": (np.full([6, 4, 4, 1], 200, np.uint8), ["floating point", "got uint8"]),
+}
+VALUE_X = {
+    "nan": (_set(_good_x(), np.nan), ["expected finite x"], ["1 NaN and 0 Inf",
+                                                              "index [1, 2, 3, 0]"]),
+    "inf": (_set(_good_x(), np.inf), ["expected finite x"], ["0 NaN and 1 Inf"]),
+    "minus_inf": (_set(_good_x(), -np.inf), ["expected finite x"], ["1 Inf"]),
+    "above_one": (_set(_good_x(), 1.5), ["expected x in [0, 1]", "num_levels=17"],
+                  ["to 1.5", "1 of 96 outside"]),
+    "below_zero": (_set(_good_x(), -0.25), ["expected x in [0, 1]", "num_levels=17"],
+                   ["from -0.25"]),
+    "pixels_0_255": (_good_x() * 255., ["expected x in [0, 1]"], ["outside"]),
+    "pixels_minus_1_1": (_good_x() * 2. - 1., ["expected x in [0, 1]"], ["from -"]),
+}
+BAD_LABELS = {
+    "too_large": (np.array([0, 1, 2, 3, 1, 2]), ["expected labels in [0, 3)", "num_classes=3"],
+                  ["[3]"]),
+    "negative": (np.array([0, -1, 2, 0, 1, 2]), ["expected labels in [0, 3)"], ["[-1]"]),
+    "wrong_count": (np.array([0, 1, 2]), ["one label per example"], ["(6), got 3 labels"]),
+    "wrong_shape": (np.zeros([6, 1], np.int32), ["expected labels of shape [batch]"],
+                    ["[6, 1]"]),
+    "float_labels": (np.zeros([6], np.float32), ["integer class indices", "float32"], []),
+}
+EAGER_METHODS = {
+    "log_prob": lambda m, x, labels: m.log_prob(x, labels),
+    "bits_per_dim": lambda m, x, labels: m.bits_per_dim(x, labels),
+    "encode": lambda m, x, labels: m.encode(x, labels),
+    "initialize": lambda m, x, labels: m.initialize(x, labels, force=True),
+}
+
+
+def _message(info):
+    value = info.value
+    return value.message if isinstance(value, tf.errors.OpError) else str(value)
+
+
+def _assert_in(fragments, message):
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in the message:\n{message}"
+
+
+@pytest.mark.parametrize("method", list(EAGER_METHODS))
+@pytest.mark.parametrize("case", list(STATIC_X) + list(VALUE_X) + ["empty_batch"])
+def test_model_rejects_bad_x(image_model, method, case):
+    if case == "empty_batch":
+        x, fragments = np.zeros([0, 4, 4, 1], np.float32), ["at least one example",
+                                                            "[0, 4, 4, 1]"]
+    elif case in STATIC_X:
+        x, fragments = STATIC_X[case]
+    else:
+        x, fragments, details = VALUE_X[case]
+        fragments = fragments + details
+    labels = _good_labels(len(x))
+    with pytest.raises(ValueError) as info:
+        EAGER_METHODS[method](image_model, x, labels)
+    _assert_in([f"FlowModel.{method}:"] + fragments, _message(info))
+
+
+@pytest.mark.parametrize("method", list(EAGER_METHODS))
+@pytest.mark.parametrize("case", list(BAD_LABELS) + ["missing"])
+def test_model_rejects_bad_labels(image_model, method, case):
+    labels, fragments = (None, ["class-conditional (3 classes); pass labels"]) \
+        if case == "missing" else BAD_LABELS[case][:2]
+    fragments = fragments + ([] if case == "missing" else BAD_LABELS[case][2])
+    with pytest.raises(ValueError) as info:
+        EAGER_METHODS[method](image_model, _good_x(), labels)
+    _assert_in([f"FlowModel.{method}:"] + fragments, _message(info))
+
+
+def test_model_accepts_the_edges_of_its_data_range(image_model):
+    # [0, 1] with 1e-3 slack: 1.0 itself (float rounding of (k + u) / B) and a hair past.
+    for value in (0., 1., -9e-4, 1. + 9e-4):
+        assert np.all(np.isfinite(image_model.log_prob(_set(_good_x(), value),
+                                                       _good_labels())))
+    # A scalar label serves every example.
+    assert image_model.log_prob(_good_x(), 2).shape == [6]
+
+
+@pytest.mark.parametrize("case", list(VALUE_X) + ["label_too_large", "label_count"])
+def test_model_rejects_bad_values_inside_a_tf_function(image_model, case):
+    log_prob = tf.function(image_model.log_prob)
+    x, labels = _good_x(), _good_labels()
+    if case == "label_too_large":
+        labels, fragments = labels * 2, ["FlowModel.log_prob: expected labels in [0, 3)",
+                                         "from", "[0] [to] [4]"]
+    elif case == "label_count":
+        log_prob = tf.function(image_model.log_prob, input_signature=[
+            tf.TensorSpec([None, *IMAGE]), tf.TensorSpec([None], tf.int32)])
+        labels, fragments = labels[:4], ["FlowModel.log_prob: expected one label per example"]
+    else:
+        x, fragments, _ = VALUE_X[case]
+        fragments = ["FlowModel.log_prob:"] + fragments
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        log_prob(tf.constant(x), tf.constant(labels))
+    _assert_in(fragments, _message(info))
+
+
+def test_model_rejects_a_static_bad_shape_inside_a_tf_function(image_model):
+    with pytest.raises(ValueError, match=r"FlowModel.log_prob: .*\[batch, 4, 4, 1\]"):
+        tf.function(image_model.log_prob).get_concrete_function(
+            tf.TensorSpec([None, 4, 4, 2]), tf.TensorSpec([None], tf.int32))
+
+
+@pytest.mark.parametrize("method, call, fragments", [
+    ("decode", lambda m: m.decode(np.full([2, 4, 4, 1], np.nan, np.float32), [0, 1]),
+     ["expected finite z", "32 NaN"]),
+    ("decode", lambda m: m.decode(np.zeros([2, 2, 2, 4], np.float32), [0, 1]),
+     ["expected z of shape [batch, 4, 4, 1]"]),  # the latent has the data's shape
+    ("decode", lambda m: m.decode(np.zeros([2, 4, 4, 1], np.int64), [0, 1]),
+     ["expected z as floating point", "int64"]),
+    ("decode", lambda m: m.decode(np.zeros([0, 4, 4, 1], np.float32), []),
+     ["at least one example"]),
+    ("decode", lambda m: m.decode(np.zeros([2, 4, 4, 1], np.float32), [0, 5]),
+     ["expected labels in [0, 3)", "[5]"]),
+    ("sample", lambda m: m.sample(0, labels=1), ["expected n an integer >= 1, got 0"]),
+    ("sample", lambda m: m.sample(-3, labels=1), ["got -3"]),
+    ("sample", lambda m: m.sample(2.5, labels=1), ["got 2.5"]),
+    ("sample", lambda m: m.sample(2, temperature=-0.5, labels=1),
+     ["expected temperature a finite number >= 0, got -0.5"]),
+    ("sample", lambda m: m.sample(2, temperature=float("nan"), labels=1), ["got nan"]),
+    ("sample", lambda m: m.sample(2, labels=[0, 1, 2]), ["one label per example (2)"]),
+    ("sample", lambda m: m.sample(2, labels=3), ["expected labels in [0, 3)"]),
+    ("sample", lambda m: m.sample(2), ["class-conditional"]),
+    ("sample", lambda m: m.sample(2, seed=[1, 2, 3], labels=1), ["expected seed", "[3]"]),
+    ("interpolate", lambda m: m.interpolate(_good_x(1)[0], _good_x(1)[0] * 9., labels=1),
+     ["expected x1/x2 in [0, 1]"]),
+    ("interpolate", lambda m: m.interpolate(_good_x(1)[0], _good_x(1)[0], steps=1, labels=1),
+     ["expected steps an integer >= 2, got 1"]),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_model_rejects_bad_latents_and_sampling_arguments(image_model, method, call, fragments):
+    with pytest.raises(ValueError) as info:
+        call(image_model)
+    _assert_in([f"FlowModel.{method}:"] + fragments, _message(info))
+
+
+@pytest.mark.parametrize("x, fragments", [
+    (np.array([[0., np.nan]], np.float32), ["FlowModel.log_prob: expected finite x", "1 NaN"]),
+    (np.array([[np.inf, 0.]], np.float32), ["1 Inf"]),
+    (np.zeros([3, 3], np.float32), ["expected x of shape [batch, 2]", "[3, 3]"]),
+    (np.zeros([0, 2], np.float32), ["at least one example"]),
+    (np.zeros([3, 2], np.int64), ["floating point", "int64"]),
+], ids=["nan", "inf", "wrong_dims", "empty", "integer"])
+def test_continuous_model_checks_finiteness_not_range(vector_model, x, fragments):
+    with pytest.raises(ValueError) as info:
+        vector_model.log_prob(x)
+    _assert_in(fragments, _message(info))
+    # No data range for continuous data: far values are fine (and get a finite density).
+    assert np.all(np.isfinite(vector_model.log_prob(np.array([[1e4, -1e4]], np.float32))))
+    # Unconditional models ignore labels, whatever they are (tfflow.training relies on it).
+    vector_model.log_prob(np.zeros([2, 2], np.float32), labels=np.array([7.5]))
+
+
+# fit: a dataset's bad batch surfaces as InvalidArgumentError from the tf.data pipeline,
+# under jit_compile=True too (XLA compiles the train step's own asserts to no-ops, measured).
+
+@pytest.fixture(scope="module", params=[False, True], ids=["graph", "jit_compile"])
+def fitted_image_model(request):
+    """A model whose train step is traced once; every bad dataset below reuses the trace."""
+    keras.utils.set_random_seed(0)
+    model = _image_model()
+    model.compile(jit_compile=request.param, warmup_steps=0)
+    model.fit(_dataset(_good_x(), _good_labels()), epochs=1, verbose=0)
+    return model
+
+
+def _dataset(x, labels):
+    return tf.data.Dataset.from_tensor_slices((x, labels)).batch(3)
+
+
+FIT_CASES = {
+    "nan": (_set(_good_x(), np.nan), _good_labels(), ["expected finite x"]),
+    "inf": (_set(_good_x(), np.inf), _good_labels(), ["expected finite x"]),
+    "above_one": (_set(_good_x(), 1.5), _good_labels(), ["expected x in [0, 1]", "1.5"]),
+    "below_zero": (_set(_good_x(), -0.25), _good_labels(), ["expected x in [0, 1]", "-0.25"]),
+    "label_too_large": (_good_x(), _good_labels() + 1, ["expected labels in [0, 3)"]),
+    "label_negative": (_good_x(), _good_labels() - 1, ["expected labels in [0, 3)"]),
+}
+
+
+@pytest.mark.parametrize("case", list(FIT_CASES))
+def test_fit_rejects_a_bad_batch_of_a_dataset(fitted_image_model, case):
+    x, labels, fragments = FIT_CASES[case]
+    weights = [v.numpy() for v in fitted_image_model.trainable_variables]
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        fitted_image_model.fit(_dataset(x, labels), epochs=1, verbose=0)
+    _assert_in(["FlowModel.fit:"] + fragments, _message(info))
+    # The bad example (in the first batch) never reached the weights.
+    for before, v in zip(weights, fitted_image_model.trainable_variables):
+        np.testing.assert_array_equal(before, v.numpy())
+
+
+@pytest.mark.parametrize("case", ["nan", "above_one", "label_too_large"])
+def test_fit_rejects_bad_arrays_before_training(case):
+    x, labels, fragments = FIT_CASES[case]
+    model = _image_model()
+    model.compile()
+    with pytest.raises(ValueError) as info:
+        model.fit(x, labels, batch_size=3, epochs=1, verbose=0)
+    _assert_in(["FlowModel.fit:"] + fragments, _message(info))
+    assert not model.is_initialized  # rejected before the initialisation too
+
+
+def test_fit_rejects_bad_validation_data(fitted_image_model):
+    x, labels, fragments = FIT_CASES["nan"]
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        fitted_image_model.fit(_dataset(_good_x(), _good_labels()), epochs=1, verbose=0,
+                               validation_data=_dataset(x, labels))
+    _assert_in(["FlowModel.fit:"] + fragments, _message(info))
+
+
+def test_fit_rejects_static_bad_data_at_once(fitted_image_model):
+    with pytest.raises(ValueError, match=r"FlowModel.fit: .*floating point.*uint8"):
+        fitted_image_model.fit(_dataset((_good_x() * 255).astype(np.uint8), _good_labels()),
+                               epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"FlowModel.fit: .*\[batch, 4, 4, 1\].*\[None, 4, 4\]"):
+        fitted_image_model.fit(_dataset(_good_x()[..., 0], _good_labels()), epochs=1,
+                               verbose=0)
