@@ -114,3 +114,89 @@ def test_versions_increase_and_existing_version_is_refused(tmp_path):
     with pytest.raises(ValueError, match="already exists"):
         tfflow.export.export_saved_model(model, tmp_path, version=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "2"]
+
+
+# --- Bad input to the exported signatures: InvalidArgumentError naming the signature ------------
+
+@pytest.fixture(scope="module")
+def loaded_conditional(tmp_path_factory):
+    """A tiny class-conditional Glow (4x4x1, 17 levels, 3 classes), exported and loaded."""
+    model = tfflow.models.Glow((4, 4, 1), levels=1, steps_per_level=1, hidden_channels=4,
+                               num_levels=17, num_classes=3)
+    model.initialize(tf.random.stateless_uniform([6, 4, 4, 1], seed=(1, 2)),
+                     tf.constant([0, 1, 2, 0, 1, 2]))
+    path = tfflow.export.export_saved_model(model, tmp_path_factory.mktemp("export") / "m")
+    return tf.saved_model.load(str(path)).signatures
+
+
+def _x(value=None, n=2):
+    x = np.full([n, 4, 4, 1], 0.5, np.float32)
+    if value is not None:
+        x[1, 2, 3, 0] = value
+    return tf.constant(x)
+
+
+_LABELS = tf.constant([0, 1])
+_SAMPLE = {"n": tf.constant(2), "seed": tf.constant([1, 2]), "temperature": tf.constant(0.7),
+           "label": _LABELS}
+EXPORT_CASES = {
+    "nan": ("log_prob", {"x": _x(np.nan), "label": _LABELS}, ["expected finite x"]),
+    "inf": ("log_prob", {"x": _x(np.inf), "label": _LABELS}, ["expected finite x"]),
+    "above_one": ("log_prob", {"x": _x(1.5), "label": _LABELS},
+                  ["expected x in [0, 1]", "num_levels=17", "[1.5]"]),
+    "below_zero": ("log_prob", {"x": _x(-0.25), "label": _LABELS},
+                   ["expected x in [0, 1]", "[-0.25]"]),
+    "pixels_0_255": ("serving_default", {"x": _x() * 255., "label": _LABELS},
+                     ["expected x in [0, 1]"]),
+    "empty_batch": ("log_prob", {"x": tf.zeros([0, 4, 4, 1]), "label": tf.zeros([0], tf.int32)},
+                    ["at least one example"]),
+    "label_too_large": ("log_prob", {"x": _x(), "label": tf.constant([0, 3])},
+                        ["expected labels in [0, 3)", "num_classes=3"]),
+    "label_negative": ("encode", {"x": _x(), "label": tf.constant([-1, 0])},
+                       ["expected labels in [0, 3)"]),
+    "label_count": ("log_prob", {"x": _x(), "label": tf.constant([0, 1, 2])},
+                    ["expected one label per example"]),
+    "encode_nan": ("encode", {"x": _x(np.nan), "label": _LABELS}, ["expected finite x"]),
+    "encode_range": ("encode", {"x": _x(2.), "label": _LABELS}, ["expected x in [0, 1]"]),
+    "decode_nan": ("decode", {"z": _x(np.nan), "label": _LABELS}, ["expected finite z"]),
+    "decode_label": ("decode", {"z": _x(), "label": tf.constant([0, 9])},
+                     ["expected labels in [0, 3)"]),
+    "sample_n_zero": ("sample", dict(_SAMPLE, n=tf.constant(0), label=tf.zeros([0], tf.int32)),
+                      ["expected n, the number of samples, >= 1"]),
+    "sample_negative_temperature": ("sample", dict(_SAMPLE, temperature=tf.constant(-1.)),
+                                    ["expected temperature a finite number >= 0"]),
+    "sample_nan_temperature": ("sample", dict(_SAMPLE, temperature=tf.constant(np.nan)),
+                               ["expected temperature a finite number >= 0"]),
+    "sample_label_count": ("sample", dict(_SAMPLE, n=tf.constant(3)),
+                           ["expected one label per example"]),
+    "sample_label_range": ("sample", dict(_SAMPLE, label=tf.constant([0, 4])),
+                           ["expected labels in [0, 3)"]),
+    "wrong_shape": ("log_prob", {"x": tf.zeros([2, 4, 4, 2]), "label": _LABELS},
+                    ["expected shape [?,4,4,1]"]),
+    "wrong_rank": ("log_prob", {"x": tf.zeros([2, 4, 4]), "label": _LABELS},
+                   ["expected shape [?,4,4,1]"]),
+    "wrong_label_rank": ("log_prob", {"x": _x(), "label": tf.zeros([2, 1], tf.int32)},
+                         ["expected shape [?]"]),
+}
+
+
+@pytest.mark.parametrize("case", list(EXPORT_CASES))
+def test_exported_signatures_reject_bad_input(loaded_conditional, case):
+    name, inputs, fragments = EXPORT_CASES[case]
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        loaded_conditional[name](**inputs)
+    message = info.value.message
+    if not case.startswith("wrong_"):  # those are TF's own shape errors
+        signature = "log_prob" if name == "serving_default" else name
+        fragments = [f"SavedModel signature {signature}:"] + fragments
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in the message:\n{message}"
+
+
+def test_exported_signatures_accept_the_edges(loaded_conditional):
+    x = np.full([3, 4, 4, 1], 0.5, np.float32)
+    x[0], x[1], x[2] = 0., 1., 1. + 9e-4  # the data range [0, 1] with its 1e-3 slack
+    out = loaded_conditional["log_prob"](x=tf.constant(x), label=tf.constant([0, 1, 2]))
+    assert np.all(np.isfinite(out["log_prob"].numpy()))
+    samples = loaded_conditional["sample"](**dict(_SAMPLE, temperature=tf.constant(0.)))
+    assert np.all(np.isfinite(samples["samples"].numpy()))

@@ -72,11 +72,11 @@ def _signature_functions(module: _ServingModule) -> dict:
     def check_label(name, label, batch):
         if label is None:
             return None
-        return _checks.labels(f"SavedModel signature '{name}'", checked(label, [None], "label"),
+        return _checks.labels(f"SavedModel signature {name}", checked(label, [None], "label"),
                               model.num_classes, batch)
 
     def check_x(name, x, label):
-        x = _checks.values(f"SavedModel signature '{name}'",
+        x = _checks.values(f"SavedModel signature {name}",
                            "x", checked(x, [None, *model.event_shape], "x"),
                            _checks.data_range(model.num_levels))
         return x, check_label(name, label, tf.shape(x)[0])
@@ -92,13 +92,13 @@ def _signature_functions(module: _ServingModule) -> dict:
         return {"z": model.bijector_for(label).inverse(x)}
 
     def decode(z, label=None):
-        z = _checks.values("SavedModel signature 'decode'", "z",
+        z = _checks.values("SavedModel signature decode", "z",
                            checked(z, [None, *model.latent_shape], "z"))
         label = check_label("decode", label, tf.shape(z)[0])
         return {"x": model.bijector_for(label).forward(z)}
 
     def sample(n, seed, temperature, label=None):
-        owner = "SavedModel signature 'sample'"
+        owner = "SavedModel signature sample"
         checks = [
             tf.debugging.Assert(n > 0, [f"{owner}: expected n, the number of samples, >= 1, "
                                         f"got", n]),
