@@ -1,4 +1,4 @@
-"""Shared plumbing for the quality benchmarks: device choice, equal wall-clock training, tables.
+"""Shared plumbing for the benchmarks: device choice, TFP peers, memory, budgeted training, tables.
 
 Every model in a benchmark is trained the same way:
 
@@ -146,6 +146,125 @@ def mean_nll(log_prob_fn: Callable, batches: Sequence) -> float:
         total -= float(log_prob.sum())
         count += log_prob.shape[0]
     return total / count
+
+
+# ------------------------------------------------------------------------------ TFP peers
+
+
+def tfp_glow(image_shape, *, levels: int, steps_per_level: int, hidden: int, seed: int = 0):
+    """`tfp.bijectors.Glow` with its default networks, under a N(0, I) base.
+
+    Returns (glow, make_distribution): `make_distribution(temperature=1.0)` is the
+    `tfd.TransformedDistribution` of the data, the base's standard deviation
+    scaled by `temperature`. tfb.Glow's ActNorms initialise themselves on their
+    first call, so make one eager `log_prob` call on data before training.
+    """
+    import functools  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import tensorflow_probability as tfp  # pylint: disable=import-outside-toplevel
+    tfb, tfd = tfp.bijectors, tfp.distributions
+    tf.random.set_seed(seed)
+    glow = tfb.Glow(output_shape=tuple(image_shape), num_glow_blocks=levels,
+                    num_steps_per_block=steps_per_level,
+                    coupling_bijector_fn=functools.partial(tfb.GlowDefaultNetwork,
+                                                           num_hidden=hidden),
+                    exit_bijector_fn=tfb.GlowDefaultExitNetwork, seed=seed)
+    latent = glow.inverse_event_shape(tuple(image_shape))
+
+    def make_distribution(temperature=1.0):
+        return tfd.TransformedDistribution(tfd.Sample(tfd.Normal(0., temperature), latent), glow)
+
+    return glow, make_distribution
+
+
+def tfp_realnvp_stack(dims: int, *, num_couplings: int, hidden_units: Sequence[int],
+                      seed: int = 0):
+    """`num_couplings` x `tfb.RealNVP(num_masked=dims // 2)` with a reversing `tfb.Permute`
+    between them, under a N(0, I) base.
+
+    Each `shift_and_log_scale_fn` is a tf_keras MLP num_masked -> hidden_units ->
+    2 x (dims - num_masked), ReLU, zero-initialised output layer (the flow starts
+    as the identity), unbounded log-scale, as `tfb.real_nvp_default_template`
+    builds it. Returns (make_distribution, trainable_variables);
+    `make_distribution(temperature=1.0)` as in `tfp_glow`.
+    """
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import tensorflow_probability as tfp  # pylint: disable=import-outside-toplevel
+    import tf_keras  # pylint: disable=import-outside-toplevel
+    tfb, tfd = tfp.bijectors, tfp.distributions
+    tf.random.set_seed(seed)
+    tf_keras.utils.set_random_seed(seed)
+    masked = dims // 2
+    layers, variables = [], []
+    for k in range(num_couplings):
+        net = tf_keras.Sequential([
+            tf_keras.layers.InputLayer(input_shape=(masked,)),
+            *[tf_keras.layers.Dense(units, activation="relu") for units in hidden_units],
+            tf_keras.layers.Dense(2 * (dims - masked), kernel_initializer="zeros"),
+        ])
+
+        def shift_and_log_scale(x0, output_units, net=net):
+            del output_units  # dims - masked
+            shift, log_scale = tf.split(net(x0), 2, axis=-1)
+            return shift, log_scale
+
+        layers.append(tfb.RealNVP(num_masked=masked, shift_and_log_scale_fn=shift_and_log_scale))
+        variables.extend(net.trainable_variables)
+        if k < num_couplings - 1:
+            layers.append(tfb.Permute(list(range(dims))[::-1]))
+    flow = tfb.Chain(layers[::-1])
+
+    def make_distribution(temperature=1.0):
+        return tfd.TransformedDistribution(tfd.Sample(tfd.Normal(0., temperature), [dims]), flow)
+
+    return make_distribution, variables
+
+
+def tfp_realnvp_stack_params(dims: int, num_couplings: int, hidden_units: Sequence[int]) -> int:
+    """The trainable parameter count of `tfp_realnvp_stack` (without building it)."""
+    sizes = [dims // 2, *hidden_units, 2 * (dims - dims // 2)]
+    per_net = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    return num_couplings * per_net
+
+
+# ------------------------------------------------------------------------------- memory
+
+
+def _proc_status_bytes(field: str) -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024  # reported in kB
+    except OSError:
+        pass
+    return None
+
+
+def rss_bytes() -> int | None:
+    """This process's resident set size now (Linux; None elsewhere)."""
+    return _proc_status_bytes("VmRSS")
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size (since the last `reset_peak_rss`)."""
+    peak = _proc_status_bytes("VmHWM")
+    if peak is not None:
+        return peak
+    import resource  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, kB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def reset_peak_rss() -> bool:
+    """Resets the peak RSS to the current RSS (Linux >= 4.0); False if not possible here."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
+            refs.write("5")
+        return True
+    except OSError:
+        return False
 
 
 # ---------------------------------------------------------------- Keras (tfflow) training

@@ -35,7 +35,6 @@ split coupling and a fixed N(0, I) top. tfflow trains through `keras.Model.fit`
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
 
@@ -71,12 +70,9 @@ def main(argv=None):
 
     import keras  # pylint: disable=import-outside-toplevel
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    import tensorflow_probability as tfp  # pylint: disable=import-outside-toplevel
-
     import tfflow  # pylint: disable=import-outside-toplevel
     from tfflow import data as tfdata  # pylint: disable=import-outside-toplevel
 
-    tfb, tfd = tfp.bijectors, tfp.distributions
     info = tfdata.info(DATASET)
     shape, dims, levels = info.event_shape, info.num_dims, info.num_levels
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -141,15 +137,10 @@ def main(argv=None):
 
     # --------------------------------------------------------------------------- TFP
     def build_tfp(seed):
-        tf.random.set_seed(seed)
-        glow = tfb.Glow(output_shape=shape, num_glow_blocks=args.levels,
-                        num_steps_per_block=args.steps_per_level,
-                        coupling_bijector_fn=functools.partial(tfb.GlowDefaultNetwork,
-                                                               num_hidden=args.hidden_tfp),
-                        exit_bijector_fn=tfb.GlowDefaultExitNetwork, seed=seed)
-        latent = glow.inverse_event_shape(shape)
-        dist = tfd.TransformedDistribution(tfd.Sample(tfd.Normal(0., 1.), latent), glow)
-        return glow, dist, common.count_params(glow.trainable_variables)
+        glow, make_distribution = common.tfp_glow(shape, levels=args.levels,
+                                                  steps_per_level=args.steps_per_level,
+                                                  hidden=args.hidden_tfp, seed=seed)
+        return glow, make_distribution(), common.count_params(glow.trainable_variables)
 
     def run_tfp(seed, train_dataset):
         glow, dist, _ = build_tfp(seed)

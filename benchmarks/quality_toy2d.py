@@ -135,20 +135,6 @@ def main(argv=None):
         variables = [v for net in nets for v in net.trainable_variables]
         return dist, variables
 
-    def realnvp_layer():
-        net = tf_keras.Sequential([
-            tf_keras.layers.InputLayer(input_shape=(1,)),
-            *[tf_keras.layers.Dense(units, activation="relu") for units in hidden],
-            tf_keras.layers.Dense(2, kernel_initializer="zeros"),
-        ])
-
-        def shift_and_log_scale(x0, output_units):
-            del output_units  # 1
-            shift, log_scale = tf.split(net(x0), 2, axis=-1)
-            return shift, log_scale
-
-        return tfb.RealNVP(num_masked=1, shift_and_log_scale_fn=shift_and_log_scale), net
-
     def maf_layer():
         net = tfb.AutoregressiveNetwork(params=2, event_shape=[2], hidden_units=list(hidden),
                                         activation="relu")
@@ -156,9 +142,13 @@ def main(argv=None):
         return tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=net), net
 
     def build_tfp(kind, seed):
+        if kind == "tfp_realnvp":
+            make_distribution, variables = common.tfp_realnvp_stack(
+                2, num_couplings=args.num_couplings, hidden_units=hidden, seed=seed)
+            return make_distribution(), variables
         tf.random.set_seed(seed)
         tf_keras.utils.set_random_seed(seed)
-        return tfp_chain(realnvp_layer if kind == "tfp_realnvp" else maf_layer)
+        return tfp_chain(maf_layer)
 
     # ------------------------------------------------------------------------- training
     def run(name, seed, train_dataset, val_batches, test_batches):
