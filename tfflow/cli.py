@@ -188,6 +188,8 @@ def evaluate_main(argv: Sequence[str]) -> None:
         model, config = training.load_run(FLAGS.workdir)
         result = training.evaluate(model, config, split=FLAGS.split,
                                    batch_size=FLAGS.batch_size)
+        for name, number in (result.conv_condition_numbers or {}).items():
+            print(f"  1x1 conv {name}: condition number {number:.4g}")
         print(f"{config.model} on {config.dataset} ({FLAGS.workdir}): {result.summary()}",
               flush=True)
     _run_reporting_user_errors(argv, run)

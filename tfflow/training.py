@@ -855,8 +855,12 @@ def train(config: TrainConfig) -> TrainResult:
     logger = TensorBoardLogger(files["logs"], _epoch_pictures(config, info, num_classes))
     callbacks += [DivergenceGuard(), early_stopping, backup_callback, logger]
     try:
+        # With `steps_per_epoch` equal to the data's length, Keras makes exactly
+        # one iterator per epoch (without it, Keras 3 makes a spare one at every
+        # epoch's end), so epoch e is the e-th pass, which a resumed run replays.
         model.fit(train_ds, validation_data=validation_ds, epochs=config.epochs,
-                  initial_epoch=initial_epoch, callbacks=callbacks, verbose=config.verbose,
+                  initial_epoch=initial_epoch, steps_per_epoch=_steps_per_epoch(train_ds),
+                  callbacks=callbacks, verbose=config.verbose,
                   shuffle=False)  # the dataset shuffles itself
     except _NonFiniteLoss as stop:
         logger.on_train_end()
@@ -1145,9 +1149,12 @@ def load_run(workdir: str) -> tuple[Any, TrainConfig]:
     try:
         model = keras.models.load_model(model_path)
     except Exception as error:  # pylint: disable=broad-except  # zip, h5, JSON, Keras errors
-        detail = " ".join(str(error).split())[:200]
+        import zipfile  # pylint: disable=import-outside-toplevel
+        # Keras reports a file that is not a zip archive as "File not found".
+        detail = ("not a zip archive" if not zipfile.is_zipfile(model_path) else
+                  f"{type(error).__name__}: {' '.join(str(error).split())[:200]}")
         raise UserError(f"cannot load {model_path}: corrupt or not a tfflow model file "
-                        f"({type(error).__name__}: {detail})") from None
+                        f"({detail})") from None
     if not isinstance(model, models.FlowModel):
         raise UserError(f"cannot load {model_path}: corrupt or not a tfflow model file "
                         f"(it holds a {type(model).__name__})")
