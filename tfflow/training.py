@@ -864,7 +864,10 @@ def train(config: TrainConfig) -> TrainResult:
                   shuffle=False)  # the dataset shuffles itself
     except _NonFiniteLoss as stop:
         logger.on_train_end()
-        good = early_stopping.best_weights
+        # Keras takes the first epoch as best whatever its validation loss: a
+        # best epoch is good only if that loss was finite.
+        best = early_stopping.best
+        good = early_stopping.best_weights if best is not None and math.isfinite(best) else None
         raise _diverged(model, config, stop, good if good is not None else initial_weights,
                         best_epoch=early_stopping.best_epoch if good is not None else None,
                         writer=writer, backup_dir=backup_dir) from None
