@@ -105,15 +105,15 @@ def test_a_corrupt_model_file_is_a_user_error(tmp_path, content):
 
 
 def test_a_trained_glow_round_trips_within_1e_4_and_reports_its_1x1_convs(tmp_path):
-    config = training.TrainConfig(workdir=str(tmp_path), levels=2, steps_per_level=2,
-                                  hidden_channels=16, epochs=3, batch_size=64, num_samples=4,
+    config = training.TrainConfig(workdir=str(tmp_path), levels=2, steps_per_level=1,
+                                  hidden_channels=16, epochs=2, batch_size=64, num_samples=4,
                                   verbose=0, max_train_seconds=0)
     result = training.train(config)
     health = training.evaluate(result.model, result.config, split="test")
     assert health.num_examples == 360
     assert health.max_round_trip_error < 1e-4
     numbers = health.conv_condition_numbers
-    assert len(numbers) == 4 and all(1.0 <= number < 1e3 for number in numbers.values())
+    assert len(numbers) == 2 and all(1.0 <= number < 1e3 for number in numbers.values())
     assert "1x1 convs, worst condition number" in health.summary()
 
 

@@ -793,11 +793,6 @@ def train(config: TrainConfig) -> TrainResult:
     backup_dir = os.path.join(workdir, BACKUP_DIR)
     files = {"config": os.path.join(workdir, CONFIG_FILE),
              "model": os.path.join(workdir, MODEL_FILE)}
-    if writer:
-        os.makedirs(workdir, exist_ok=True)
-        _remove_temporaries(workdir, backup_dir)
-        _write_text_atomically(files["config"], config.to_json() + "\n")
-
     keras.utils.set_random_seed(config.seed)
     train_ds = _load(config, "train", shuffle=True)
     validation_ds = _load(config, "validation")
@@ -810,6 +805,10 @@ def train(config: TrainConfig) -> TrainResult:
         _compile(model, config)
     _say(config, f"Training {config.model} ({model.count_params():,} parameters) on "
                  f"{config.dataset} {info.event_shape}; writing to {workdir}")
+    if writer:  # only now: a run that cannot start (no data, a bad size) leaves no workdir
+        os.makedirs(workdir, exist_ok=True)
+        _remove_temporaries(workdir, backup_dir)
+        _write_text_atomically(files["config"], config.to_json() + "\n")
 
     backup = _read_backup(backup_dir)
     early_stopping = _ResumableEarlyStopping(config.patience)
