@@ -7,6 +7,7 @@ reference. Every process is killed when the test ends, pass or fail.
 
 import json
 import os
+import pathlib
 import socket
 import subprocess
 import sys
@@ -58,13 +59,19 @@ def _free_ports(count):
     return ports
 
 
-def _start(script, out_dir, tf_config=None):
+def _start(argv, tf_config=None):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
     env.pop("TF_CONFIG", None)
     if tf_config is not None:
         env["TF_CONFIG"] = json.dumps(tf_config)
-    return subprocess.Popen([sys.executable, str(script), str(out_dir)], env=env,
+    return subprocess.Popen([sys.executable] + [str(arg) for arg in argv], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _cluster(count):
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(count)]}
+    return [{"cluster": cluster, "task": {"type": "worker", "index": index}}
+            for index in range(count)]
 
 
 def _finish(procs):
@@ -93,14 +100,10 @@ def test_two_workers_match_one_process(tmp_path):
     multi_dir, single_dir = tmp_path / "multi", tmp_path / "single"
     multi_dir.mkdir()
     single_dir.mkdir()
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
-    workers = [_start(script, multi_dir, {"cluster": cluster,
-                                          "task": {"type": "worker", "index": index}})
-               for index in range(2)]
-    results = _finish(workers)
+    results = _finish([_start([script, multi_dir], tf_config) for tf_config in _cluster(2)])
     for index, (code, _, err) in enumerate(results):
         assert code == 0, f"worker {index} failed:\n{err[-3000:]}"
-    (code, out, err), = _finish([_start(script, single_dir)])
+    (code, out, err), = _finish([_start([script, single_dir])])
     assert code == 0, err[-3000:]
 
     reports = [_last_json(out) for _, out, _ in results]
@@ -146,3 +149,22 @@ def test_tpu_needs_an_address():
     from tfflow import training
     with pytest.raises(training.UserError, match="--tpu"):
         training.make_strategy("tpu")
+
+
+def test_tfflow_train_on_two_workers(tmp_path):
+    """The command line: the same `tfflow-train --strategy=multi_worker` on both workers."""
+    train = pathlib.Path(__file__).resolve().parents[1] / "bin" / "tfflow-train"
+    workdir = tmp_path / "run"
+    argv = [train, "--strategy=multi_worker", f"--workdir={workdir}", "--levels=1",
+            "--steps_per_level=1", "--hidden_channels=8", "--epochs=1", "--batch_size=64",
+            "--max_train_seconds=0", "--num_samples=4", "--verbose=0"]
+    results = _finish([_start(argv, tf_config) for tf_config in _cluster(2)])
+    for index, (code, _, err) in enumerate(results):
+        assert code == 0, f"worker {index} failed:\n{err[-3000:]}"
+    summaries = [out.strip().splitlines()[-1] for _, out, _ in results]
+    assert "wrote" in summaries[0] and "the chief worker writes" in summaries[1], summaries
+    # Both workers trained the same model: their test scores agree.
+    assert summaries[0].split(";")[0] == summaries[1].split(";")[0], summaries
+    assert {"config.json", "model.keras", "samples_T0.7.png"} <= {
+        p.name for p in workdir.iterdir()}
+    assert not (workdir / "backup").exists()

@@ -345,7 +345,8 @@ class TrainResult:
       train_seconds: Wall-clock seconds inside `fit`.
       total_seconds: Wall-clock seconds of the whole `train` call.
       test: The test-split evaluation.
-      files: Written files, by role ("model", "config", "logs", "samples_T0.7", ...).
+      files: Written files, by role ("model", "config", "logs", "samples_T0.7", ...);
+        empty on a non-chief worker, which writes nothing.
     """
 
     config: TrainConfig
@@ -365,7 +366,8 @@ class TrainResult:
         return (f"{config.model} on {config.dataset}: {self.test.summary()}; "
                 f"{self.epochs_run} epoch{'s' if self.epochs_run != 1 else ''} "
                 f"({self.stopped_by}, best epoch {self.best_epoch}) "
-                f"in {self.train_seconds:.0f} s; wrote {config.workdir}")
+                f"in {self.train_seconds:.0f} s; "
+                f"{'wrote' if self.files else 'the chief worker writes'} {config.workdir}")
 
 
 # --------------------------------------------------------------- strategies
@@ -538,7 +540,8 @@ class AnnealLearningRate(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if logs is not None:
-            logs["learning_rate"] = float(self.model.optimizer.learning_rate)
+            # Under a strategy the rate is a distributed variable, which float() rejects.
+            logs["learning_rate"] = float(tf.convert_to_tensor(self.model.optimizer.learning_rate))
 
 
 class _NonFiniteLoss(RuntimeError):
@@ -879,6 +882,8 @@ def train(config: TrainConfig) -> TrainResult:
         save_model(model, files["model"])
         files.update(_write_pictures(model, config, info, num_classes))
         shutil.rmtree(backup_dir, ignore_errors=True)
+    else:
+        files = {}  # a non-chief worker wrote nothing
     test = evaluate(model, config, split="test", round_trip=False)
     return TrainResult(
         config=config, model=model, history=history_dict, epochs_run=epochs_run,
@@ -1245,7 +1250,9 @@ def _load(config: TrainConfig, split: str, *, shuffle: bool = False,
     kwargs: dict[str, Any] = dict(
         batch_size=batch_size or config.batch_size, shuffle=shuffle, seed=config.seed,
         data_dir=config.data_dir, image_size=config.image_size, num_bits=config.num_bits,
-        with_labels=config.conditional, validation_fraction=config.validation_fraction)
+        with_labels=config.conditional, validation_fraction=config.validation_fraction,
+        # TPUs compile for one static batch shape: no short last batch in training.
+        drop_remainder=config.strategy == "tpu" and split != "test")
     if info.kind == "toy2d" and split == "train":
         kwargs["num_examples"] = config.num_examples
     elif config.num_examples is not None and info.kind != "toy2d":
