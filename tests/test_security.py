@@ -65,7 +65,7 @@ def test_load_run_refuses_a_workdir_whose_model_holds_code(tmp_path):
     # tfflow's own loader (tfflow-sample/-evaluate/-export) keeps safe mode on.
     _lambda_model_file(tmp_path / training.MODEL_FILE)
     (tmp_path / training.CONFIG_FILE).write_text(training.TrainConfig().to_json())
-    with pytest.raises(ValueError, match="Lambda.*arbitrary code execution"):
+    with pytest.raises(training.UserError, match="refused to load .*safe_mode"):
         training.load_run(str(tmp_path))
 
 

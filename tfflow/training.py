@@ -1157,6 +1157,10 @@ def load_run(workdir: str) -> tuple[Any, TrainConfig]:
         model = keras.models.load_model(model_path)
     except Exception as error:  # pylint: disable=broad-except  # zip, h5, JSON, Keras errors
         import zipfile  # pylint: disable=import-outside-toplevel
+        if "safe_mode" in str(error):
+            raise UserError(f"refused to load {model_path}: it holds Python code (e.g. a "
+                            "lambda), which Keras's safe_mode does not run, and tfflow never "
+                            "writes; do not load files from an untrusted source") from None
         # Keras reports a file that is not a zip archive as "File not found".
         detail = ("not a zip archive" if not zipfile.is_zipfile(model_path) else
                   f"{type(error).__name__}: {' '.join(str(error).split())[:200]}")
