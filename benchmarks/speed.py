@@ -1,7 +1,8 @@
 """Speed and memory: tfflow vs tfp.bijectors.Glow / tfp.bijectors.RealNVP (issue 6).
 
-    python benchmarks/speed.py                       # everything (~15-20 min on 2 busy cores)
-    python benchmarks/speed.py --quick               # smoke run: fewer steps, smaller sweeps
+    python benchmarks/speed.py                       # everything: 31 workers, ~30-40 min on
+                                                     # 2 cores shared with other jobs
+    python benchmarks/speed.py --quick --xla off     # smoke run (~5 min): fewer steps, small sweeps
     python benchmarks/speed.py --sections images32,depth --xla off
     python benchmarks/speed.py --device gpu          # the same on a GPU
 
@@ -13,6 +14,8 @@ runs the data-dependent ActNorm initialisation, then times:
 
 * first step: the first training step, trace and compilation included (s);
 * train step: median wall time of `--repeats` training steps after `--warmup`
+  (at most `--phase_seconds` per metric; a steady call costing over half the
+  first call is flagged as a likely recompilation on every call)
   (tfflow: `model.train_on_batch` after `model.compile(jit_compile=...)`, the
   Keras path a user runs; peers: a `tf.function` step with tf_keras Adam; both
   with Adam and the same 200-step linear warm-up);
@@ -182,19 +185,34 @@ class NotAvailable(Exception):
     """The option asked for does not exist in this tfflow (reported as n/a)."""
 
 
-def _timed(fn, warmup: int, repeats: int):
-    """(seconds of the first call, [seconds of each timed call]); fn must block until done."""
+def _timed(fn, warmup: int, repeats: int, cap_s: float):
+    """(seconds of the first call, [seconds of each timed call]); fn must block until done.
+
+    Stops early (after at least one timed call) once the warm-up and timed calls
+    together pass `cap_s` seconds, so that a pathological case (e.g. an XLA
+    recompilation on every call) costs a minute, not an hour.
+    """
     start = time.perf_counter()
     fn()
     first = time.perf_counter() - start
+    begin = time.perf_counter()
     for _ in range(warmup):
         fn()
+        if time.perf_counter() - begin > cap_s:
+            break
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
+        if time.perf_counter() - begin > cap_s:
+            break
     return first, times
+
+
+def _suspect(first_s: float, times: list) -> bool:
+    """A steady call costing over half the first (tracing) call: likely recompiling each call."""
+    return bool(times) and sorted(times)[len(times) // 2] > max(0.5 * first_s, 0.5)
 
 
 def worker(spec: dict) -> dict:
@@ -281,26 +299,36 @@ def worker(spec: dict) -> dict:
     losses = []
     out["rss_before_train"] = common.rss_bytes()
     out["peak_reset"] = common.reset_peak_rss()
+    gpu = spec["device"] == "gpu"
+    if gpu:
+        tf.config.experimental.reset_memory_stats("GPU:0")
     start = time.perf_counter()
     losses.append(train())
     out["first_step_s"] = time.perf_counter() - start
     out["peak_first_step_rss"] = common.peak_rss_bytes()
     out["rss_after_first_step"] = common.rss_bytes()
     common.reset_peak_rss()
-    _, times = _timed(lambda: losses.append(train()), spec["warmup"] - 1, spec["repeats"])
+    _, times = _timed(lambda: losses.append(train()), spec["warmup"] - 1, spec["repeats"],
+                      spec["cap_s"])
     out["peak_steady_rss"] = common.peak_rss_bytes()
     out["peak_train_rss"] = max(out["peak_first_step_rss"], out["peak_steady_rss"])
     out["train_ms"] = [1e3 * t for t in times]
+    suspects = ["train step"] if _suspect(out["first_step_s"], times) else []
+    if gpu:
+        out["peak_gpu_bytes"] = tf.config.experimental.get_memory_info("GPU:0")["peak"]
     out["train_finite"] = bool(np.all(np.isfinite(losses)))
     out["final_loss"] = losses[-1]
     if spec["phases"] == "all":
-        first, times = _timed(lambda: log_prob(x).numpy(), spec["warmup"], spec["repeats"])
+        first, times = _timed(lambda: log_prob(x).numpy(), spec["warmup"], spec["repeats"],
+                              spec["cap_s"])
         out["log_prob_first_s"], out["log_prob_ms"] = first, [1e3 * t for t in times]
+        suspects += ["log_prob"] if _suspect(first, times) else []
         counter = iter(range(10**6))
         first, times = _timed(
             lambda: draw(tf.constant([next(counter), seed], tf.int32), 1.0).numpy(),
-            spec["warmup"], spec["repeats"])
+            spec["warmup"], spec["repeats"], spec["cap_s"])
         out["sample_first_s"], out["sample_ms"] = first, [1e3 * t for t in times]
+        suspects += ["sample"] if _suspect(first, times) else []
         bad, total = 0, 0
         for temperature in (1.0, 0.7):
             for k in range(4):
@@ -309,6 +337,9 @@ def worker(spec: dict) -> dict:
                 total += batch
         out["nonfinite"], out["samples"] = bad, total
     out["peak_rss"] = common.peak_rss_bytes()
+    if suspects:
+        out["warning"] = (f"{', '.join(suspects)}: a steady call costs over half the first "
+                          "call; recompiling (or retracing) on every call?")
     return out
 
 
@@ -359,6 +390,7 @@ class Runner:
     def full(self, spec) -> dict:
         spec = dict(spec, device=self.args.device, seed=self.args.seed,
                     warmup=self.args.warmup, repeats=self.args.repeats,
+                    cap_s=self.args.phase_seconds,
                     memory_saving_arg=self.args.memory_saving_arg)
         if spec["model"] == "realnvp" and spec["library"] == "tfp":
             spec["hidden_units"] = spec.pop("peer_hidden_units")
@@ -441,6 +473,8 @@ def summary_line(result) -> str:
     parts.append(f"peak RSS {result['peak_train_rss'] / GB:.2f} GB")
     if not result.get("train_finite", True):
         parts.append("NON-FINITE LOSS")
+    if "warning" in result:
+        parts.append("WARNING " + result["warning"])
     return ", ".join(parts)
 
 
@@ -572,7 +606,8 @@ METRIC_NAMES = {"train_ms": "train step", "log_prob_ms": "log_prob", "sample_ms"
                 "first_step_s": "first step"}
 METRICS = [("train_ms", "train step (ms)", ""), ("log_prob_ms", "log_prob (ms)", ""),
            ("sample_ms", "sample (ms)", ""), ("first_step_s", "first step (s)", ""),
-           ("peak_train_rss", "peak RSS in training (GB)", "GB")]
+           ("peak_train_rss", "peak RSS in training (GB)", "GB"),
+           ("peak_gpu_bytes", "peak GPU memory in training (GB)", "GB")]
 
 
 def best(results: dict, field: str):
@@ -634,7 +669,11 @@ def _pair_table(ours, peer, peer_name, full):
         ["tfflow best / peer best"]
     rows = []
     metrics = METRICS if full else [m for m in METRICS if m[0] in ("train_ms", "first_step_s",
-                                                                     "peak_train_rss")]
+                                                                     "peak_train_rss",
+                                                                     "peak_gpu_bytes")]
+    measured = [r for r in list(ours.values()) + list(peer.values()) if r]
+    metrics = [m for m in metrics if m[0] != "peak_gpu_bytes"
+               or any(m[0] in r for r in measured)]
     for field, title, unit in metrics:
         row = [title] + [_cell(r, field, unit) for r in ours.values()] + \
             [_cell(r, field, unit) for r in peer.values()]
@@ -653,9 +692,11 @@ def _pair_table(ours, peer, peer_name, full):
         row.append(f"{result['params']:,d}" if result and "params" in result else "-")
     rows.append(row + ["-"])
     common.print_table(header, rows)
-    for result in list(ours.values()) + list(peer.values()):
-        if result and ("error" in result or "na" in result):
-            print(f"  note: {result.get('error') or result.get('na')}")
+    for name, result in [(f"tfflow {m}", r) for m, r in ours.items()] + \
+            [(f"{peer_name} {m}", r) for m, r in peer.items()]:
+        if result and ("error" in result or "na" in result or "warning" in result):
+            print(f"  note ({name}): "
+                  f"{result.get('error') or result.get('na') or result.get('warning')}")
 
 
 def report_depth(section, runner, modes, targets_out):
@@ -857,12 +898,15 @@ def parse_args(argv=None):
     parser.add_argument("--xla", choices=("both", "off", "on"), default="both",
                         help="measure without XLA, with jit_compile=True, or both (default)")
     parser.add_argument("--warmup", type=int, default=None,
-                        help="untimed steps after the first (default 3; --quick 1)")
+                        help="untimed steps after the first (default 2; --quick 1)")
     parser.add_argument("--repeats", type=int, default=None,
-                        help="timed steps per metric (default 15; --quick 3)")
+                        help="timed steps per metric (default 10; --quick 3)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="run every worker this many times (alternating order) and "
                              "report medians")
+    parser.add_argument("--phase_seconds", type=float, default=60.,
+                        help="cap on the warm-up + timed calls of one metric in one worker; "
+                             "fewer calls are timed when it is reached (default 60)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mixed_policy", default="mixed_bfloat16",
                         help="Keras mixed-precision policy for the 'mixed' section")
@@ -881,10 +925,10 @@ def parse_args(argv=None):
         if unknown or not args.sections:
             parser.error(f"--sections: expected a subset of {','.join(SECTIONS)}, "
                          f"got {sorted(unknown) or 'nothing'}")
-        args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
+        args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
         if args.warmup < 1:
             parser.error("--warmup: at least 1 (the first step is timed on its own)")
-        args.repeats = args.repeats if args.repeats is not None else (3 if args.quick else 15)
+        args.repeats = args.repeats if args.repeats is not None else (3 if args.quick else 10)
     return args
 
 
