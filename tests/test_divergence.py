@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from tfflow import data as tfdata
 from tfflow import training
+from tfflow.training import checkpoints
 
 TINY_MOONS = dict(model="realnvp", dataset="two_moons", num_examples=512, num_couplings=2,
                   hidden_units=(8,), batch_size=128, num_samples=4, verbose=0,
@@ -87,7 +88,7 @@ def test_a_temporary_file_left_by_a_killed_save_is_never_loaded_and_is_cleaned(t
         dataset="two_moons", model="realnvp", workdir=str(tmp_path)).to_json())
     loaded, _ = training.load_run(str(tmp_path))  # takes model.keras, not the stray
     assert len(loaded.get_weights()) == len(model.get_weights())
-    training._remove_temporaries(str(tmp_path))
+    checkpoints.remove_temporaries(str(tmp_path))
     assert not stray.exists() and os.path.isfile(path)
 
 

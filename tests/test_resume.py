@@ -84,15 +84,16 @@ def test_a_killed_run_started_again_ends_with_the_uninterrupted_weights(tmp_path
 
 def test_a_workdir_holding_a_different_run_is_refused_and_the_same_run_is_not(tmp_path):
     from tfflow import training  # pylint: disable=import-outside-toplevel
+    from tfflow.training import checkpoints  # pylint: disable=import-outside-toplevel
     config = training.TrainConfig(model="realnvp", dataset="two_moons", num_examples=128,
                                   num_couplings=1, hidden_units=(4,), epochs=1,
                                   workdir=str(tmp_path), verbose=0)
     (tmp_path / "config.json").write_text(config.resolved().to_json())
-    training._check_workdir_holds_this_run(config.resolved())  # same run: accepted
+    checkpoints.check_workdir_holds_this_run(config.resolved())  # same run: accepted
     other = training.TrainConfig(**{**config.__dict__, "model": "nice"}).resolved()
     with pytest.raises(training.UserError, match=r"holds a different run \(realnvp on "
                        r"two_moons; this one is nice on two_moons; model: 'realnvp' there"):
-        training._check_workdir_holds_this_run(other)
+        checkpoints.check_workdir_holds_this_run(other)
     # What changes neither the model nor the arithmetic may differ.
-    training._check_workdir_holds_this_run(
+    checkpoints.check_workdir_holds_this_run(
         training.TrainConfig(**{**config.__dict__, "verbose": 2, "num_samples": 9}).resolved())
