@@ -57,18 +57,23 @@ def data_range(num_levels: int | None) -> tuple[float, float, str] | None:
 
 # --- Static checks (dtype, shape): ValueError, also at trace time -----------------------------
 
-def floating(owner: str, what: str, value: Any, dtype) -> tf.Tensor:
-    """`value` as a tensor of `dtype`; an integer, bool or string input is an error."""
+def _converted(owner: str, value: Any, dtype_hint, expected: str) -> tuple[tf.Tensor, tf.DType]:
+    """`value` as a tensor, and the dtype it was given in (an error if it does not convert)."""
     # Check the dtype given, not the converted one: `convert_to_tensor` turns an
     # integer numpy array into floats when given a float `dtype_hint`.
     given = getattr(value, "dtype", None)
     try:
-        tensor = tf.convert_to_tensor(value, dtype_hint=dtype)
+        tensor = tf.convert_to_tensor(value, dtype_hint=dtype_hint)
     except (TypeError, ValueError) as error:
-        raise ValueError(f"{owner}: expected {what} as floating point numbers of dtype "
-                         f"{tf.as_dtype(dtype).name}, got {type(value).__name__} that does not "
-                         f"convert to a tensor ({error}).") from None
-    given = tensor.dtype if given is None else tf.as_dtype(given)
+        raise ValueError(f"{owner}: expected {expected}, got {type(value).__name__} that does "
+                         f"not convert to a tensor ({error}).") from None
+    return tensor, (tensor.dtype if given is None else tf.as_dtype(given))
+
+
+def floating(owner: str, what: str, value: Any, dtype) -> tf.Tensor:
+    """`value` as a tensor of `dtype`; an integer, bool or string input is an error."""
+    tensor, given = _converted(owner, value, dtype, f"{what} as floating point numbers of "
+                                                    f"dtype {tf.as_dtype(dtype).name}")
     if not given.is_floating:
         raise ValueError(f"{owner}: expected {what} as floating point data of dtype "
                          f"{tf.as_dtype(dtype).name}, got {given.name}.")
@@ -149,14 +154,7 @@ def labels(owner: str, value: Any, num_classes: int, batch) -> tf.Tensor:
 
     `batch` is the number of examples (an int, or a scalar tensor in a traced function).
     """
-    given = getattr(value, "dtype", None)
-    try:
-        tensor = tf.convert_to_tensor(value, dtype_hint=tf.int32)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{owner}: expected labels as integer class indices, got "
-                         f"{type(value).__name__} that does not convert to a tensor "
-                         f"({error}).") from None
-    given = tensor.dtype if given is None else tf.as_dtype(given)
+    tensor, given = _converted(owner, value, tf.int32, "labels as integer class indices")
     if not given.is_integer:
         raise ValueError(f"{owner}: expected labels as integer class indices in "
                          f"[0, {num_classes}), got dtype {given.name}.")
