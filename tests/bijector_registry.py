@@ -117,6 +117,19 @@ def glow_step(dtype):
     return tfb.Chain([an, conv, cpl]), x
 
 
+def reversible_glow_step(dtype, event=IMAGE):
+    """The Glow step as a ReversibleChain (parts as factories; the checkerboard's spatial net too)."""
+    an, x = actnorm(dtype, event)
+    conv, _ = conv_lu(dtype, event)
+    cpl, _ = coupling(fb.AffineCoupling, fb.ChannelSplit(), dtype, event)
+    parts = [an, conv, cpl]
+    if len(event) == 3:
+        parts.append(coupling(fb.AdditiveCoupling, fb.Checkerboard(1), dtype, spatial=True)[0])
+    return fb.ReversibleChain(
+        [(fb.BijectorProgram(lambda params, p=p: p, len(event), compile=False), [])
+         for p in parts], event_ndims=len(event)), x
+
+
 def apply_to_channels(dtype):
     # Squeeze, permute, unsqueeze: shape-preserving, as a multi-scale level is.
     inner = tfb.Chain([fb.Squeeze(), fb.PermuteChannels.reverse(8), tfb.Invert(fb.Squeeze())])
@@ -163,6 +176,8 @@ REGISTRY = {
     "permute_shuffle_vector": lambda d: permute(d, "shuffle", VECTOR),
     "logit_preprocessing": logit,
     "glow_step_chain": glow_step,
+    "reversible_glow_step_image": reversible_glow_step,
+    "reversible_glow_step_vector": lambda d: reversible_glow_step(d, VECTOR),
     "apply_to_channels": apply_to_channels,
     "elementwise_affine_batched": elementwise_affine,
 }

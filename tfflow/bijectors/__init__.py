@@ -19,6 +19,9 @@ from tfflow.bijectors.invertible_1x1_conv import (Invertible1x1Conv, LUInvertibl
 from tfflow.bijectors.logit import LogitPreprocessing
 from tfflow.bijectors.partitions import AlternatingMask, ChannelSplit, Checkerboard, Partition
 from tfflow.bijectors.permute import PermuteChannels
+from tfflow.bijectors.program import (BijectorProgram, ChainProgram, ProgramBijector,
+                                      ProgramChain)
+from tfflow.bijectors.reversible import ReversibleChain
 from tfflow.bijectors.squeeze import Squeeze
 from tfflow.bijectors.structure import ApplyToChannels, ElementwiseAffine
 
@@ -29,7 +32,9 @@ __all__ = [
     "AlternatingMask",
     "ApplyToChannels",
     "BatchNormalization",
+    "BijectorProgram",
     "ChannelSplit",
+    "ChainProgram",
     "Checkerboard",
     "Coupling",
     "ElementwiseAffine",
@@ -39,7 +44,10 @@ __all__ = [
     "LogitPreprocessing",
     "Partition",
     "PermuteChannels",
+    "ProgramBijector",
+    "ProgramChain",
     "RationalQuadraticSplineCoupling",
+    "ReversibleChain",
     "Squeeze",
     "actnorm_initial_parameters",
     "actnorm_parameters_from_moments",

@@ -11,6 +11,7 @@ from tfflow.layers.conditioners import (GlowConditioner, MLPConditioner, ResNetC
 from tfflow.layers.coupling import AdditiveCouplingLayer, AffineCouplingLayer, SplineCouplingLayer
 from tfflow.layers.mixing import Conv1x1Layer, LUConv1x1Layer, PermutationLayer
 from tfflow.layers.normalization import ActNormLayer, BatchNormLayer
+from tfflow.layers.reversible import ReversibleChainLayer, group_reversible
 from tfflow.layers.structure import (ChainLayer, DiagonalScalingLayer, FactorOutLayer,
                                      FlattenLayer, LearnedPriorLayer, LogitLayer, ShiftLayer,
                                      SqueezeLayer, UnsqueezeLayer)
@@ -19,6 +20,7 @@ __all__ = [
     "ActNormLayer", "AdditiveCouplingLayer", "AffineCouplingLayer", "BatchNormLayer",
     "ChainLayer", "Conv1x1Layer", "DiagonalScalingLayer", "FactorOutLayer", "FlattenLayer",
     "FlowContext", "FlowLayer", "GlowConditioner", "LUConv1x1Layer", "LearnedPriorLayer",
-    "LogitLayer", "MLPConditioner", "PermutationLayer", "ResNetConditioner", "ShiftLayer", "SplineCouplingLayer",
-    "SqueezeLayer", "UnsqueezeLayer", "ZeroInitConv",
+    "LogitLayer", "MLPConditioner", "PermutationLayer", "ResNetConditioner",
+    "ReversibleChainLayer", "ShiftLayer", "SplineCouplingLayer",
+    "SqueezeLayer", "UnsqueezeLayer", "ZeroInitConv", "group_reversible",
 ]

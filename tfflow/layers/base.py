@@ -9,13 +9,31 @@ and, inside `tf.function`, is built once per trace.
 from __future__ import annotations
 
 import dataclasses
+import json
+import weakref
 from typing import Any
 
 import keras
 import tensorflow as tf
 from tensorflow_probability import bijectors as tfb
 
+from tfflow.bijectors.program import BijectorProgram, ProgramBijector
+
 __all__ = ["FlowContext", "FlowLayer", "serialize", "deserialize"]
+
+# Programs shared by all layers of one signature: {signature: (template ref, program)}.
+_PROGRAMS: dict = {}
+
+
+def _without_names(config):
+    """A config with every "name" entry dropped (names do not change the function)."""
+    if isinstance(config, dict):
+        # A dtype policy's config is {"name": "mixed_bfloat16"}: that name counts.
+        return {k: v if k == "dtype" else _without_names(v) for k, v in config.items()
+                if k != "name"}
+    if isinstance(config, (list, tuple)):
+        return [_without_names(v) for v in config]
+    return config
 
 
 @dataclasses.dataclass
@@ -45,9 +63,60 @@ class FlowLayer(keras.layers.Layer):
     """
 
     event_ndims: int = 3
+    #: True for layers whose bijector depends on `FlowContext.labels`.
+    uses_labels: bool = False
 
     def bijector(self, context: FlowContext | None = None) -> tfb.Bijector:
         raise NotImplementedError
+
+    # Shared traces ------------------------------------------------------------------------------
+    def function_config(self) -> dict:
+        """The config that decides the function of (input, weights): `get_config()` less names.
+
+        Layers whose config holds what only initialises weights (a seed) drop it,
+        so that layers differing only in that share one program.
+        """
+        return _without_names(self.get_config())
+
+    def program(self, context: FlowContext | None = None, *,
+                compile: bool = True) -> BijectorProgram | None:
+        """This layer's bijector as a `BijectorProgram` of its weights, or None.
+
+        Layers with the same class, `function_config`, weight shapes and
+        training flag get the same program, so that inside `tf.function` they
+        share one traced graph (and one traced gradient). None where the bijector
+        depends on more than the weights (labels, batch statistics, recording
+        an initialisation).
+        """
+        context = context or FlowContext()
+        if context.init_records is not None or (self.uses_labels and context.labels is not None):
+            return None
+        signature = json.dumps(
+            [type(self).__module__, type(self).__qualname__, self.function_config(),
+             [[list(w.shape), str(w.dtype)] for w in self.weights], bool(context.training),
+             bool(compile)], sort_keys=True, default=str)
+        entry = _PROGRAMS.get(signature)
+        if entry is not None and entry[0]() is not None:
+            return entry[1]
+        template = weakref.ref(self)
+        static_context = FlowContext(training=bool(context.training))
+
+        def scope(params):
+            return keras.StatelessScope(state_mapping=list(zip(template().weights, params)))
+
+        program = BijectorProgram(lambda params: template().bijector(static_context),
+                                  self.event_ndims, scope=scope, compile=compile,
+                                  name=type(self).__name__)
+        _PROGRAMS[signature] = (template, program)
+        return program
+
+    def shared_bijector(self, context: FlowContext | None = None) -> tfb.Bijector:
+        """`bijector(context)`, computed through the shared program where there is one."""
+        program = self.program(context) if self.weights else None
+        if program is None:
+            return self.bijector(context)
+        return ProgramBijector(program, [tf.convert_to_tensor(w) for w in self.weights],
+                               name=self.name)
 
     def output_event_shape(self, event_shape: tuple) -> tuple:
         """Event shape after this layer in the data -> latent direction."""

@@ -29,6 +29,11 @@ class _SeededMixingLayer(FlowLayer):
     def get_config(self):
         return {**super().get_config(), "event_ndims": self.event_ndims, "seed": self.seed}
 
+    def function_config(self):
+        config = super().function_config()
+        config.pop("seed")  # it only initialises the weights
+        return config
+
 
 @keras.saving.register_keras_serializable(package="tfflow")
 class LUConv1x1Layer(_SeededMixingLayer):

@@ -170,6 +170,11 @@ class BatchNormLayer(FlowLayer):
         self.moving_variance.assign(m * self.moving_variance +
                                     (1. - m) * tf.stop_gradient(variance))
 
+    def program(self, context=None, *, compile=True):
+        if (context or FlowContext()).training:
+            return None  # batch statistics, and it moves its running averages
+        return super().program(context, compile=compile)
+
     def bijector(self, context=None):
         context = context or FlowContext()
         if context.init_records is not None:

@@ -54,8 +54,37 @@ class ChainLayer(FlowLayer):
 
     def bijector(self, context=None):
         context = context or FlowContext()
-        return tfb.Chain([layer.bijector(context) for layer in self.flow_layers],
-                         name=self.name)
+        if context.init_records is not None or tf.executing_eagerly():
+            return tfb.Chain([layer.bijector(context) for layer in self.flow_layers],
+                             name=self.name)
+        # Traced: runs of layers with weights become one ProgramChain, in which
+        # identical steps (a level's K steps) call one shared traced function.
+        parts, run = [], []
+
+        def close_run():
+            if run:
+                parts.append(fb.ProgramChain(list(run), event_ndims=run[0][0].event_ndims,
+                                             name=f"{self.name}_steps"))
+                run.clear()
+
+        for layer in self.flow_layers:
+            program = layer.program(context) if layer.weights else None
+            if program is not None and (not run or run[0][0].event_ndims == program.event_ndims):
+                run.append((program, [tf.convert_to_tensor(w) for w in layer.weights]))
+                continue
+            close_run()
+            if program is not None:
+                run.append((program, [tf.convert_to_tensor(w) for w in layer.weights]))
+            else:
+                parts.append(layer.bijector(context))
+        close_run()
+        return parts[0] if len(parts) == 1 else tfb.Chain(parts, name=self.name)
+
+    def program(self, context=None, *, compile=True):
+        return None  # a chain shares its parts' programs, not one of its own
+
+    def shared_bijector(self, context=None):
+        return self.bijector(context)
 
     def get_config(self):
         return {**super().get_config(), "layers": [serialize(l) for l in self.flow_layers]}
@@ -112,6 +141,12 @@ class FactorOutLayer(FlowLayer):
     def bijector(self, context=None):
         return fb.ApplyToChannels(self.inner.bijector(context or FlowContext()), self.channels)
 
+    def program(self, context=None, *, compile=True):
+        return None  # the inner flow shares its parts' programs
+
+    def shared_bijector(self, context=None):
+        return self.bijector(context)
+
     def get_config(self):
         return {**super().get_config(), "channels": self.channels, "inner": serialize(self.inner)}
 
@@ -129,6 +164,7 @@ class LearnedPriorLayer(FlowLayer):
         super().__init__(**kwargs)
         self.num_classes = None if num_classes is None else int(num_classes)
         self.event_ndims = int(event_ndims)
+        self.uses_labels = bool(self.num_classes)
 
     def build(self, input_shape):
         channels = input_shape[-1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tfflow import bijectors as fb
 from tfflow import layers as fl
+from tfflow.mixed_precision import flow_and_network_dtypes
 from tfflow.models.flow_model import FlowModel
 
 __all__ = ["Glow", "glow_flow"]
@@ -40,12 +41,12 @@ def _mixing_layer(mixing: str, seed: int, dtype):
 
 
 def _coupling_layer(coupling: str, channels: int, hidden: int, log_scale: str, num_bins: int,
-                    dtype):
+                    dtype, network_dtype):
     split = fb.ChannelSplit(0)
     per_channel = {"affine": 2, "additive": 1,
                    "spline": fl.SplineCouplingLayer.params_per_channel(num_bins)}[coupling]
     net = fl.GlowConditioner(hidden, per_channel * split.transformed_channels(channels),
-                             dtype=dtype)
+                             dtype=network_dtype)
     if coupling == "affine":
         return fl.AffineCouplingLayer(net, split, log_scale=log_scale, dtype=dtype)
     if coupling == "spline":
@@ -56,18 +57,24 @@ def _coupling_layer(coupling: str, channels: int, hidden: int, log_scale: str, n
 def glow_flow(image_shape, *, levels: int, steps_per_level: int, hidden_channels: int,
               coupling: str = "affine", permutation: str = "lu", log_scale: str = "tanh",
               learn_top: bool = True, num_classes: int | None = None, seed: int = 0,
-              num_bins: int = 8, dtype="float32") -> fl.ChainLayer:
+              num_bins: int = 8, memory_saving: bool = False,
+              dtype=None) -> fl.ChainLayer:
     """The Glow flow (data -> latent) as a `ChainLayer`; see `Glow` for the arguments."""
     _check_glow_arguments(image_shape, levels, steps_per_level, hidden_channels, coupling,
                           permutation)
+    dtype, network_dtype = flow_and_network_dtypes(dtype)
 
     def level(index: int, shape: tuple) -> fl.ChainLayer:
         h, w, c = shape[0] // 2, shape[1] // 2, shape[2] * 4
-        parts: list = [fl.SqueezeLayer(dtype=dtype)]
+        steps: list = []
         for step in range(steps_per_level):
-            parts += [fl.ActNormLayer(dtype=dtype),
+            steps += [fl.ActNormLayer(dtype=dtype),
                       _mixing_layer(permutation, seed * 100_003 + index * 1_009 + step, dtype),
-                      _coupling_layer(coupling, c, hidden_channels, log_scale, num_bins, dtype)]
+                      _coupling_layer(coupling, c, hidden_channels, log_scale, num_bins, dtype,
+                                      network_dtype)]
+        if memory_saving:
+            steps = [fl.ReversibleChainLayer(steps, dtype=dtype, name=f"steps_{index}")]
+        parts: list = [fl.SqueezeLayer(dtype=dtype)] + steps
         if index == levels - 1:
             if learn_top or num_classes:
                 parts.append(fl.LearnedPriorLayer(num_classes, dtype=dtype, name="top_prior"))
@@ -75,7 +82,8 @@ def glow_flow(image_shape, *, levels: int, steps_per_level: int, hidden_channels
             # Glow's split prior: the factored half's Gaussian mean and scale are
             # predicted from the kept half (an affine coupling with a zero-init conv).
             split = fb.ChannelSplit(0)
-            prior_net = fl.ZeroInitConv(2 * split.transformed_channels(c), 3, dtype=dtype)
+            prior_net = fl.ZeroInitConv(2 * split.transformed_channels(c), 3,
+                                        dtype=network_dtype)
             parts.append(fl.AffineCouplingLayer(prior_net, split, log_scale=log_scale,
                                                 dtype=dtype, name=f"split_prior_{index}"))
             kept = split.conditioning_channels(c)
@@ -90,7 +98,8 @@ def glow_flow(image_shape, *, levels: int, steps_per_level: int, hidden_channels
 def Glow(image_shape, *, levels: int = 2, steps_per_level: int = 8, hidden_channels: int = 64,
          coupling: str = "affine", permutation: str = "lu", log_scale: str = "tanh",
          learn_top: bool = True, num_classes: int | None = None, num_levels: int | None = 256,
-         seed: int = 0, num_bins: int = 8, dtype="float32", name: str = "glow") -> FlowModel:
+         seed: int = 0, num_bins: int = 8, memory_saving: bool = False, dtype=None,
+         name: str = "glow") -> FlowModel:
     """Glow (Kingma & Dhariwal, 2018) as a `FlowModel`.
 
     Data x in [0, 1) -> centre (x - 0.5) -> L levels of: squeeze, K steps of
@@ -116,7 +125,18 @@ def Glow(image_shape, *, levels: int = 2, steps_per_level: int = 8, hidden_chann
         `log_prob`/`sample`/`fit` data.
       num_levels: quantisation levels of the data (256 for 8-bit images).
       seed: seeds the 1x1 conv initialisations.
-      dtype: "float32" (default) or "float64".
+      memory_saving: train without storing activations: each level's K steps
+        form a `tfflow.layers.ReversibleChainLayer`, whose backward pass
+        rebuilds every step's input from its output. Peak training memory
+        stops growing with K; a step costs about one more pass through the
+        steps. Same weights and values; gradients equal to round-off. The
+        weights sit one layer deeper, so a checkpoint of a model built with
+        another `memory_saving` does not load into this one.
+      dtype: "float32", "float64", a Keras mixed-precision policy
+        ("mixed_bfloat16", "mixed_float16": coupling networks in 16 bits, the
+        flow, its log-dets and the loss in float32; see
+        `tfflow.mixed_precision`), or None (the default) for Keras' global
+        policy, which is "float32" unless set.
       name: model name.
 
     The last conv of every coupling network starts at zero, so with
@@ -125,6 +145,7 @@ def Glow(image_shape, *, levels: int = 2, steps_per_level: int = 8, hidden_chann
     flow = glow_flow(image_shape, levels=levels, steps_per_level=steps_per_level,
                      hidden_channels=hidden_channels, coupling=coupling,
                      permutation=permutation, log_scale=log_scale, learn_top=learn_top,
-                     num_classes=num_classes, seed=seed, num_bins=num_bins, dtype=dtype)
+                     num_classes=num_classes, seed=seed, num_bins=num_bins,
+                     memory_saving=memory_saving, dtype=dtype)
     return FlowModel(flow, image_shape, num_levels=num_levels, num_classes=num_classes,
-                     name=name, dtype=dtype)
+                     name=name, dtype=flow_and_network_dtypes(dtype)[0])

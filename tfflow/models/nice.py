@@ -6,13 +6,15 @@ import numpy as np
 
 from tfflow import bijectors as fb
 from tfflow import layers as fl
+from tfflow.mixed_precision import flow_and_network_dtypes
 from tfflow.models.flow_model import FlowModel
 
 __all__ = ["NICE"]
 
 
 def NICE(event_shape, *, num_couplings: int = 4, hidden_units=(256, 256, 256),
-         num_levels: int | None = None, dtype="float32", name: str = "nice") -> FlowModel:
+         num_levels: int | None = None, memory_saving: bool = False, dtype=None,
+         name: str = "nice") -> FlowModel:
     """NICE (Dinh, Krueger & Bengio, 2015) as a `FlowModel`.
 
     The event is flattened to [D]; `num_couplings` additive couplings with
@@ -25,8 +27,12 @@ def NICE(event_shape, *, num_couplings: int = 4, hidden_units=(256, 256, 256),
       num_couplings: number of additive couplings (>= 2 so every entry is transformed).
       hidden_units: MLP widths of each conditioner.
       num_levels: quantisation levels for image data (bits/dim); None if continuous.
-      dtype: "float32" or "float64".
+      memory_saving: train without storing activations (the couplings and the
+        scaling form one `tfflow.layers.ReversibleChainLayer`).
+      dtype: "float32", "float64", a Keras mixed-precision policy (MLPs in 16
+        bits, the flow and the loss in float32), or None for the global policy.
     """
+    dtype, network_dtype = flow_and_network_dtypes(dtype)
     event_shape = tuple(int(d) for d in event_shape)
     dims = int(np.prod(event_shape))
     if dims < 2 or num_couplings < 2:
@@ -35,8 +41,11 @@ def NICE(event_shape, *, num_couplings: int = 4, hidden_units=(256, 256, 256),
     parts = [] if len(event_shape) == 1 else [fl.FlattenLayer(event_shape, dtype=dtype)]
     for k in range(num_couplings):
         parts.append(fl.AdditiveCouplingLayer(
-            fl.MLPConditioner(tuple(hidden_units), dims, dtype=dtype), fb.AlternatingMask(k % 2),
+            fl.MLPConditioner(tuple(hidden_units), dims, dtype=network_dtype),
+            fb.AlternatingMask(k % 2),
             event_ndims=1, dtype=dtype))
     parts.append(fl.DiagonalScalingLayer(dtype=dtype))
+    if memory_saving:
+        parts = fl.group_reversible(parts, event_ndims=1, dtype=dtype, name="reversible")
     return FlowModel(fl.ChainLayer(parts, dtype=dtype, name="nice"), event_shape,
                      num_levels=num_levels, name=name, dtype=dtype)

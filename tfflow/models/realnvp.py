@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tfflow import bijectors as fb
 from tfflow import layers as fl
+from tfflow.mixed_precision import flow_and_network_dtypes
 from tfflow.models.flow_model import FlowModel
 
 __all__ = ["RealNVP"]
@@ -24,7 +25,8 @@ def _coupling(kind: str, conditioner_for, partition, channels: int, num_bins: in
     raise ValueError(f"RealNVP: coupling must be 'affine' or 'spline', got {kind!r}.")
 
 
-def _image_flow(image_shape, scales, filters, blocks, batch_norm, kind, num_bins, dtype):
+def _image_flow(image_shape, scales, filters, blocks, batch_norm, kind, num_bins, memory_saving,
+                dtype, network_dtype):
     h, w, _ = image_shape
     if h % 2 ** (scales - 1) or w % 2 ** (scales - 1):
         raise ValueError(f"RealNVP: {scales} scales need H and W divisible by "
@@ -32,11 +34,17 @@ def _image_flow(image_shape, scales, filters, blocks, batch_norm, kind, num_bins
 
     def coupling(partition, channels):
         parts = [_coupling(kind, lambda out: fl.ResNetConditioner(filters, out, blocks,
-                                                                  dtype=dtype),
+                                                                  dtype=network_dtype),
                            partition, channels, num_bins, 3, dtype)]
         if batch_norm:
             parts.append(fl.BatchNormLayer(dtype=dtype))
         return parts
+
+    def blocks_of(parts, index):
+        if not memory_saving:
+            return parts
+        return fl.group_reversible(parts, event_ndims=3, dtype=dtype,
+                                   name=f"scale_{index}_reversible")
 
     def scale(index, shape):
         hh, ww, c = shape
@@ -44,7 +52,7 @@ def _image_flow(image_shape, scales, filters, blocks, batch_norm, kind, num_bins
         if index == scales - 1:
             for k in range(4):
                 parts += coupling(fb.Checkerboard(k % 2), c)
-            return fl.ChainLayer(parts, dtype=dtype, name=f"scale_{index}")
+            return fl.ChainLayer(blocks_of(parts, index), dtype=dtype, name=f"scale_{index}")
         for k in range(3):
             parts += coupling(fb.Checkerboard(k % 2), c)
         parts.append(fl.SqueezeLayer(dtype=dtype))
@@ -55,28 +63,33 @@ def _image_flow(image_shape, scales, filters, blocks, batch_norm, kind, num_bins
         parts.append(fl.FactorOutLayer(kept, scale(index + 1, (hh // 2, ww // 2, kept)),
                                        dtype=dtype))
         parts.append(fl.UnsqueezeLayer(dtype=dtype))
-        return fl.ChainLayer(parts, dtype=dtype, name=f"scale_{index}")
+        return fl.ChainLayer(blocks_of(parts, index), dtype=dtype, name=f"scale_{index}")
 
     return fl.ChainLayer([fl.LogitLayer(0.05, dtype=dtype), scale(0, tuple(image_shape))],
                          dtype=dtype, name="realnvp")
 
 
-def _vector_flow(dims, num_couplings, hidden_units, batch_norm, kind, num_bins, dtype):
+def _vector_flow(dims, num_couplings, hidden_units, batch_norm, kind, num_bins, memory_saving,
+                 dtype, network_dtype):
     if dims < 2:
         raise ValueError(f"RealNVP: vector events need at least 2 dimensions, got {dims}.")
     parts = []
     for k in range(num_couplings):
-        parts.append(_coupling(kind, lambda out: fl.MLPConditioner(hidden_units, out, dtype=dtype),
+        parts.append(_coupling(kind,
+                               lambda out: fl.MLPConditioner(hidden_units, out,
+                                                             dtype=network_dtype),
                                fb.AlternatingMask(k % 2), dims, num_bins, 1, dtype))
         if batch_norm and k < num_couplings - 1:
             parts.append(fl.BatchNormLayer(event_ndims=1, dtype=dtype))
+    if memory_saving:
+        parts = fl.group_reversible(parts, event_ndims=1, dtype=dtype, name="reversible")
     return fl.ChainLayer(parts, dtype=dtype, name="realnvp")
 
 
 def RealNVP(event_shape, *, scales: int = 2, filters: int = 32, blocks: int = 2,
             num_couplings: int = 8, hidden_units=(128, 128), batch_norm: bool | None = None,
             coupling: str = "affine", num_bins: int = 8, num_levels: int | None = None,
-            dtype="float32", name: str = "realnvp") -> FlowModel:
+            memory_saving: bool = False, dtype=None, name: str = "realnvp") -> FlowModel:
     """RealNVP (Dinh, Sohl-Dickstein & Bengio, 2017) as a `FlowModel`.
 
     Images ([H, W, C], data in [0, 1)): logit preprocessing, then per scale 3
@@ -98,17 +111,26 @@ def RealNVP(event_shape, *, scales: int = 2, filters: int = 32, blocks: int = 2,
         images (the paper), False on vectors.
       num_levels: quantisation levels for image data (bits/dim), None for
         continuous data.
-      dtype: "float32" or "float64".
+      memory_saving: train without storing activations: runs of couplings
+        become `tfflow.layers.ReversibleChainLayer`s that rebuild their
+        inputs in the backward pass. Batch normalisation stays outside (it
+        normalises with batch statistics), so with `batch_norm=True` one
+        activation per coupling is still stored (the conditioners' are not);
+        without it, memory stops growing with depth.
+      dtype: "float32", "float64", a Keras mixed-precision policy
+        ("mixed_bfloat16", "mixed_float16": networks in 16 bits, the flow and
+        the loss in float32), or None for Keras' global policy.
     """
     event_shape = tuple(int(d) for d in event_shape)
+    dtype, network_dtype = flow_and_network_dtypes(dtype)
     if batch_norm is None:
         batch_norm = len(event_shape) == 3
     if len(event_shape) == 3:
         flow = _image_flow(event_shape, scales, filters, blocks, batch_norm, coupling, num_bins,
-                           dtype)
+                           memory_saving, dtype, network_dtype)
     elif len(event_shape) == 1:
         flow = _vector_flow(event_shape[0], num_couplings, tuple(hidden_units), batch_norm,
-                            coupling, num_bins, dtype)
+                            coupling, num_bins, memory_saving, dtype, network_dtype)
     else:
         raise ValueError(f"RealNVP: expected event_shape (H, W, C) or (D,), got {event_shape}.")
     return FlowModel(flow, event_shape, num_levels=num_levels, name=name, dtype=dtype)

@@ -1,0 +1,95 @@
+"""`ReversibleChainLayer`: a chain of flow layers trained without storing activations."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from tfflow import bijectors as fb
+from tfflow.layers.base import FlowContext
+from tfflow.layers.normalization import BatchNormLayer
+from tfflow.layers.structure import (ChainLayer, FactorOutLayer, FlattenLayer, SqueezeLayer,
+                                     UnsqueezeLayer)
+
+__all__ = ["ReversibleChainLayer", "group_reversible"]
+
+
+@keras.saving.register_keras_serializable(package="tfflow")
+class ReversibleChainLayer(ChainLayer):
+    """A `ChainLayer` whose gradient recomputes activations from the outputs.
+
+    Same weights, same values and same gradients as `ChainLayer(layers)`; the
+    bijector it hands out is a `tfflow.bijectors.ReversibleChain`, so training
+    (which differentiates the data -> latent direction) keeps only this
+    block's output and rebuilds everything else in the backward pass, one part
+    at a time. Peak activation memory no longer grows with the number of parts,
+    at the price of roughly one more pass through them (measured in
+    notes/issue6-library.md).
+
+    The parts must keep the event shape and be invertible example by example:
+    training-mode batch normalisation (`BatchNormLayer`) depends on the whole
+    batch and is rejected; keep it between reversible blocks.
+    """
+
+    def __init__(self, layers: list, event_ndims: int = 3, **kwargs):
+        super().__init__(layers, **kwargs)
+        self.event_ndims = int(event_ndims)
+        for layer in self.flow_layers:
+            if isinstance(layer, BatchNormLayer):
+                raise ValueError(f"ReversibleChainLayer: {layer.name} ({type(layer).__name__}) "
+                                 f"normalises with batch statistics, which cannot be "
+                                 f"reconstructed from its output; keep it outside the block.")
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        event = tuple(input_shape[1:])
+        if tuple(self.output_event_shape(event)) != event:
+            raise ValueError(f"ReversibleChainLayer: the parts must keep the event shape, got "
+                             f"{event} -> {tuple(self.output_event_shape(event))}.")
+
+    def bijector(self, context=None):
+        context = context or FlowContext()
+        if context.init_records is not None:
+            # Data-dependent initialisation records what each part sees: no gradient here.
+            return super().bijector(context)
+        compile = not tf.executing_eagerly()  # eager: nothing to trace, run the parts directly
+        parts = []
+        for layer in self.flow_layers:
+            program = layer.program(context, compile=compile)
+            if program is None:
+                raise ValueError(f"ReversibleChainLayer: {layer.name} ({type(layer).__name__}) "
+                                 f"cannot be written as a function of its weights here.")
+            parts.append((program, [tf.convert_to_tensor(w) for w in layer.weights]))
+        return fb.ReversibleChain(parts, event_ndims=self.event_ndims, name=self.name)
+
+    def get_config(self):
+        return {**super().get_config(), "event_ndims": self.event_ndims}
+
+
+def group_reversible(layers: list, *, event_ndims: int = 3, dtype=None,
+                     name: str = "reversible") -> list:
+    """Wraps each maximal run of per-example, shape-keeping layers in a `ReversibleChainLayer`.
+
+    Left as they are: batch normalisation (batch statistics), layers that change
+    the event shape (squeeze, flatten) and nested structure (`ChainLayer`,
+    `FactorOutLayer`, whose inner flow is a block of its own). The factories use
+    this for their `memory_saving=True` option.
+    """
+    kept_out = (BatchNormLayer, ChainLayer, FactorOutLayer, FlattenLayer, SqueezeLayer,
+                UnsqueezeLayer)
+    grouped, run = [], []
+
+    def close_run():
+        if run:
+            grouped.append(ReversibleChainLayer(list(run), event_ndims=event_ndims, dtype=dtype,
+                                                name=f"{name}_{len(grouped)}"))
+            run.clear()
+
+    for layer in layers:
+        if isinstance(layer, kept_out):
+            close_run()
+            grouped.append(layer)
+        else:
+            run.append(layer)
+    close_run()
+    return grouped
