@@ -207,6 +207,8 @@ class ChainProgram(BijectorProgram):
     def _inverse_vjp(self, z, dz, dildj, params):
         grads = []
         for member, p in reversed(list(zip(self._members, self._split(params)))):
+            with tf.control_dependencies([dz]):  # one member's activations at a time
+                z = tf.identity(z)
             z, dz, dp = member._inverse_vjp(z, dz, dildj, p)  # pylint: disable=protected-access
             grads = list(dp) + grads
         return z, dz, grads

@@ -103,6 +103,11 @@ class ReversibleChain(ProgramChain):
                 dildj = tf.zeros_like(ildj) if dildj is None else dildj
                 y, grads = z, []
                 for program, params in reversed(list(zip(programs, split(flat_params)))):
+                    # Rebuild this part only once the later part's gradient exists:
+                    # otherwise the executor, which runs whatever is ready, rebuilds
+                    # every part (and their activations) as soon as z is known.
+                    with tf.control_dependencies([dz]):
+                        y = tf.identity(y)
                     y, dz, dparams = program.inverse_vjp(y, dz, dildj, params)
                     grads = list(dparams) + grads
                 return [dz] + grads
