@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfflow import data as tfdata
 from tfflow import images, training
 from tfflow.training import runs
 
@@ -259,3 +260,22 @@ def test_train_on_a_tfds_set_carves_validation_from_train(tmp_path):
     assert result.test.num_examples == 20
     assert (tmp_path / "run" / "samples_T0.7.png").is_file()
     assert math.isfinite(result.test.bits_per_dim)
+
+
+@pytest.mark.parametrize("options", [{"memory_saving": True}, {"precision": "mixed_bfloat16"},
+                                     {"precision": "mixed_float16"}])
+def test_train_with_memory_saving_or_mixed_precision(tmp_path, options):
+    config = training.TrainConfig(model="glow", levels=1, steps_per_level=2, hidden_channels=8,
+                                  epochs=1, max_train_seconds=0, num_samples=4, verbose=0,
+                                  workdir=str(tmp_path), **options)
+    result = training.train(config)
+    assert np.isfinite(result.test.bits_per_dim)
+    model, _ = training.load_run(str(tmp_path))
+    x = next(iter(tfdata.load("digits", "test", batch_size=8)))
+    np.testing.assert_allclose(model.log_prob(x), result.model.log_prob(x), rtol=1e-5)
+
+
+def test_unknown_precision_is_a_user_error():
+    with pytest.raises(training.UserError, match="unknown precision 'float16'; expected one of "
+                                                 "float32, mixed_bfloat16, mixed_float16"):
+        training.TrainConfig(precision="float16").resolved()

@@ -91,6 +91,12 @@ def define_train_flags(flag_values: flags.FlagValues = FLAGS) -> None:
             "RealNVP on vectors and NICE: number of coupling layers.")
     int_list("hidden_units", d.hidden_units,
              "RealNVP on vectors and NICE: MLP widths, e.g. 128,128.")
+    boolean("memory_saving", d.memory_saving,
+            "Rebuild activations from the flow's outputs in the backward pass instead of "
+            "storing them: memory stops growing with depth, a step costs ~1 more pass.")
+    string("precision", d.precision,
+           "float32, mixed_bfloat16 or mixed_float16 (coupling networks in 16 bits; the "
+           "flow, log-dets and loss stay float32).")
     integer("seed", d.seed, "Seeds weights, data order, noise and samples.")
     string("strategy", d.strategy,
            "Distribution strategy: default (one device), mirrored (all local GPUs), "

@@ -38,8 +38,8 @@ realnvp on two_moons: test 1.9 bits/dim (NLL 2.6 nats), Gaussian NLL 3.4 nats; 1
 from tfflow.training.callbacks import (AnnealLearningRate, DivergenceGuard, TensorBoardLogger,
                                        TimeBudget)
 from tfflow.training.checkpoints import BACKUP_DIR, TMP_PREFIX, save_model
-from tfflow.training.config import (CONFIG_FILE, LOG_DIR, MODEL_FILE, MODEL_NAMES, EvalResult,
-                                    TrainConfig, TrainResult, default_workdir)
+from tfflow.training.config import (CONFIG_FILE, LOG_DIR, MODEL_FILE, MODEL_NAMES, PRECISIONS,
+                                    EvalResult, TrainConfig, TrainResult, default_workdir)
 from tfflow.training.errors import TrainingDiverged, UserError
 from tfflow.training.health import conv1x1_condition_numbers, find_non_finite_layer
 from tfflow.training.runs import (SAMPLE_TEMPERATURES, evaluate, load_run, sample, train,
@@ -55,6 +55,7 @@ __all__ = [
     "LOG_DIR",
     "MODEL_FILE",
     "MODEL_NAMES",
+    "PRECISIONS",
     "SAMPLE_TEMPERATURES",
     "STRATEGIES",
     "TMP_PREFIX",

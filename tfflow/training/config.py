@@ -23,6 +23,7 @@ __all__ = [
     "LR_SCHEDULES",
     "MODEL_FILE",
     "MODEL_NAMES",
+    "PRECISIONS",
     "RESUMABLE_DIFFERENCES",
     "TrainConfig",
     "TrainResult",
@@ -53,6 +54,8 @@ LR_SCHEDULES: tuple[str, ...] = ("cosine", "constant")
 # Names of the architecture fields of TrainConfig; each is passed to the model
 # factory only when set, so the factory's own defaults apply otherwise.
 # The names are the factories' keyword arguments (tfflow.models.Glow, RealNVP, NICE).
+PRECISIONS: tuple[str, ...] = ("float32", "mixed_bfloat16", "mixed_float16")
+
 ARCHITECTURE_FIELDS: tuple[str, ...] = (
     "levels", "steps_per_level", "hidden_channels", "coupling", "permutation",  # Glow
     "scales", "filters", "blocks",  # RealNVP on images
@@ -105,6 +108,14 @@ class TrainConfig:
       scales, filters, blocks: RealNVP's on images (`tfflow.models.RealNVP`).
       num_couplings, hidden_units: RealNVP's on vectors and NICE's
         (`tfflow.models.NICE`); `hidden_units` is a tuple of MLP widths.
+      memory_saving: Train without storing activations: the backward pass
+        rebuilds each flow step's input from its output (the `memory_saving`
+        argument of the factories); peak memory stops growing with depth, at
+        the cost of about one more pass through the flow per step.
+      precision: "float32", or a Keras mixed-precision policy,
+        "mixed_bfloat16" or "mixed_float16": the coupling networks compute in
+        16 bits, the flow, its log-dets and the loss stay float32
+        (`tfflow.mixed_precision`); "mixed_float16" adds loss scaling.
       seed: Seeds weights, shuffling, dequantisation noise and samples.
       strategy: Distribution strategy name (`STRATEGIES`, see `make_strategy`);
         `batch_size` stays the global batch, split over the replicas.
@@ -143,6 +154,8 @@ class TrainConfig:
     blocks: int | None = None
     num_couplings: int | None = None
     hidden_units: tuple[int, ...] | None = None
+    memory_saving: bool = False
+    precision: str = "float32"
     seed: int = 0
     strategy: str = "default"
     tpu: str | None = None
@@ -185,6 +198,9 @@ class TrainConfig:
         if config.max_train_seconds is not None and not config.max_train_seconds >= 0:
             raise UserError(f"expected max_train_seconds >= 0 (0: no budget), got "
                             f"{config.max_train_seconds!r}.")
+        if config.precision not in PRECISIONS:
+            raise UserError(f"unknown precision {config.precision!r}; expected one of "
+                            f"{', '.join(PRECISIONS)}.")
         if config.strategy not in STRATEGIES:
             raise UserError(f"unknown strategy {config.strategy!r}; expected one of "
                             f"{', '.join(STRATEGIES)}.")

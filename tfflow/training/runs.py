@@ -471,6 +471,10 @@ def _build_model(config: TrainConfig, info: tfdata.DatasetInfo, num_classes: int
                         f"options are {', '.join(own)}.")
     if "seed" in accepted:
         kwargs["seed"] = config.seed
+    if config.memory_saving:
+        kwargs["memory_saving"] = True
+    if config.precision != "float32":
+        kwargs["dtype"] = config.precision
     if num_classes is not None:
         if "num_classes" not in accepted:
             raise UserError(f"{config.model} has no class-conditional form; drop conditional "
@@ -501,6 +505,9 @@ def _compile(model: Any, config: TrainConfig) -> None:
                                            **kwargs)
     else:
         optimizer = keras.optimizers.Adam(learning_rate, **kwargs)
+    if config.precision == "mixed_float16":
+        # float16 gradients underflow without a dynamic loss scale.
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     model.compile(optimizer=optimizer)
 
 
