@@ -177,7 +177,6 @@ REGISTRY = {
     "logit_preprocessing": logit,
     "glow_step_chain": glow_step,
     "reversible_glow_step_image": reversible_glow_step,
-    "reversible_glow_step_vector": lambda d: reversible_glow_step(d, VECTOR),
     "apply_to_channels": apply_to_channels,
     "elementwise_affine_batched": elementwise_affine,
 }

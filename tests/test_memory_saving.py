@@ -29,6 +29,9 @@ MODELS = {
     "glow_additive_conv_classes": lambda ms, dtype: tfflow.models.Glow(
         (8, 8, 1), levels=1, steps_per_level=2, hidden_channels=8, coupling="additive",
         permutation="conv", num_classes=3, memory_saving=ms, dtype=dtype),
+    "glow_reverse_permutation": lambda ms, dtype: tfflow.models.Glow(
+        (8, 8, 2), levels=2, steps_per_level=2, hidden_channels=8, permutation="reverse",
+        memory_saving=ms, dtype=dtype),
     "realnvp_image_batch_norm": lambda ms, dtype: tfflow.models.RealNVP(
         (8, 8, 1), filters=8, blocks=1, memory_saving=ms, dtype=dtype),
     "realnvp_vector_spline": lambda ms, dtype: tfflow.models.RealNVP(

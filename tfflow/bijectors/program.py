@@ -214,17 +214,16 @@ class ChainProgram(BijectorProgram):
         return z, dz, grads
 
 
-_CHAIN_PROGRAMS: dict = {}
-
-
 def _chain_program(members, sizes) -> BijectorProgram:
+    """The one `ChainProgram` of these members, kept alive by the first member."""
     if len(members) == 1:
         return members[0]
     key = (tuple(id(m) for m in members), tuple(sizes))
-    entry = _CHAIN_PROGRAMS.get(key)
+    chains = members[0].__dict__.setdefault("_chains", {})
+    entry = chains.get(key)
     if entry is None or any(a is not b for a, b in zip(entry._members, members)):
         entry = ChainProgram(members, sizes, compile=members[0].compiled)
-        _CHAIN_PROGRAMS[key] = entry
+        chains[key] = entry
     return entry
 
 

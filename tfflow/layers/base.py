@@ -21,7 +21,7 @@ from tfflow.bijectors.program import BijectorProgram, ProgramBijector
 
 __all__ = ["FlowContext", "FlowLayer", "serialize", "deserialize"]
 
-# Programs shared by all layers of one signature: {signature: (template ref, program)}.
+# Programs shared by all layers of one signature: {signature: weakref to the program}.
 _PROGRAMS: dict = {}
 
 
@@ -93,21 +93,29 @@ class FlowLayer(keras.layers.Layer):
             return None
         signature = json.dumps(
             [type(self).__module__, type(self).__qualname__, self.function_config(),
+             # The input shape too: a weightless layer may read it in `build` (a permutation).
+             getattr(self, "_build_shapes_dict", None),
              [[list(w.shape), str(w.dtype)] for w in self.weights], bool(context.training),
              bool(compile)], sort_keys=True, default=str)
-        entry = _PROGRAMS.get(signature)
-        if entry is not None and entry[0]() is not None:
-            return entry[1]
-        template = weakref.ref(self)
-        static_context = FlowContext(training=bool(context.training))
+        # Every layer holds its programs; the registry only finds them (weakly). A program
+        # holds its template layer, which it may retrace with later (a new batch size).
+        held = self.__dict__.setdefault("_tfflow_programs", {})
+        program = held.get(signature)
+        if program is None:
+            found = _PROGRAMS.get(signature)
+            program = found() if found is not None else None
+        if program is None:
+            template = self
+            static_context = FlowContext(training=bool(context.training))
 
-        def scope(params):
-            return keras.StatelessScope(state_mapping=list(zip(template().weights, params)))
+            def scope(params):
+                return keras.StatelessScope(state_mapping=list(zip(template.weights, params)))
 
-        program = BijectorProgram(lambda params: template().bijector(static_context),
-                                  self.event_ndims, scope=scope, compile=compile,
-                                  name=type(self).__name__)
-        _PROGRAMS[signature] = (template, program)
+            program = BijectorProgram(lambda params: template.bijector(static_context),
+                                      self.event_ndims, scope=scope, compile=compile,
+                                      name=type(self).__name__)
+            _PROGRAMS[signature] = weakref.ref(program)
+        held[signature] = program
         return program
 
     def shared_bijector(self, context: FlowContext | None = None) -> tfb.Bijector:
