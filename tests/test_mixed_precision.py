@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-import pytest
 import tensorflow as tf
 
 import tfflow
@@ -68,7 +67,7 @@ def test_bfloat16_fit_is_finite_and_learns():
     assert sample.dtype == tf.float32 and np.all(np.isfinite(sample))
 
 
-def test_global_policy_is_the_default(monkeypatch):
+def test_global_policy_is_the_default():
     previous = keras.config.dtype_policy()
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:

@@ -22,9 +22,10 @@ class ReversibleChainLayer(ChainLayer):
     bijector it hands out is a `tfflow.bijectors.ReversibleChain`, so training
     (which differentiates the data -> latent direction) keeps only this
     block's output and rebuilds everything else in the backward pass, one part
-    at a time. Peak activation memory no longer grows with the number of parts,
-    at the price of roughly one more pass through them (measured in
-    notes/issue6-library.md).
+    at a time. Peak activation memory no longer grows with the number of parts
+    (Glow 32x32x3, batch 32: 10 MB of activations at K=4, 11 MB at K=32, against
+    38 and 270 MB without), at the price of about one more pass through them
+    (a step took 1.23x as long at K=4; measured on 2 CPU cores).
 
     The parts must keep the event shape and be invertible example by example:
     training-mode batch normalisation (`BatchNormLayer`) depends on the whole
