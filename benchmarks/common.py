@@ -257,6 +257,37 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
+class TensorMemory:
+    """TF's allocator statistics for one device (bytes of live tensors: weights, optimizer
+    slots, activations), or None where the allocator keeps none (the CPU's, unless the
+    process runs with TF_CPU_ALLOCATOR_USE_BFC=true)."""
+
+    def __init__(self, device: str = "CPU:0"):
+        self.device = device
+
+    def _info(self):
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+        try:
+            return tf.config.experimental.get_memory_info(self.device)
+        except (ValueError, RuntimeError):
+            return None
+
+    def current(self) -> int | None:
+        info = self._info()
+        return None if info is None else int(info["current"])
+
+    def peak(self) -> int | None:
+        info = self._info()
+        return None if info is None else int(info["peak"])
+
+    def reset(self) -> None:
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+        try:
+            tf.config.experimental.reset_memory_stats(self.device)
+        except (ValueError, RuntimeError):
+            pass
+
+
 def reset_peak_rss() -> bool:
     """Resets the peak RSS to the current RSS (Linux >= 4.0); False if not possible here."""
     try:

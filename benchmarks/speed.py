@@ -299,23 +299,24 @@ def worker(spec: dict) -> dict:
     losses = []
     out["rss_before_train"] = common.rss_bytes()
     out["peak_reset"] = common.reset_peak_rss()
-    gpu = spec["device"] == "gpu"
-    if gpu:
-        tf.config.experimental.reset_memory_stats("GPU:0")
+    tensors = common.TensorMemory("GPU:0" if spec["device"] == "gpu" else "CPU:0")
+    out["tensor_before_train"] = tensors.current()
+    tensors.reset()
     start = time.perf_counter()
     losses.append(train())
     out["first_step_s"] = time.perf_counter() - start
     out["peak_first_step_rss"] = common.peak_rss_bytes()
     out["rss_after_first_step"] = common.rss_bytes()
+    out["tensor_peak_first_step"] = tensors.peak()
     common.reset_peak_rss()
+    tensors.reset()
     _, times = _timed(lambda: losses.append(train()), spec["warmup"] - 1, spec["repeats"],
                       spec["cap_s"])
     out["peak_steady_rss"] = common.peak_rss_bytes()
     out["peak_train_rss"] = max(out["peak_first_step_rss"], out["peak_steady_rss"])
     out["train_ms"] = [1e3 * t for t in times]
     suspects = ["train step"] if _suspect(out["first_step_s"], times) else []
-    if gpu:
-        out["peak_gpu_bytes"] = tf.config.experimental.get_memory_info("GPU:0")["peak"]
+    out["tensor_peak_steady"] = tensors.peak()
     out["train_finite"] = bool(np.all(np.isfinite(losses)))
     out["final_loss"] = losses[-1]
     if spec["phases"] == "all":
@@ -427,6 +428,9 @@ class Runner:
     def run_one(self, spec) -> dict:
         command = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+        if self.args.cpu_allocator == "bfc":
+            # TF's BFC allocator on the CPU too, so that it reports peak tensor memory.
+            env["TF_CPU_ALLOCATOR_USE_BFC"] = "true"
         try:
             done = subprocess.run(command, capture_output=True, text=True, env=env,
                                   timeout=self.args.job_timeout, check=False)
@@ -450,8 +454,10 @@ class Runner:
         for field, value in good[0].items():
             if isinstance(value, list):
                 merged[field] = common.median([common.median(r[field]) for r in good])
-            elif isinstance(value, float):
-                merged[field] = common.median([r[field] for r in good])
+            elif isinstance(value, (int, float)) and not isinstance(value, bool) and \
+                    field not in ("params", "nonfinite", "samples"):
+                merged[field] = common.median([r[field] for r in good
+                                               if r.get(field) is not None])
         merged["rounds"] = len(good)
         if "nonfinite" in merged:
             merged["nonfinite"] = sum(r["nonfinite"] for r in good)
@@ -581,6 +587,8 @@ def _median(result, field):
     if not result or field not in result:
         return math.nan
     value = result[field]
+    if value is None:
+        return math.nan
     return common.median(value) if isinstance(value, list) else float(value)
 
 
@@ -589,6 +597,8 @@ def _fmt(value, unit=""):
         return "-"
     if unit == "GB":
         return f"{value / GB:.2f}"
+    if unit == "MB":
+        return f"{value / 1e6:.0f}"
     return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
 
 
@@ -607,7 +617,7 @@ METRIC_NAMES = {"train_ms": "train step", "log_prob_ms": "log_prob", "sample_ms"
 METRICS = [("train_ms", "train step (ms)", ""), ("log_prob_ms", "log_prob (ms)", ""),
            ("sample_ms", "sample (ms)", ""), ("first_step_s", "first step (s)", ""),
            ("peak_train_rss", "peak RSS in training (GB)", "GB"),
-           ("peak_gpu_bytes", "peak GPU memory in training (GB)", "GB")]
+           ("tensor_peak_steady", "peak tensor memory in a step (MB)", "MB")]
 
 
 def best(results: dict, field: str):
@@ -670,10 +680,10 @@ def _pair_table(ours, peer, peer_name, full):
     rows = []
     metrics = METRICS if full else [m for m in METRICS if m[0] in ("train_ms", "first_step_s",
                                                                      "peak_train_rss",
-                                                                     "peak_gpu_bytes")]
+                                                                     "tensor_peak_steady")]
     measured = [r for r in list(ours.values()) + list(peer.values()) if r]
-    metrics = [m for m in metrics if m[0] != "peak_gpu_bytes"
-               or any(m[0] in r for r in measured)]
+    metrics = [m for m in metrics if m[0] != "tensor_peak_steady"
+               or any(r.get(m[0]) is not None for r in measured)]
     for field, title, unit in metrics:
         row = [title] + [_cell(r, field, unit) for r in ours.values()] + \
             [_cell(r, field, unit) for r in peer.values()]
@@ -736,22 +746,23 @@ def report_depth(section, runner, modes, targets_out):
 
 
 def report_memory(section, runner, targets_out):
-    """Peak RSS at the two depths, standard vs memory-saving, and the target line.
+    """Peak memory at the two depths, standard vs memory-saving, and the target lines.
 
-    Two peaks per run: over the timed steps alone ("steady": what a long run sits
-    at: libraries, weights, traced graph and one step's activations) and over the
-    whole training phase including the first step ("with trace": graph building
-    and compilation add a peak of their own that grows with the graph's size).
+    Two measures per run, both over the timed steps after the first: TF's
+    allocator peak ("tensor": weights, optimizer slots, activations and gradients
+    alive at once: what recomputation saves; CPU workers run with the BFC
+    allocator so that it is counted) and the process's peak RSS (that plus the
+    libraries, the traced graph and whatever the allocator keeps; the first,
+    tracing step already takes RSS to its peak).
     """
     depths = section["depths"]
     low, high = depths[0], depths[-1]
     print(f"\n### memory-saving training: Glow 32x32x3 b32 L=2 h64, K={low} vs K={high} "
-          "(graph mode; RSS in GB)")
+          "(graph mode)")
     header = ["model"]
     for k in depths:
-        header += [f"K={k} steady peak", f"K={k} peak with trace", f"K={k} before training",
-                   f"K={k} train (ms)"]
-    header += [f"steady peak K={high} / K={low}", f"peak with trace K={high} / K={low}"]
+        header += [f"K={k} tensor peak (MB)", f"K={k} peak RSS (GB)", f"K={k} train (ms)"]
+    header += [f"tensor peak K={high} / K={low}", f"peak RSS K={high} / K={low}"]
     rows, got = [], {}
     for lib, saving, name in (("tfflow", False, "tfflow Glow"),
                               ("tfflow", True, "tfflow Glow memory-saving"),
@@ -763,9 +774,10 @@ def report_memory(section, runner, targets_out):
         got[(lib, saving)] = results
         row = [name]
         for result in results:
-            row += [_cell(result, "peak_steady_rss", "GB"), _cell(result, "peak_train_rss", "GB"),
-                    _cell(result, "rss_before_train", "GB"), _cell(result, "train_ms")]
-        for field in ("peak_steady_rss", "peak_train_rss"):
+            tensor = _median(result, "tensor_peak_steady")
+            row += [f"{tensor / 1e6:.0f}" if tensor == tensor else _cell(result, "x"),
+                    _cell(result, "peak_train_rss", "GB"), _cell(result, "train_ms")]
+        for field in ("tensor_peak_steady", "peak_train_rss"):
             peaks = [_median(r, field) for r in results]
             row.append(f"{peaks[-1] / peaks[0]:.2f}" if not any(map(math.isnan, peaks))
                        else "-")
@@ -779,17 +791,22 @@ def report_memory(section, runner, targets_out):
     if not saving or any(r is None or "error" in r for r in saving):
         targets_out.append(("[memory] memory-saving mode: not measured (error)", False))
         return
-    for field, what in (("peak_steady_rss", "steady-state peak RSS"),
-                        ("peak_train_rss", "peak RSS including the first (tracing) step")):
+    for field, what, scale, unit in (
+            ("tensor_peak_steady", "peak tensor memory in a training step", 1e6, "MB"),
+            ("peak_train_rss", "peak RSS in training", GB, "GB")):
         peaks = [_median(r, field) for r in saving]
+        if any(map(math.isnan, peaks)):
+            targets_out.append((f"[memory] memory-saving {what}: not measured", None))
+            continue
         ratio = peaks[-1] / peaks[0]
-        line = (f"[memory] memory-saving {what} K={high} / K={low}: {peaks[-1] / GB:.2f} / "
-                f"{peaks[0] / GB:.2f} GB = {ratio:.2f}x (target <= {MEMORY_TARGET}x): ")
+        line = (f"[memory] memory-saving {what}, K={high} / K={low}: {peaks[-1] / scale:.2f} / "
+                f"{peaks[0] / scale:.2f} {unit} = {ratio:.2f}x (target <= {MEMORY_TARGET}x): ")
         line += "pass" if ratio <= MEMORY_TARGET else \
             f"MISS by {(ratio - MEMORY_TARGET) / MEMORY_TARGET:.0%}"
-        if standard and all(r and field in r for r in standard):
+        if standard and all(r and r.get(field) is not None for r in standard):
             std = [_median(r, field) for r in standard]
-            line += f" (standard mode: {std[-1] / std[0]:.2f}x)"
+            line += (f" (standard mode: {std[-1] / scale:.2f} / {std[0] / scale:.2f} {unit} = "
+                     f"{std[-1] / std[0]:.2f}x)")
         targets_out.append((line, ratio <= MEMORY_TARGET))
     if standard and all(r and "train_ms" in r for r in standard):
         costs = [_median(s, "train_ms") / _median(r, "train_ms")
@@ -914,6 +931,10 @@ def parse_args(argv=None):
                         help="how to switch tfflow's memory-saving mode on: model:NAME[=VALUE] "
                              "(a tfflow.models.Glow keyword) or compile:NAME[=VALUE] (a "
                              "FlowModel.compile keyword); default: found by name")
+    parser.add_argument("--cpu_allocator", choices=("bfc", "default"), default="bfc",
+                        help="bfc (default): workers run with TF_CPU_ALLOCATOR_USE_BFC=true, so "
+                             "TF reports peak tensor memory on the CPU; default: TF's plain "
+                             "CPU allocator (no tensor-memory numbers)")
     parser.add_argument("--job_timeout", type=float, default=900.,
                         help="seconds before a worker is killed")
     parser.add_argument("--json", default=None, help="also write every raw result here")
@@ -950,12 +971,12 @@ def main(argv=None):
                                              if option else "none found (n/a)"))
     specs = [spec for section in sections.values() for spec in section["specs"]]
     runner.run_all(specs, args.rounds)
-    report(args, sections, runner, device)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:
             json.dump({"device": device, "version": common.code_version(),
                        "argv": sys.argv[1:],
                        "results": {k: v for k, v in runner.results.items()}}, out, indent=1)
+    report(args, sections, runner, device)
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 
 
