@@ -387,6 +387,9 @@ class FlowModel(keras.Model):
             # Labels passed as `y` (arrays) are needed too: a class prior follows the ActNorms.
             data = x if y is None else (x, y)
             self.initialize(*_initialization_batch(data, self.num_classes))
+        if isinstance(x, tf.data.Dataset) and not args:
+            # A dataset orders itself; Keras would warn that its default shuffle=True is ignored.
+            kwargs.setdefault("shuffle", False)
         return super().fit(x, y, *args, **kwargs)
 
     def summary(self, *args, **kwargs):
