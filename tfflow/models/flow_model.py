@@ -9,6 +9,7 @@ bits/dim.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfflow.bijectors.program import inline_programs
 from tfflow.layers.base import FlowContext, FlowLayer, deserialize, serialize
 from tfflow.layers.normalization import ActNormLayer, BatchNormLayer
 from tfflow.models import _checks
@@ -344,7 +346,19 @@ class FlowModel(keras.Model):
             logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
         return logs
 
+    def _step_scope(self):
+        """Where a train/test step is traced: XLA-compiled steps inline the shared programs."""
+        return inline_programs() if self.jit_compile else contextlib.nullcontext()
+
     def train_step(self, data):
+        with self._step_scope():
+            return self._train_step(data)
+
+    def test_step(self, data):
+        with self._step_scope():
+            return self._test_step(data)
+
+    def _train_step(self, data):
         x, labels = self._unpack(data)
         with tf.GradientTape() as tape:
             log_prob = self._log_prob(x, labels, training=True)
@@ -358,7 +372,7 @@ class FlowModel(keras.Model):
         self.optimizer.apply_gradients(zip(gradients, variables))
         return self._record(loss)
 
-    def test_step(self, data):
+    def _test_step(self, data):
         x, labels = self._unpack(data)
         loss = -tf.reduce_mean(self._log_prob(x, labels, training=False)) / self.num_dims
         return self._record(loss)
