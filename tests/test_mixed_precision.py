@@ -81,3 +81,17 @@ def test_global_policy_is_the_default():
     x = tf.random.stateless_normal((8, 4), seed=(1, 1))
     assert model.log_prob(x).dtype == tf.float32
     assert np.all(np.isfinite(model.log_prob(x)))
+
+
+def test_a_float16_model_compiles_with_loss_scaling():
+    model = tfflow.models.Glow((8, 8, 1), levels=1, steps_per_level=1, hidden_channels=8,
+                               num_levels=17, dtype="mixed_float16")
+    model.compile()
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    x = tf.random.stateless_uniform([32, 8, 8, 1], seed=(1, 2))
+    history = model.fit(x, epochs=1, batch_size=16, verbose=0).history
+    assert np.isfinite(history["loss"][0])
+    plain = tfflow.models.Glow((8, 8, 1), levels=1, steps_per_level=1, hidden_channels=8,
+                               num_levels=17)
+    plain.compile()
+    assert not isinstance(plain.optimizer, keras.optimizers.LossScaleOptimizer)

@@ -304,10 +304,18 @@ class FlowModel(keras.Model):
         """Compiles with tfflow's defaults: Adam with a linear learning-rate warm-up.
 
         No loss is needed: the model minimises its own negative log-likelihood.
+        A model with float16 layers (`dtype="mixed_float16"`) gets its optimizer
+        wrapped in a `keras.optimizers.LossScaleOptimizer`, since float16
+        gradients underflow without a loss scale.
         """
         if optimizer is None:
             optimizer = keras.optimizers.Adam(LinearWarmup(learning_rate, warmup_steps),
                                               clipnorm=clipnorm)
+        if (isinstance(optimizer, keras.optimizers.Optimizer)
+                and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+                and any(layer.compute_dtype == "float16"
+                        for layer in self._flatten_layers(include_self=False))):
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         super().compile(optimizer=optimizer, **kwargs)
 
     def compile_from_config(self, config):
