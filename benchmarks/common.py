@@ -413,6 +413,18 @@ def tf_keras_warmup_adam(learning_rate: float = 1e-3, warmup_steps: int = 200):
 # ------------------------------------------------------------------------------ reporting
 
 
+def interleaved_runs(models: Sequence[str], repeats: int, first_seed: int):
+    """Yields `(seed, model)` for every repeat, the models' order alternating per repeat.
+
+    Seeds run first_seed, first_seed + 1, ...; alternating the order spreads
+    the machine's drifting load over the models alike.
+    """
+    for repeat in range(repeats):
+        order = list(models) if repeat % 2 == 0 else list(models)[::-1]
+        for name in order:
+            yield first_seed + repeat, name
+
+
 def median(values: Sequence[float]) -> float:
     values = [v for v in values if v is not None and math.isfinite(v)]
     return statistics.median(values) if values else math.nan

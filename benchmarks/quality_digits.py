@@ -181,22 +181,19 @@ def main(argv=None):
     common.check_params_close({labels[m]: params[m] for m in models})
 
     results: dict[str, list[dict]] = {m: [] for m in models}
-    for repeat in range(args.repeats):
-        seed = args.seed + repeat
-        order = models if repeat % 2 == 0 else models[::-1]
-        for name in order:
-            # drop_remainder: the 1,293 % 64 = 13 leftover images (different ones every
-            # epoch, as the split is reshuffled) would cost each model a second trace.
-            train_dataset = tfdata.load(DATASET, "train", batch_size=args.batch_size,
-                                        shuffle=True, seed=seed, drop_remainder=True)
-            stats = runners[name](seed, train_dataset)
-            results[name].append(stats)
-            print(f"[seed {seed}] {labels[name]}: test {stats['test_bpd']:.3f} bits/dim, "
-                  f"train {stats['train_bpd']:.3f}, val {stats['val_bpd']:.3f}; "
-                  f"{stats['steps']} steps, {stats['epochs']} epochs (best {stats['best_epoch']}), "
-                  f"{stats['train_s']:.0f} s wall / {stats['cpu_s']:.0f} s CPU, "
-                  f"first step at {stats['first_step_s']:.1f} s"
-                  + (", DIVERGED" if stats["diverged"] else ""), flush=True)
+    for seed, name in common.interleaved_runs(models, args.repeats, args.seed):
+        # drop_remainder: the 1,293 % 64 = 13 leftover images (different ones every
+        # epoch, as the split is reshuffled) would cost each model a second trace.
+        train_dataset = tfdata.load(DATASET, "train", batch_size=args.batch_size,
+                                    shuffle=True, seed=seed, drop_remainder=True)
+        stats = runners[name](seed, train_dataset)
+        results[name].append(stats)
+        print(f"[seed {seed}] {labels[name]}: test {stats['test_bpd']:.3f} bits/dim, "
+              f"train {stats['train_bpd']:.3f}, val {stats['val_bpd']:.3f}; "
+              f"{stats['steps']} steps, {stats['epochs']} epochs (best {stats['best_epoch']}), "
+              f"{stats['train_s']:.0f} s wall / {stats['cpu_s']:.0f} s CPU, "
+              f"first step at {stats['first_step_s']:.1f} s"
+              + (", DIVERGED" if stats["diverged"] else ""), flush=True)
 
     print()
     print(f"digits, {args.seconds:g} s ({args.clock} clock) per model, {device}; "

@@ -219,19 +219,16 @@ def main(argv=None):
             print("parameters:")
             common.check_params_close(counts)
         results = {m: [] for m in models}
-        for repeat in range(args.repeats):
-            seed = args.seed + repeat
-            order = models if repeat % 2 == 0 else models[::-1]
-            for name in order:
-                train_dataset = tfdata.load(dataset, "train", batch_size=args.batch_size,
-                                            shuffle=True, seed=seed, drop_remainder=True)
-                stats = run(name, seed, train_dataset, val_batches, test_batches)
-                results[name].append(stats)
-                print(f"[{dataset}, seed {seed}] {LABELS[name]}: test NLL "
-                      f"{stats['test_nll']:.4f} nats; {stats['steps']} steps, {stats['epochs']} "
-                      f"epochs (best {stats['best_epoch']}), {stats['train_s']:.0f} s wall / "
-                      f"{stats['cpu_s']:.0f} s CPU" + (", DIVERGED" if stats["diverged"] else ""),
-                      flush=True)
+        for seed, name in common.interleaved_runs(models, args.repeats, args.seed):
+            train_dataset = tfdata.load(dataset, "train", batch_size=args.batch_size,
+                                        shuffle=True, seed=seed, drop_remainder=True)
+            stats = run(name, seed, train_dataset, val_batches, test_batches)
+            results[name].append(stats)
+            print(f"[{dataset}, seed {seed}] {LABELS[name]}: test NLL "
+                  f"{stats['test_nll']:.4f} nats; {stats['steps']} steps, {stats['epochs']} "
+                  f"epochs (best {stats['best_epoch']}), {stats['train_s']:.0f} s wall / "
+                  f"{stats['cpu_s']:.0f} s CPU" + (", DIVERGED" if stats["diverged"] else ""),
+                  flush=True)
         medians = {m: common.median([r["test_nll"] for r in results[m]]) for m in models}
         peers = [m for m in models if m != "tfflow"]
         best_peer = min((medians[m] for m in peers), default=float("nan"))
