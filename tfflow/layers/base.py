@@ -21,8 +21,8 @@ from tfflow.bijectors.program import BijectorProgram, ProgramBijector
 
 __all__ = ["FlowContext", "FlowLayer", "serialize", "deserialize"]
 
-# Programs shared by all layers of one signature: {signature: weakref to the program}.
-_PROGRAMS: dict = {}
+# Programs shared by all layers of one signature; an entry goes with its last holder.
+_PROGRAMS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
 def _without_names(config):
@@ -102,8 +102,7 @@ class FlowLayer(keras.layers.Layer):
         held = self.__dict__.setdefault("_tfflow_programs", {})
         program = held.get(signature)
         if program is None:
-            found = _PROGRAMS.get(signature)
-            program = found() if found is not None else None
+            program = _PROGRAMS.get(signature)
         if program is None:
             template = self
             static_context = FlowContext(training=bool(context.training))
@@ -114,7 +113,7 @@ class FlowLayer(keras.layers.Layer):
             program = BijectorProgram(lambda params: template.bijector(static_context),
                                       self.event_ndims, scope=scope, compile=compile,
                                       name=type(self).__name__)
-            _PROGRAMS[signature] = weakref.ref(program)
+            _PROGRAMS[signature] = program
         held[signature] = program
         return program
 
