@@ -17,7 +17,7 @@ import keras
 import tensorflow as tf
 from tensorflow_probability import bijectors as tfb
 
-from tfflow.bijectors.program import BijectorProgram, ProgramBijector
+from tfflow.bijectors.program import BijectorProgram
 
 __all__ = ["FlowContext", "FlowLayer", "serialize", "deserialize"]
 
@@ -116,14 +116,6 @@ class FlowLayer(keras.layers.Layer):
             _PROGRAMS[signature] = program
         held[signature] = program
         return program
-
-    def shared_bijector(self, context: FlowContext | None = None) -> tfb.Bijector:
-        """`bijector(context)`, computed through the shared program where there is one."""
-        program = self.program(context) if self.weights else None
-        if program is None:
-            return self.bijector(context)
-        return ProgramBijector(program, [tf.convert_to_tensor(w) for w in self.weights],
-                               name=self.name)
 
     def output_event_shape(self, event_shape: tuple) -> tuple:
         """Event shape after this layer in the data -> latent direction."""

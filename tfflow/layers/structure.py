@@ -69,22 +69,17 @@ class ChainLayer(FlowLayer):
 
         for layer in self.flow_layers:
             program = layer.program(context) if layer.weights else None
-            if program is not None and (not run or run[0][0].event_ndims == program.event_ndims):
-                run.append((program, [tf.convert_to_tensor(w) for w in layer.weights]))
-                continue
-            close_run()
-            if program is not None:
-                run.append((program, [tf.convert_to_tensor(w) for w in layer.weights]))
-            else:
+            if program is None or (run and run[0][0].event_ndims != program.event_ndims):
+                close_run()
+            if program is None:
                 parts.append(layer.bijector(context))
+            else:
+                run.append((program, [tf.convert_to_tensor(w) for w in layer.weights]))
         close_run()
         return parts[0] if len(parts) == 1 else tfb.Chain(parts, name=self.name)
 
     def program(self, context=None, *, compile=True):
         return None  # a chain shares its parts' programs, not one of its own
-
-    def shared_bijector(self, context=None):
-        return self.bijector(context)
 
     def get_config(self):
         return {**super().get_config(), "layers": [serialize(l) for l in self.flow_layers]}
@@ -143,9 +138,6 @@ class FactorOutLayer(FlowLayer):
 
     def program(self, context=None, *, compile=True):
         return None  # the inner flow shares its parts' programs
-
-    def shared_bijector(self, context=None):
-        return self.bijector(context)
 
     def get_config(self):
         return {**super().get_config(), "channels": self.channels, "inner": serialize(self.inner)}
