@@ -25,7 +25,7 @@ from tfflow.models import _checks
 
 tfd = tfp.distributions
 
-__all__ = ["FlowModel", "LinearWarmup"]
+__all__ = ["FlowModel", "LinearWarmup", "initialization_batch"]
 
 
 @keras.saving.register_keras_serializable(package="tfflow")
@@ -408,7 +408,7 @@ class FlowModel(keras.Model):
         if not self.is_initialized:
             # Labels passed as `y` (arrays) are needed too: a class prior follows the ActNorms.
             data = x if y is None else (x, y)
-            self.initialize(*_initialization_batch(data, self.num_classes))
+            self.initialize(*initialization_batch(data, self.num_classes))
         if isinstance(x, tf.data.Dataset) and not args:
             # A dataset orders itself; Keras would warn that its default shuffle=True is ignored.
             kwargs.setdefault("shuffle", False)
@@ -419,7 +419,7 @@ class FlowModel(keras.Model):
         return super().summary(*args, **kwargs)
 
 
-def _initialization_batch(data: Any, num_classes, size: int = 512):
+def initialization_batch(data: Any, num_classes, size: int = 512):
     """Up to `size` examples (x, labels) from what was passed to `fit`."""
     if isinstance(data, tf.data.Dataset):
         xs, labels, count = [], [], 0
@@ -436,7 +436,7 @@ def _initialization_batch(data: Any, num_classes, size: int = 512):
         return x, label
     if isinstance(data, keras.utils.PyDataset):
         batch = data[0]
-        return _initialization_batch(batch if isinstance(batch, (tuple, list)) else (batch,),
+        return initialization_batch(batch if isinstance(batch, (tuple, list)) else (batch,),
                                      num_classes, size)
     if isinstance(data, (tuple, list)):
         return data[0][:size], (data[1][:size] if num_classes and len(data) > 1 else None)

@@ -163,21 +163,13 @@ def train(config: TrainConfig) -> TrainResult:
         files=files)
 
 
-def _initialize(model: Any, config: TrainConfig, num_classes: int | None,
-                size: int = 512) -> None:
-    """Glow's data-dependent initialisation on up to `size` training examples."""
+def _initialize(model: Any, config: TrainConfig, num_classes: int | None) -> None:
+    """Glow's data-dependent initialisation on up to 512 training examples."""
     if model.is_initialized:
         return
-    xs, labels, count = [], [], 0
-    for batch in _load(config, "train", shuffle=True):
-        x, label = batch if num_classes is not None else (batch, None)
-        xs.append(x)
-        labels.append(label)
-        count += int(x.shape[0])
-        if count >= size:
-            break
-    model.initialize(tf.concat(xs, 0)[:size],
-                     None if num_classes is None else tf.concat(labels, 0)[:size])
+    from tfflow.models import flow_model  # pylint: disable=import-outside-toplevel
+    model.initialize(*flow_model.initialization_batch(_load(config, "train", shuffle=True),
+                                                       num_classes))
 
 
 def _training_batch(config: TrainConfig, epoch: int, batch: int) -> Any:
