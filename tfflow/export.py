@@ -62,22 +62,21 @@ def _signature_functions(module: _ServingModule) -> dict:
     label_spec = tf.TensorSpec([None], tf.int32, name="label")
     conditional = bool(model.num_classes)
 
-    def checked(tensor, shape, what):
+    def checked(tensor, shape):
         # A loaded signature does not enforce its declared shape; without this a
         # wrong shape fails deep inside the flow, or broadcasts. The error reads
         # "Shape of tensor x [2,4,4,2] is not compatible with expected shape [?,8,8,1]".
-        del what  # the tensor's own name is in the message
         return tf.ensure_shape(tensor, shape)
 
     def check_label(name, label, batch):
         if label is None:
             return None
-        return _checks.labels(f"SavedModel signature {name}", checked(label, [None], "label"),
+        return _checks.labels(f"SavedModel signature {name}", checked(label, [None]),
                               model.num_classes, batch)
 
     def check_x(name, x, label):
         x = _checks.values(f"SavedModel signature {name}",
-                           "x", checked(x, [None, *model.event_shape], "x"),
+                           "x", checked(x, [None, *model.event_shape]),
                            _checks.data_range(model.num_levels))
         return x, check_label(name, label, tf.shape(x)[0])
 
@@ -93,7 +92,7 @@ def _signature_functions(module: _ServingModule) -> dict:
 
     def decode(z, label=None):
         z = _checks.values("SavedModel signature decode", "z",
-                           checked(z, [None, *model.latent_shape], "z"))
+                           checked(z, [None, *model.latent_shape]))
         label = check_label("decode", label, tf.shape(z)[0])
         return {"x": model.bijector_for(label).forward(z)}
 
