@@ -91,6 +91,29 @@ def coupling(cls, partition, dtype, event=IMAGE, spatial=False, **kwargs):
             _normal((BATCH,) + event, dtype))
 
 
+def _made(per_dim, dtype, dims=VECTOR[0], seed=11):
+    """A MADE with every weight random (its output layer starts at zero in a model)."""
+    from tfflow import layers as fl  # pylint: disable=import-outside-toplevel
+    made = fl.MADE(dims, per_dim, hidden_units=(8, 8), dtype=tf.as_dtype(dtype).name)
+    made.build((None, dims))
+    rng = _rng(seed)
+    for weight in made.weights:
+        weight.assign(rng.normal(size=weight.shape) * 0.5)
+    return made
+
+
+def autoregressive(cls, transform, dtype):
+    return (cls(_made(transform.params_per_dim, dtype), transform, dtype=dtype),
+            _normal((BATCH,) + VECTOR, dtype))
+
+
+def triangular_affine(dtype):
+    lower = _normal(VECTOR * 2, dtype, 12, 0.5)
+    return (fb.TriangularAffine(_normal(VECTOR, dtype, 13), _normal(VECTOR, dtype, 14, 0.3),
+                                lower),
+            _normal((BATCH,) + VECTOR, dtype))
+
+
 def squeeze(dtype):
     return fb.Squeeze(), _normal((BATCH, 2, 2, 16), dtype)
 
@@ -151,6 +174,32 @@ def program_chain_repeated_step(dtype, event=IMAGE):
             _normal((BATCH,) + event, dtype))
 
 
+def glow_steps(dtype, *, coupling="affine", permutation="lu", memory_saving=False,
+               unroll=None, event=IMAGE, num_steps=3):
+    """K=3 stacked Glow steps, every parameter non-trivial (random, LU from a random matrix)."""
+    specs = fb.glow_steps_parameters(event[-1], 5, coupling=coupling, permutation=permutation,
+                                     num_bins=4)
+    params = {}
+    for index, (name, spec) in enumerate(sorted(specs.items())):
+        shape = (num_steps,) + spec.shape
+        if spec.integer:
+            rng = _rng(index)
+            params[name] = tf.constant(np.stack([rng.permutation(spec.shape[0])
+                                                 for _ in range(num_steps)]), tf.int32)
+        elif name == "sign_s":
+            params[name] = tf.constant(np.where(_rng(index).normal(size=shape) > 0, 1., -1.),
+                                       dtype)
+        elif name in ("lower", "upper", "kernel"):
+            params[name] = tf.stack([_random_matrix(event[-1], dtype) * 0.3
+                                     for _ in range(num_steps)]) + tf.constant(
+                                         _rng(index).normal(size=shape) * 0.05, dtype)
+        else:
+            params[name] = _normal(shape, dtype, 20 + index, scale=0.2)
+    return (fb.GlowSteps(params, coupling=coupling, permutation=permutation, num_bins=4,
+                         memory_saving=memory_saving, unroll=unroll),
+            _normal((BATCH,) + event, dtype))
+
+
 def apply_to_channels(dtype):
     # Squeeze, permute, unsqueeze: shape-preserving, as a multi-scale level is.
     inner = tfb.Chain([fb.Squeeze(), fb.PermuteChannels.reverse(8), tfb.Invert(fb.Squeeze())])
@@ -191,6 +240,13 @@ REGISTRY = {
     "spline_alternating_vector": lambda d: coupling(fb.RationalQuadraticSplineCoupling,
                                                     fb.AlternatingMask(0), d, VECTOR,
                                                     num_bins=5, bound=2.),
+    "maf_affine": lambda d: autoregressive(fb.MaskedAutoregressive, fb.AffineTransform(), d),
+    "maf_spline": lambda d: autoregressive(fb.MaskedAutoregressive,
+                                           fb.SplineTransform(5, 2.), d),
+    "iaf_affine": lambda d: autoregressive(fb.InverseAutoregressive, fb.AffineTransform(), d),
+    "iaf_spline": lambda d: autoregressive(fb.InverseAutoregressive,
+                                           fb.SplineTransform(4, 1.5), d),
+    "triangular_affine": triangular_affine,
     "squeeze": squeeze,
     "inverted_squeeze": inverted_squeeze,
     "permute_reverse_image": lambda d: permute(d, "reverse"),
@@ -200,6 +256,13 @@ REGISTRY = {
     "reversible_glow_step_image": reversible_glow_step,
     "program_actnorm_image": program_actnorm,
     "program_chain_repeated_step": program_chain_repeated_step,
+    # Unrolled eagerly and under XLA, a tf.while_loop in tf.function: both paths checked.
+    "glow_steps_affine_lu": glow_steps,
+    "glow_steps_additive_shuffle_memory_saving": lambda d: glow_steps(
+        d, coupling="additive", permutation="shuffle", memory_saving=True),
+    "glow_steps_spline_conv": lambda d: glow_steps(d, coupling="spline", permutation="conv"),
+    "glow_steps_affine_reverse_memory_saving": lambda d: glow_steps(
+        d, permutation="reverse", memory_saving=True),
     "apply_to_channels": apply_to_channels,
     "elementwise_affine_batched": elementwise_affine,
 }

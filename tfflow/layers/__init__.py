@@ -5,6 +5,9 @@ current weights; `FlowModel` chains them. Every layer is registered for
 `.keras` serialisation (package "tfflow").
 """
 
+from tfflow.layers.autoregressive import (MADE, InverseAutoregressiveLayer,
+                                          MaskedAutoregressiveLayer, StandardizeLayer,
+                                          TriangularAffineLayer)
 from tfflow.layers.base import FlowContext, FlowLayer
 from tfflow.layers.conditioners import (GlowConditioner, MLPConditioner, ResNetConditioner,
                                         ZeroInitConv)
@@ -18,7 +21,8 @@ from tfflow.layers.structure import (ChainLayer, DiagonalScalingLayer, FactorOut
 
 __all__ = [
     "ActNormLayer", "AdditiveCouplingLayer", "AffineCouplingLayer", "BatchNormLayer",
-    "ChainLayer", "Conv1x1Layer", "DiagonalScalingLayer", "FactorOutLayer", "FlattenLayer",
+    "ChainLayer", "InverseAutoregressiveLayer", "MADE", "MaskedAutoregressiveLayer",
+    "StandardizeLayer", "TriangularAffineLayer", "Conv1x1Layer", "DiagonalScalingLayer", "FactorOutLayer", "FlattenLayer",
     "FlowContext", "FlowLayer", "GlowConditioner", "LUConv1x1Layer", "LearnedPriorLayer",
     "LogitLayer", "MLPConditioner", "PermutationLayer", "ResNetConditioner",
     "ReversibleChainLayer", "ShiftLayer", "SplineCouplingLayer",

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from tfflow.models.autoregressive import IAF, MAF, NSF
 from tfflow.models.flow_model import FlowModel, LinearWarmup
 from tfflow.models.glow import Glow, glow_flow
 from tfflow.models.nice import NICE
 from tfflow.models.realnvp import RealNVP
 
-__all__ = ["FlowModel", "Glow", "LinearWarmup", "NICE", "RealNVP", "build", "MODELS"]
+__all__ = ["FlowModel", "Glow", "IAF", "LinearWarmup", "MAF", "MODELS", "NICE", "NSF", "RealNVP",
+           "build"]
 
-MODELS = {"glow": Glow, "realnvp": RealNVP, "nice": NICE}
+MODELS = {"glow": Glow, "realnvp": RealNVP, "nice": NICE, "maf": MAF, "iaf": IAF, "nsf": NSF}
 
 
 def build(name: str, event_shape, **kwargs) -> FlowModel:
-    """Builds a model by name ("glow", "realnvp", "nice") for `event_shape`."""
+    """Builds a model by name (a key of `MODELS`) for `event_shape`."""
     if name not in MODELS:
         raise ValueError(f"tfflow.models.build: unknown model {name!r}; expected one of "
                          f"{sorted(MODELS)}.")

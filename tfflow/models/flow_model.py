@@ -19,7 +19,9 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfflow.bijectors.program import inline_programs
+from tfflow.data.core import bits_per_dim
 from tfflow.layers.base import FlowContext, FlowLayer, deserialize, serialize
+from tfflow.layers.autoregressive import TriangularAffineLayer
 from tfflow.layers.normalization import ActNormLayer, BatchNormLayer
 from tfflow.models import _checks
 
@@ -206,8 +208,8 @@ class FlowModel(keras.Model):
 
     def nll_to_bits_per_dim(self, nll_per_dim):
         """Nats per dimension (of [0,1)-scaled data) -> bits per dimension of the integer data."""
-        offset = math.log(self.num_levels) if self.num_levels else 0.
-        return (nll_per_dim + tf.cast(offset, nll_per_dim.dtype)) / math.log(2.)
+        # tfflow.data.bits_per_dim owns the formula; an NLL per dimension is D = 1.
+        return bits_per_dim(nll_per_dim, 1, self.num_levels)
 
     def encode(self, x, labels=None) -> tf.Tensor:
         """Data -> latent (`bijector.inverse`); `x` and `labels` are checked as in `log_prob`."""
@@ -272,7 +274,7 @@ class FlowModel(keras.Model):
     # Data-dependent initialisation (ActNorm, batch-norm running averages) ----------------------
     def _data_initialized_layers(self) -> list:
         return [l for l in self._flatten_layers(include_self=False, recursive=True)
-                if isinstance(l, (ActNormLayer, BatchNormLayer))]
+                if isinstance(l, (ActNormLayer, BatchNormLayer, TriangularAffineLayer))]
 
     @property
     def is_initialized(self) -> bool:

@@ -1,0 +1,250 @@
+"""Layers for vector flows: the MADE network, autoregressive layers, the Gaussian start.
+
+`MADE` is a Keras 3 layer (TFP's `AutoregressiveNetwork` is a tf_keras one);
+`MaskedAutoregressiveLayer` / `InverseAutoregressiveLayer` own one and hand
+out `tfflow.bijectors.MaskedAutoregressive` / `InverseAutoregressive`.
+`StandardizeLayer` and `TriangularAffineLayer` are the data side of tfflow's
+vector models: the table's own units in, and a start at the Gaussian fit.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfflow import bijectors as fb
+from tfflow.bijectors._base import FlowBijector
+from tfflow.layers.base import FlowContext, FlowLayer, deserialize, serialize
+from tfflow.layers.normalization import ActNormLayer
+
+__all__ = ["InverseAutoregressiveLayer", "MADE", "MaskedAutoregressiveLayer", "StandardizeLayer",
+           "TriangularAffineLayer", "elementwise_transform"]
+
+TRANSFORMS = ("affine", "spline")
+
+
+def made_masks(dims: int, hidden_units: tuple[int, ...], params_per_dim: int) -> list[np.ndarray]:
+    """MADE's connectivity masks, input -> hidden... -> output, as float arrays.
+
+    Input `d` (0-based) has degree `d + 1`; hidden units cycle through the
+    degrees `1..D-1`; output `(d, p)` (entry d's p-th parameter) has degree
+    `d + 1`. A weight from degree `a` to a hidden unit of degree `b` exists
+    when `b >= a`, and to an output of degree `c` when `c > a`, so output `d`
+    sees exactly the inputs before it.
+    """
+    degrees = [np.arange(1, dims + 1)]
+    for units in hidden_units:
+        degrees.append(np.arange(units) % max(dims - 1, 1) + 1)
+    masks = [(later[None, :] >= earlier[:, None]).astype(np.float32)
+             for earlier, later in zip(degrees[:-1], degrees[1:])]
+    out_degrees = np.repeat(np.arange(1, dims + 1), params_per_dim)
+    masks.append((out_degrees[None, :] > degrees[-1][:, None]).astype(np.float32))
+    return masks
+
+
+@keras.saving.register_keras_serializable(package="tfflow")
+class MADE(keras.layers.Layer):
+    """Masked autoencoder for distribution estimation (Germain et al., 2015).
+
+    A ReLU MLP on [..., D] whose weights are masked so that output entry `d`
+    (its `params_per_dim` values, grouped: the output is
+    [..., D * params_per_dim], entry-major) depends only on inputs `0..d-1`.
+    The output layer starts at zero, so a flow built on it starts as the
+    identity.
+    """
+
+    def __init__(self, dims: int, params_per_dim: int, hidden_units=(64, 64), **kwargs):
+        super().__init__(**kwargs)
+        self.dims = int(dims)
+        self.params_per_dim = int(params_per_dim)
+        self.hidden_units = tuple(int(u) for u in hidden_units)
+        if self.dims < 1 or self.params_per_dim < 1 or any(u < 1 for u in self.hidden_units):
+            raise ValueError(f"MADE: expected dims >= 1, params_per_dim >= 1 and positive "
+                             f"hidden_units, got dims={dims}, params_per_dim={params_per_dim}, "
+                             f"hidden_units={hidden_units}.")
+        if self.hidden_units and self.dims > 1 and min(self.hidden_units) < self.dims - 1:
+            raise ValueError(f"MADE: every hidden layer needs at least dims - 1 = "
+                             f"{self.dims - 1} units so that each input can reach the outputs "
+                             f"after it, got hidden_units={self.hidden_units}.")
+
+    def build(self, input_shape):
+        if input_shape[-1] != self.dims:
+            raise ValueError(f"MADE: expected inputs with {self.dims} entries (last axis), got "
+                             f"shape {tuple(input_shape)}.")
+        self._masks = [tf.constant(m) for m in
+                       made_masks(self.dims, self.hidden_units, self.params_per_dim)]
+        sizes = (self.dims,) + self.hidden_units + (self.dims * self.params_per_dim,)
+        self.kernels, self.biases = [], []
+        for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            last = index == len(sizes) - 2
+            init = "zeros" if last else "glorot_uniform"
+            self.kernels.append(self.add_weight(name=f"kernel_{index}", shape=(fan_in, fan_out),
+                                                initializer=init))
+            self.biases.append(self.add_weight(name=f"bias_{index}", shape=(fan_out,),
+                                               initializer="zeros"))
+        super().build(input_shape)
+
+    def call(self, x):
+        flat = tf.reshape(x, [-1, self.dims])
+        h = tf.cast(flat, self.compute_dtype)
+        last = len(self.kernels) - 1
+        for index, (kernel, bias) in enumerate(zip(self.kernels, self.biases)):
+            mask = tf.cast(self._masks[index], self.compute_dtype)
+            h = tf.matmul(h, tf.cast(kernel, self.compute_dtype) * mask) + \
+                tf.cast(bias, self.compute_dtype)
+            if index < last:
+                h = tf.nn.relu(h)
+        return tf.reshape(h, tf.concat([tf.shape(x)[:-1], [self.dims * self.params_per_dim]],
+                                       0))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.dims * self.params_per_dim,)
+
+    def get_config(self):
+        return {**super().get_config(), "dims": self.dims, "params_per_dim": self.params_per_dim,
+                "hidden_units": list(self.hidden_units)}
+
+
+def elementwise_transform(kind: str, *, num_bins: int = 8, bound: float = 5.0,
+                          owner: str = "tfflow") -> fb.ElementwiseTransform:
+    """The elementwise transform by name: "affine" or "spline"."""
+    if kind == "affine":
+        return fb.AffineTransform()
+    if kind == "spline":
+        return fb.SplineTransform(num_bins, bound, owner=owner)
+    raise ValueError(f"{owner}: transform must be one of {TRANSFORMS}, got {kind!r}.")
+
+
+class _AutoregressiveLayer(FlowLayer):
+    """Owns a MADE and hands out an autoregressive bijector on [D] vectors."""
+
+    event_ndims = 1
+    bijector_class: type = fb.MaskedAutoregressive
+
+    def __init__(self, hidden_units=(64, 64), transform: str = "affine", num_bins: int = 8,
+                 bound: float = 5.0, network_dtype=None, made: MADE | dict | None = None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_units = tuple(int(u) for u in hidden_units)
+        self.transform = str(transform)
+        self.num_bins = int(num_bins)
+        self.bound = float(bound)
+        # Checks the names and values now, not at the first call.
+        self._transform = elementwise_transform(self.transform, num_bins=self.num_bins,
+                                                bound=self.bound, owner=type(self).__name__)
+        self.network_dtype = network_dtype
+        self.made = deserialize(made) if isinstance(made, dict) else made
+
+    def build(self, input_shape):
+        dims = input_shape[-1]
+        if self.made is None:
+            self.made = MADE(dims, self._transform.params_per_dim, self.hidden_units,
+                             dtype=self.network_dtype or self.dtype_policy, name="made")
+        if not self.made.built:
+            self.made.build(tuple(input_shape))
+        super().build(input_shape)
+
+    def bijector(self, context=None):
+        return self.bijector_class(self.made, self._transform, dtype=self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_units": list(self.hidden_units),
+                "transform": self.transform, "num_bins": self.num_bins, "bound": self.bound,
+                "made": serialize(self.made)}
+
+
+@keras.saving.register_keras_serializable(package="tfflow")
+class MaskedAutoregressiveLayer(_AutoregressiveLayer):
+    """A MAF layer: `log_prob` in one MADE pass, sampling in D (see `MaskedAutoregressive`).
+
+    `transform="affine"` (MAF) or `"spline"` (autoregressive Neural Spline
+    Flow, `num_bins` bins on [-bound, bound], identity outside).
+    """
+
+    bijector_class = fb.MaskedAutoregressive
+
+
+@keras.saving.register_keras_serializable(package="tfflow")
+class InverseAutoregressiveLayer(_AutoregressiveLayer):
+    """An IAF layer: sampling in one MADE pass, `log_prob` in D (see `InverseAutoregressive`)."""
+
+    bijector_class = fb.InverseAutoregressive
+
+
+@keras.saving.register_keras_serializable(package="tfflow")
+class StandardizeLayer(ActNormLayer):
+    """A table's standardisation inside the model: `z = (x - mean) / std`, per column.
+
+    Fixed (not trained): set once from the training data by
+    `FlowModel.initialize` (like ActNorm's data-dependent init) and saved with
+    the model, so the model takes and returns rows in the data's own units and
+    needs nothing else to score or sample them.
+    """
+
+    def __init__(self, event_ndims: int = 1, epsilon: float = 1e-6, **kwargs):
+        kwargs.setdefault("trainable", False)
+        super().__init__(event_ndims=event_ndims, epsilon=epsilon, **kwargs)
+
+
+class _InitializingTriangularAffine(FlowBijector):
+    """The Gaussian fit of the batch it sees, recorded for `TriangularAffineLayer.assign_initial`."""
+
+    def __init__(self, layer: "TriangularAffineLayer", records: dict):
+        self._layer = layer
+        self._records = records
+        super().__init__(forward_min_event_ndims=1, validate_args=False, parameters={},
+                         name=f"initializing_{layer.name}")
+
+    def _forward_and_log_det(self, x):
+        raise ValueError("TriangularAffineLayer: data-dependent initialisation runs in the "
+                         "data -> latent direction (inverse/log_prob) only.")
+
+    def _inverse_and_log_det(self, y):
+        values = fb.triangular_affine_parameters(y, ridge=self._layer.ridge)
+        self._records[self._layer] = (values["loc"], values["log_diag"], values["lower"])
+        return fb.TriangularAffine(**values)._inverse_and_log_det(y)
+
+
+@keras.saving.register_keras_serializable(package="tfflow")
+class TriangularAffineLayer(FlowLayer):
+    """Owns a full affine map `x = loc + L z` (`tfflow.bijectors.TriangularAffine`).
+
+    Initialised from data (`FlowModel.initialize`) to the maximum-likelihood
+    Gaussian fit: `loc` the mean, `L` the Cholesky factor of the covariance.
+    As the data side of a vector flow whose other layers start as the
+    identity, it makes an untrained model exactly that Gaussian fit; training
+    then moves away from it only where the data say so. Trainable.
+    """
+
+    event_ndims = 1
+
+    def __init__(self, ridge: float = 1e-6, **kwargs):
+        super().__init__(**kwargs)
+        self.ridge = float(ridge)
+
+    def build(self, input_shape):
+        dims = input_shape[-1]
+        self.loc = self.add_weight(name="loc", shape=(dims,), initializer="zeros")
+        self.log_diag = self.add_weight(name="log_diag", shape=(dims,), initializer="zeros")
+        self.lower = self.add_weight(name="lower", shape=(dims, dims), initializer="zeros")
+        self.initialized = self.add_weight(name="initialized", shape=(), initializer="zeros",
+                                           trainable=False, dtype="float32")
+        super().build(input_shape)
+
+    def bijector(self, context=None):
+        context = context or FlowContext()
+        if context.init_records is not None:
+            return _InitializingTriangularAffine(self, context.init_records)
+        return fb.TriangularAffine(tf.convert_to_tensor(self.loc),
+                                   tf.convert_to_tensor(self.log_diag),
+                                   tf.convert_to_tensor(self.lower))
+
+    def assign_initial(self, loc, log_diag, lower):
+        self.loc.assign(tf.cast(loc, self.loc.dtype))
+        self.log_diag.assign(tf.cast(log_diag, self.log_diag.dtype))
+        self.lower.assign(tf.cast(lower, self.lower.dtype))
+        self.initialized.assign(1.)
+
+    def get_config(self):
+        return {**super().get_config(), "ridge": self.ridge}

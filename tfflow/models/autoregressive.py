@@ -1,0 +1,124 @@
+"""Vector and table density models: MAF, IAF and NSF, each starting from the Gaussian fit."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from tfflow import layers as fl
+from tfflow.mixed_precision import flow_and_network_dtypes
+from tfflow.models.flow_model import FlowModel
+
+__all__ = ["IAF", "MAF", "NSF", "gaussian_start", "vector_dims"]
+
+MIXINGS = ("reverse", "lu", "none")
+
+
+def vector_dims(owner: str, event_shape) -> int:
+    """D of a [D] event shape, with the error every vector model gives otherwise."""
+    event_shape = tuple(int(d) for d in event_shape)
+    if len(event_shape) != 1 or event_shape[0] < 1:
+        raise ValueError(f"{owner}: expected a vector event_shape (D,), got {event_shape}; "
+                         f"for images use Glow or RealNVP.")
+    return event_shape[0]
+
+
+def gaussian_start(dtype) -> list[fl.FlowLayer]:
+    """The data side of every vector model: the data's standardisation, then a full affine map.
+
+    Both are set by `FlowModel.initialize` (as ActNorm is): the standardisation
+    (fixed) from the data's mean and standard deviation, the affine map
+    (trained) to the Gaussian fit of the standardised data. With the rest of
+    the flow starting as the identity, an untrained model *is* the
+    full-covariance Gaussian fit, in the data's own units.
+    """
+    return [fl.StandardizeLayer(dtype=dtype, name="standardize"),
+            fl.TriangularAffineLayer(dtype=dtype, name="gaussian")]
+
+
+def _mixing(kind: str, index: int, dtype) -> list[fl.FlowLayer]:
+    if kind == "reverse":
+        return [fl.PermutationLayer(kind="reverse", event_ndims=1, dtype=dtype,
+                                    name=f"reverse_{index}")]
+    if kind == "lu":
+        return [fl.LUConv1x1Layer(event_ndims=1, seed=index, dtype=dtype, name=f"lu_{index}")]
+    return []
+
+
+def _autoregressive_model(owner: str, layer_class, event_shape, *, transforms: int,
+                          hidden_units: Sequence[int], transform: str, num_bins: int,
+                          bound: float, mixing: str, dtype, name: str) -> FlowModel:
+    dims = vector_dims(owner, event_shape)
+    if int(transforms) < 1:
+        raise ValueError(f"{owner}: expected transforms >= 1, got {transforms}.")
+    if mixing not in MIXINGS:
+        raise ValueError(f"{owner}: mixing must be one of {MIXINGS}, got {mixing!r}.")
+    dtype, network_dtype = flow_and_network_dtypes(dtype)
+    parts = gaussian_start(dtype)
+    for index in range(int(transforms)):
+        if index:
+            parts += _mixing(mixing, index, dtype)
+        parts.append(layer_class(hidden_units=tuple(hidden_units), transform=transform,
+                                 num_bins=num_bins, bound=bound, network_dtype=network_dtype,
+                                 dtype=dtype, name=f"{name}_{index}"))
+    return FlowModel(fl.ChainLayer(parts, dtype=dtype, name=name), (dims,), name=name,
+                     dtype=dtype)
+
+
+def MAF(event_shape, *, transforms: int = 5, hidden_units: Sequence[int] = (128, 128),
+        transform: str = "affine", num_bins: int = 8, bound: float = 5.0,
+        mixing: str = "reverse", dtype=None, name: str = "maf") -> FlowModel:
+    """Masked autoregressive flow (Papamakarios et al., 2017) as a `FlowModel` on [D] vectors.
+
+    Data -> latent: the data's standardisation and a full affine map (both set
+    from the data by `initialize`, so an untrained model is the Gaussian fit),
+    then `transforms` autoregressive layers, each a MADE (`hidden_units`) and
+    an affine (or spline) map per entry, with the entry order reversed between
+    them (`mixing="reverse"`; `"lu"` learns a linear mixing instead).
+
+    Speed: `log_prob` and training take one MADE pass per layer; `sample`
+    takes D passes per layer (use `IAF` where sampling must be fast).
+
+    Args:
+      event_shape: (D,).
+      transforms: number of autoregressive layers.
+      hidden_units: widths of each MADE's hidden layers (each >= D - 1).
+      transform: "affine" (MAF) or "spline" (see `NSF`).
+      num_bins, bound: the spline's bins on [-bound, bound] (standardised units).
+      mixing: "reverse", "lu" or "none" between the layers.
+      dtype: "float32", "float64", a mixed-precision policy, or None.
+    """
+    return _autoregressive_model("MAF", fl.MaskedAutoregressiveLayer, event_shape,
+                                 transforms=transforms, hidden_units=hidden_units,
+                                 transform=transform, num_bins=num_bins, bound=bound,
+                                 mixing=mixing, dtype=dtype, name=name)
+
+
+def IAF(event_shape, *, transforms: int = 5, hidden_units: Sequence[int] = (128, 128),
+        transform: str = "affine", num_bins: int = 8, bound: float = 5.0,
+        mixing: str = "reverse", dtype=None, name: str = "iaf") -> FlowModel:
+    """Inverse autoregressive flow (Kingma et al., 2016) as a `FlowModel` on [D] vectors.
+
+    The arguments and the Gaussian start are `MAF`'s. The fast direction is
+    the other one: `sample` takes one MADE pass per layer, `log_prob` and
+    training take D (a fit on data is D times slower than `MAF`'s).
+    """
+    return _autoregressive_model("IAF", fl.InverseAutoregressiveLayer, event_shape,
+                                 transforms=transforms, hidden_units=hidden_units,
+                                 transform=transform, num_bins=num_bins, bound=bound,
+                                 mixing=mixing, dtype=dtype, name=name)
+
+
+def NSF(event_shape, *, transforms: int = 3, hidden_units: Sequence[int] = (128, 128),
+        num_bins: int = 8, bound: float = 5.0, mixing: str = "reverse", dtype=None,
+        name: str = "nsf") -> FlowModel:
+    """Neural Spline Flow (Durkan et al., 2019), autoregressive form, on [D] vectors.
+
+    `MAF` with monotone rational-quadratic splines (`num_bins` bins on
+    [-bound, bound] of the standardised data, linear tails outside) in place
+    of the affine maps: far more flexible per layer, so fewer layers are
+    needed. For the coupling form use `RealNVP(..., coupling="spline")`.
+    """
+    return _autoregressive_model("NSF", fl.MaskedAutoregressiveLayer, event_shape,
+                                 transforms=transforms, hidden_units=hidden_units,
+                                 transform="spline", num_bins=num_bins, bound=bound,
+                                 mixing=mixing, dtype=dtype, name=name)
