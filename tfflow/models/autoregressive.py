@@ -12,6 +12,9 @@ __all__ = ["IAF", "MAF", "NSF", "gaussian_start", "vector_dims"]
 
 MIXINGS = ("reverse", "lu", "none")
 
+#: Rows the Gaussian start is fitted on when `fit` initialises (a full covariance needs many).
+GAUSSIAN_START_EXAMPLES = 100_000
+
 
 def vector_dims(owner: str, event_shape) -> int:
     """D of a [D] event shape, with the error every vector model gives otherwise."""
@@ -61,7 +64,7 @@ def _autoregressive_model(owner: str, layer_class, event_shape, *, transforms: i
                                  num_bins=num_bins, bound=bound, network_dtype=network_dtype,
                                  dtype=dtype, name=f"{name}_{index}"))
     return FlowModel(fl.ChainLayer(parts, dtype=dtype, name=name), (dims,), name=name,
-                     dtype=dtype)
+                     dtype=dtype, initialization_examples=GAUSSIAN_START_EXAMPLES)
 
 
 def MAF(event_shape, *, transforms: int = 5, hidden_units: Sequence[int] = (128, 128),

@@ -78,7 +78,8 @@ class FlowModel(keras.Model):
     """
 
     def __init__(self, flow: FlowLayer | dict, event_shape, *, num_levels: int | None = None,
-                 num_classes: int | None = None, **kwargs):
+                 num_classes: int | None = None, initialization_examples: int = 512,
+                 **kwargs):
         """Builds the model and all its weights.
 
         Args:
@@ -88,12 +89,16 @@ class FlowModel(keras.Model):
             into [0, 1) (256 for 8-bit images, 17 for digits); None for
             continuous data. Sets the `D log B` term of bits/dim.
           num_classes: labels are required in `log_prob`/`sample` when set.
+          initialization_examples: how many examples `fit` gives the
+            data-dependent initialisation (ActNorm, the Gaussian start of
+            vector models), taken from the start of the data.
         """
         super().__init__(**kwargs)
         self.flow = deserialize(flow) if isinstance(flow, dict) else flow
         self.event_shape = tuple(int(d) for d in event_shape)
         self.num_levels = None if num_levels is None else int(num_levels)
         self.num_classes = None if num_classes is None else int(num_classes)
+        self.initialization_examples = int(initialization_examples)
         self.num_dims = int(np.prod(self.event_shape))
         self.latent_shape = tuple(self.flow.output_event_shape(self.event_shape))
         if not self.flow.built:  # deserialised from a config, it comes built
@@ -109,7 +114,8 @@ class FlowModel(keras.Model):
     def get_config(self):
         return {**super().get_config(), "flow": serialize(self.flow),
                 "event_shape": list(self.event_shape), "num_levels": self.num_levels,
-                "num_classes": self.num_classes}
+                "num_classes": self.num_classes,
+                "initialization_examples": self.initialization_examples}
 
     @classmethod
     def from_config(cls, config):
@@ -410,7 +416,8 @@ class FlowModel(keras.Model):
         if not self.is_initialized:
             # Labels passed as `y` (arrays) are needed too: a class prior follows the ActNorms.
             data = x if y is None else (x, y)
-            self.initialize(*initialization_batch(data, self.num_classes))
+            self.initialize(*initialization_batch(data, self.num_classes,
+                                                  self.initialization_examples))
         if isinstance(x, tf.data.Dataset) and not args:
             # A dataset orders itself; Keras would warn that its default shuffle=True is ignored.
             kwargs.setdefault("shuffle", False)
