@@ -25,7 +25,7 @@ def _concat(ds):
 
 
 def _stored_digits():
-    with np.load(data._DIGITS_PATH) as stored:
+    with np.load(data.digits.DIGITS_PATH) as stored:
         return {key: stored[key] for key in stored.files}
 
 
