@@ -34,9 +34,14 @@ def test_bfloat16_networks_float32_flow_and_log_prob_close_to_float32():
     mixed.set_weights(full.get_weights())
     layers = mixed._flatten_layers(include_self=False, recursive=True)
     networks = [l for l in layers if isinstance(l, (fl.GlowConditioner, fl.ZeroInitConv))]
-    assert networks and all(l.compute_dtype == "bfloat16" for l in networks)
+    assert all(l.compute_dtype == "bfloat16" for l in networks)
+    # Glow's steps (stacked weights) run their networks in the network policy's dtype.
+    steps = [l for l in layers if isinstance(l, fl.GlowStepsLayer)]
+    assert networks or steps
+    assert all(keras.DTypePolicy(l.network_dtype).compute_dtype == "bfloat16" for l in steps)
     flow_layers = [l for l in layers if isinstance(l, (fl.ActNormLayer, fl.LUConv1x1Layer,
-                                                       fl.AffineCouplingLayer))]
+                                                       fl.AffineCouplingLayer,
+                                                       fl.GlowStepsLayer))]
     assert flow_layers and all(l.compute_dtype == "float32" for l in flow_layers)
     assert all(w.dtype in ("float32", "int32") for w in mixed.weights)
     assert mixed.dtype_name == "float32"

@@ -22,7 +22,7 @@ import pytest
 import tensorflow as tf
 
 import tfflow
-from tfflow.layers import ActNormLayer
+from tfflow.layers import ActNormLayer, GlowStepsLayer
 
 IMAGE = (4, 4, 1)
 MODELS = {
@@ -119,7 +119,8 @@ def test_log_prob_is_finite_at_the_edges_of_the_data_range(model):
 
 
 def _actnorms(model):
-    return [l for l in model._flatten_layers(include_self=False) if isinstance(l, ActNormLayer)]
+    return [l for l in model._flatten_layers(include_self=False)
+            if isinstance(l, (ActNormLayer, GlowStepsLayer))]
 
 
 @pytest.mark.parametrize("data", ["constant_channel", "all_constant"])
@@ -139,9 +140,11 @@ def test_actnorm_initialises_finitely_on_zero_variance_channels(data):
         for weight in layer.weights:
             assert np.all(np.isfinite(weight.numpy())), weight.path
     # The first ActNorm sees the squeezed data (8 channels): the constant ones (4 of
-    # them, or all) are centred and left unscaled (log-scale exactly 0).
-    log_scales = [[w for w in l.trainable_weights if "scale" in w.path][0].numpy()
-                  for l in layers]
+    # them, or all) are centred and left unscaled (log-scale exactly 0). Glow's steps
+    # stack their ActNorms' log-scales [K, C]: one row per ActNorm.
+    log_scales = [row for l in layers
+                  for row in np.reshape([w for w in l.trainable_weights
+                                         if "scale" in w.path][0].numpy(), (-1, 8))]
     unscaled = max(int(np.sum(s == 0.)) for s in log_scales)
     assert unscaled == (4 if data == "constant_channel" else 8), log_scales
     assert np.all(np.isfinite(model.log_prob(x)))

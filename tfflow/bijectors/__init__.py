@@ -16,7 +16,8 @@ from tfflow.bijectors.actnorm import (ActNorm, actnorm_initial_parameters,
                                       actnorm_parameters_from_moments)
 from tfflow.bijectors.autoregressive import InverseAutoregressive, MaskedAutoregressive
 from tfflow.bijectors.batch_norm import BatchNormalization
-from tfflow.bijectors.glow_steps import (GatherChannels, GlowSteps, ParameterSpec, glow_network,
+from tfflow.bijectors.glow_steps import (GLOW_COUPLINGS, GLOW_PERMUTATIONS, GatherChannels,
+                                         GlowSteps, ParameterSpec, glow_network,
                                          glow_steps_parameters)
 from tfflow.bijectors.coupling import (AdditiveCoupling, AffineCoupling, Coupling,
                                        RationalQuadraticSplineCoupling, glow_log_scale,
@@ -37,6 +38,8 @@ from tfflow.bijectors.structure import ApplyToChannels, ElementwiseAffine
 from tfflow.bijectors.triangular_affine import TriangularAffine, triangular_affine_parameters
 
 __all__ = [
+    "GLOW_COUPLINGS",
+    "GLOW_PERMUTATIONS",
     "ActNorm",
     "AdditiveCoupling",
     "AffineTransform",

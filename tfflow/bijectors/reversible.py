@@ -21,9 +21,49 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from tfflow.bijectors.program import BijectorProgram, ProgramChain
+from tensorflow_probability import bijectors as tfb
 
-__all__ = ["ReversibleChain"]
+from tfflow.bijectors.program import BijectorProgram, ProgramChain, replay_inverse, sum_to_shape
+
+__all__ = ["ReversibleChain", "inverse_vjp"]
+
+
+def inverse_vjp(parts: Sequence[tfb.Bijector], y: tf.Tensor, dy: tf.Tensor, dildj: tf.Tensor,
+                params: Sequence[tf.Tensor], event_ndims: int):
+    """Back-propagates through `tfb.Chain(parts).inverse` from its output alone.
+
+    `parts` are bijectors built from the tensors `params` (in `tfb.Chain` order:
+    `inverse` applies `parts[0]` first) and `y` is the chain's output (latent
+    side). Walking the parts from last to first, each part's input is rebuilt
+    from its output (`parts[i].forward`), its `inverse` is replayed under a
+    `tf.GradientTape`, and `(dy, dildj)` (the gradients of the output and of the
+    summed `inverse_log_det_jacobian` at `event_ndims`) are pulled back through
+    that part alone. Only one part's activations are alive at a time.
+
+    Returns `(x, dx, dparams)`: the rebuilt input, its gradient, and one gradient
+    per parameter (zeros where unconnected, None for integer parameters).
+    """
+    params = list(params)
+    watched = [p for p in params if p.dtype.is_floating]
+    totals = [tf.zeros_like(p) for p in watched]
+    for part in reversed(list(parts)):
+        with tf.control_dependencies([dy]):  # one part's activations at a time
+            y = tf.identity(y)
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(watched)
+            x, y_again, ildj, extra = replay_inverse(part, y, event_ndims, tape)
+        sources = [x] + [s for s, _ in extra] + watched
+        grads = tape.gradient([y_again, ildj], sources,
+                              output_gradients=[dy, sum_to_shape(dildj, ildj)])
+        dx = tf.zeros_like(x) if grads[0] is None else grads[0]
+        for (_, vjp), g in zip(extra, grads[1:1 + len(extra)]):
+            if g is not None:
+                dx = dx + vjp(g)
+        totals = [t if g is None else t + tf.convert_to_tensor(g)
+                  for t, g in zip(totals, grads[1 + len(extra):])]
+        y, dy = tf.stop_gradient(x), dx
+    by_param = iter(totals)
+    return y, dy, [next(by_param) if p.dtype.is_floating else None for p in params]
 
 
 class ReversibleChain(ProgramChain):

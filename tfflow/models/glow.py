@@ -9,8 +9,8 @@ from tfflow.models.flow_model import FlowModel
 
 __all__ = ["Glow", "glow_flow"]
 
-COUPLINGS = ("affine", "additive", "spline")
-MIXINGS = ("lu", "conv", "reverse", "shuffle")
+COUPLINGS = fb.GLOW_COUPLINGS
+MIXINGS = fb.GLOW_PERMUTATIONS
 
 
 def _check_glow_arguments(image_shape, levels, steps_per_level, hidden_channels, coupling,
@@ -32,28 +32,6 @@ def _check_glow_arguments(image_shape, levels, steps_per_level, hidden_channels,
         raise ValueError(f"Glow: permutation must be one of {MIXINGS}, got {mixing!r}.")
 
 
-def _mixing_layer(mixing: str, seed: int, dtype):
-    if mixing == "lu":
-        return fl.LUConv1x1Layer(seed=seed, dtype=dtype)
-    if mixing == "conv":
-        return fl.Conv1x1Layer(seed=seed, dtype=dtype)
-    return fl.PermutationLayer(kind=mixing, seed=seed, dtype=dtype)
-
-
-def _coupling_layer(coupling: str, channels: int, hidden: int, log_scale: str, num_bins: int,
-                    dtype, network_dtype):
-    split = fb.ChannelSplit(0)
-    per_channel = {"affine": 2, "additive": 1,
-                   "spline": fl.SplineCouplingLayer.params_per_channel(num_bins)}[coupling]
-    net = fl.GlowConditioner(hidden, per_channel * split.transformed_channels(channels),
-                             dtype=network_dtype)
-    if coupling == "affine":
-        return fl.AffineCouplingLayer(net, split, log_scale=log_scale, dtype=dtype)
-    if coupling == "spline":
-        return fl.SplineCouplingLayer(net, split, num_bins=num_bins, dtype=dtype)
-    return fl.AdditiveCouplingLayer(net, split, dtype=dtype)
-
-
 def glow_flow(image_shape, *, levels: int, steps_per_level: int, hidden_channels: int,
               coupling: str = "affine", permutation: str = "lu", log_scale: str = "tanh",
               learn_top: bool = True, num_classes: int | None = None, seed: int = 0,
@@ -66,15 +44,13 @@ def glow_flow(image_shape, *, levels: int, steps_per_level: int, hidden_channels
 
     def level(index: int, shape: tuple) -> fl.ChainLayer:
         h, w, c = shape[0] // 2, shape[1] // 2, shape[2] * 4
-        steps: list = []
-        for step in range(steps_per_level):
-            steps += [fl.ActNormLayer(dtype=dtype),
-                      _mixing_layer(permutation, seed * 100_003 + index * 1_009 + step, dtype),
-                      _coupling_layer(coupling, c, hidden_channels, log_scale, num_bins, dtype,
-                                      network_dtype)]
-        if memory_saving:
-            steps = [fl.ReversibleChainLayer(steps, dtype=dtype, name=f"steps_{index}")]
-        parts: list = [fl.SqueezeLayer(dtype=dtype)] + steps
+        # The K steps are one layer of stacked [K, ...] weights, run as one traced step.
+        steps = fl.GlowStepsLayer(
+            steps_per_level, hidden_channels, coupling=coupling, permutation=permutation,
+            log_scale=log_scale, num_bins=num_bins, seed=seed * 100_003 + index * 1_009,
+            memory_saving=memory_saving, network_dtype=network_dtype, dtype=dtype,
+            name=f"steps_{index}")
+        parts: list = [fl.SqueezeLayer(dtype=dtype), steps]
         if index == levels - 1:
             if learn_top or num_classes:
                 parts.append(fl.LearnedPriorLayer(num_classes, dtype=dtype, name="top_prior"))
@@ -125,13 +101,12 @@ def Glow(image_shape, *, levels: int = 2, steps_per_level: int = 8, hidden_chann
         `log_prob`/`sample`/`fit` data.
       num_levels: quantisation levels of the data (256 for 8-bit images).
       seed: seeds the 1x1 conv initialisations.
-      memory_saving: train without storing activations: each level's K steps
-        form a `tfflow.layers.ReversibleChainLayer`, whose backward pass
-        rebuilds every step's input from its output. Peak training memory
+      memory_saving: train without storing activations: the backward pass of
+        each level's K steps rebuilds every step's input from its output, one
+        step at a time (`tfflow.bijectors.StackedSteps`). Peak training memory
         stops growing with K; a step costs about one more pass through the
-        steps. Same weights and values; gradients equal to round-off. The
-        weights sit one layer deeper, so a checkpoint of a model built with
-        another `memory_saving` does not load into this one.
+        steps. Same weights (a checkpoint loads either way) and values;
+        gradients equal to round-off.
       dtype: "float32", "float64", a Keras mixed-precision policy
         ("mixed_bfloat16", "mixed_float16": coupling networks in 16 bits, the
         flow, its log-dets and the loss in float32; see
@@ -141,6 +116,12 @@ def Glow(image_shape, *, levels: int = 2, steps_per_level: int = 8, hidden_chann
 
     The last conv of every coupling network starts at zero, so with
     `log_scale="tanh"` each coupling starts as the identity.
+
+    Each level's K steps are one `tfflow.layers.GlowStepsLayer` whose weights
+    are stacked `[K, ...]`, run as one traced step in a `tf.while_loop` (graph
+    mode) or unrolled (eagerly and under XLA), so tracing does not grow with K.
+    Models saved before this layout (a `ChainLayer` of per-step ActNorm, 1x1
+    conv and coupling layers) still load and run as they were saved.
     """
     flow = glow_flow(image_shape, levels=levels, steps_per_level=steps_per_level,
                      hidden_channels=hidden_channels, coupling=coupling,

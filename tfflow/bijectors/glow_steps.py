@@ -1,0 +1,260 @@
+"""K Glow steps (ActNorm -> invertible 1x1 conv -> coupling) from stacked parameters.
+
+`GlowSteps` is `StackedSteps` with Glow's step: its parameters are one dict of
+`[K, ...]` tensors whose names and shapes `glow_steps_parameters` lists, and
+the coupling's network (Glow's conv3x3 -> ReLU -> conv1x1 -> ReLU -> zero-init
+conv3x3) is a pure function of them (`glow_network`), so that the K steps are
+one traced step run in a loop (see `tfflow.bijectors.stacked_steps`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Mapping
+
+import tensorflow as tf
+
+from tfflow.bijectors._base import FlowBijector
+from tfflow.bijectors.actnorm import ActNorm
+from tfflow.bijectors.coupling import (AdditiveCoupling, AffineCoupling,
+                                       RationalQuadraticSplineCoupling, tanh_log_scale)
+from tfflow.bijectors.invertible_1x1_conv import Invertible1x1Conv, LUInvertible1x1Conv
+from tfflow.bijectors.partitions import ChannelSplit
+from tfflow.bijectors.permute import PermuteChannels
+from tfflow.bijectors.stacked_steps import StackedSteps
+
+__all__ = ["GLOW_COUPLINGS", "GLOW_PERMUTATIONS", "GatherChannels", "GlowSteps", "ParameterSpec",
+           "glow_network", "glow_steps_parameters"]
+
+GLOW_COUPLINGS = ("affine", "additive", "spline")
+GLOW_PERMUTATIONS = ("lu", "conv", "reverse", "shuffle")
+
+#: The network's last conv is scaled by `exp(GAIN_FACTOR * log_gain)` (as `ZeroInitConv`).
+GAIN_FACTOR = 3.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ParameterSpec:
+    """One stacked parameter: its per-step shape, dtype kind and whether it is trained."""
+
+    shape: tuple
+    trainable: bool = True
+    integer: bool = False
+
+
+def _params_per_channel(coupling: str, num_bins: int) -> int:
+    return {"affine": 2, "additive": 1, "spline": 3 * int(num_bins) - 1}[coupling]
+
+
+def glow_steps_parameters(channels: int, hidden_channels: int, *, coupling: str = "affine",
+                          permutation: str = "lu", num_bins: int = 8) -> dict:
+    """`{name: ParameterSpec}` of one Glow step on `channels` channels (without the K axis).
+
+    ActNorm: `actnorm_loc`, `actnorm_log_scale` [C]. Mixing: "lu" has
+    `permutation` (int, fixed), `lower`, `upper` [C, C], `sign_s` (fixed),
+    `log_abs_s` [C]; "conv" a `kernel` [C, C]; "shuffle" a fixed `permutation`;
+    "reverse" nothing. Network (C_a = conditioning channels, P = its outputs):
+    `conv_in_kernel` [3, 3, C_a, H], `conv_in_bias` [H], `conv_mid_kernel`
+    [1, 1, H, H], `conv_mid_bias` [H], `conv_out_kernel` [3, 3, H, P],
+    `conv_out_bias` [P], `log_gain` [P].
+    """
+    if coupling not in GLOW_COUPLINGS:
+        raise ValueError(f"GlowSteps: coupling must be one of {GLOW_COUPLINGS}, got "
+                         f"{coupling!r}.")
+    if permutation not in GLOW_PERMUTATIONS:
+        raise ValueError(f"GlowSteps: permutation must be one of {GLOW_PERMUTATIONS}, got "
+                         f"{permutation!r}.")
+    c, h = int(channels), int(hidden_channels)
+    if c < 2 or h < 1:
+        raise ValueError(f"GlowSteps: expected >= 2 channels and hidden_channels >= 1, got "
+                         f"{c} and {h}.")
+    split = ChannelSplit(0)
+    c_a = split.conditioning_channels(c)
+    out = _params_per_channel(coupling, num_bins) * split.transformed_channels(c)
+    specs = {"actnorm_loc": ParameterSpec((c,)), "actnorm_log_scale": ParameterSpec((c,))}
+    if permutation == "lu":
+        specs.update(permutation=ParameterSpec((c,), trainable=False, integer=True),
+                     lower=ParameterSpec((c, c)), upper=ParameterSpec((c, c)),
+                     sign_s=ParameterSpec((c,), trainable=False),
+                     log_abs_s=ParameterSpec((c,)))
+    elif permutation == "conv":
+        specs["kernel"] = ParameterSpec((c, c))
+    elif permutation == "shuffle":
+        specs["permutation"] = ParameterSpec((c,), trainable=False, integer=True)
+    specs.update(conv_in_kernel=ParameterSpec((3, 3, c_a, h)), conv_in_bias=ParameterSpec((h,)),
+                 conv_mid_kernel=ParameterSpec((1, 1, h, h)), conv_mid_bias=ParameterSpec((h,)),
+                 conv_out_kernel=ParameterSpec((3, 3, h, out)), conv_out_bias=ParameterSpec((out,)),
+                 log_gain=ParameterSpec((out,)))
+    return specs
+
+
+def glow_network(x: tf.Tensor, params: Mapping[str, tf.Tensor], *,
+                 compute_dtype: tf.DType | None = None) -> tf.Tensor:
+    """Glow's coupling network on `x` [..., H, W, C_a] with one step's `params`.
+
+    `relu(conv3x3(x)) -> relu(conv1x1(.)) -> conv3x3(.) * exp(3 log_gain)`, all
+    convolutions 'same' with bias (the math of `tfflow.layers.GlowConditioner`).
+    `compute_dtype` (e.g. bfloat16 under mixed precision) is the arithmetic's
+    dtype; the result comes back in it (the coupling casts it).
+    """
+    dtype = tf.as_dtype(compute_dtype or x.dtype)
+
+    def get(name):
+        return tf.cast(params[name], dtype)
+
+    rank = x.shape.rank
+    batch_shape = tf.shape(x)[:rank - 3]
+    h = tf.cast(tf.reshape(x, tf.concat([[-1], tf.shape(x)[rank - 3:]], 0)) if rank != 4
+                else x, dtype)
+    h = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(h, get("conv_in_kernel"), 1, "SAME"),
+                                  get("conv_in_bias")))
+    h = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(h, get("conv_mid_kernel"), 1, "SAME"),
+                                  get("conv_mid_bias")))
+    h = tf.nn.bias_add(tf.nn.conv2d(h, get("conv_out_kernel"), 1, "SAME"), get("conv_out_bias"))
+    h = h * tf.exp(get("log_gain") * tf.cast(GAIN_FACTOR, dtype))
+    if rank != 4:
+        h = tf.reshape(h, tf.concat([batch_shape, tf.shape(h)[1:]], 0))
+    return h
+
+
+class GatherChannels(FlowBijector):
+    """A channel permutation given as a (possibly traced) int tensor.
+
+    Inverse: `z[..., i] = x[..., permutation[i]]`; forward: the inverse
+    permutation; log-det 0. `PermuteChannels` needs the permutation as a
+    constant; inside a loop over stacked steps it is step k's slice.
+    """
+
+    def __init__(self, permutation, *, event_ndims: int = 3, name: str = "gather_channels"):
+        parameters = dict(locals())
+        self._permutation = tf.convert_to_tensor(permutation, tf.int32)
+        with tf.name_scope(name) as name:
+            super().__init__(forward_min_event_ndims=int(event_ndims), is_constant_jacobian=True,
+                             validate_args=False, parameters=parameters, name=name)
+
+    def _zero(self, x):
+        return tf.zeros([], x.dtype)
+
+    def _forward_and_log_det(self, x):
+        return tf.gather(x, tf.math.invert_permutation(self._permutation), axis=-1), self._zero(x)
+
+    def _inverse_and_log_det(self, y):
+        return tf.gather(y, self._permutation, axis=-1), self._zero(y)
+
+    def _forward_log_det_jacobian(self, x):
+        return self._zero(x)
+
+    def _inverse_log_det_jacobian(self, y):
+        return self._zero(y)
+
+
+class GlowSteps(StackedSteps):
+    """K Glow flow steps, each ActNorm -> invertible 1x1 conv -> coupling, at one scale.
+
+    tfflow bijectors follow TFP: `forward` maps latent -> data (generation),
+    `inverse` maps data -> latent (the paper's normalising direction). Step k,
+    in the normalising direction, on an [H, W, C] event:
+
+        a = (x - actnorm_loc[k]) * exp(-actnorm_log_scale[k])
+        b = W_k a                                   (1x1 conv / permutation)
+        (b_a, b_b) = split(b);  t = NN_k(b_a)       (glow_network)
+        affine:   z_b = b_b * exp(s(t_s)) + t_m,  z_a = b_a
+        additive: z_b = b_b + t;  spline: rational-quadratic in b_b
+
+    Inverse log-det of step k: `-H W sum(actnorm_log_scale[k]) + H W log|det W_k|`
+    plus the coupling's; the total is the sum over k. `inverse` applies step 0
+    first; `forward` undoes step K-1 first.
+
+    #### Examples
+
+    ```python
+    specs = tfflow.bijectors.glow_steps_parameters(4, 16)
+    params = {name: tf.zeros((8,) + s.shape, tf.int32 if s.integer else tf.float32)
+              for name, s in specs.items()}   # (use real weights: lower/upper/... from lu)
+    steps = tfflow.bijectors.GlowSteps(params)
+    ```
+
+    #### References
+
+    [1] Kingma & Dhariwal. Glow: Generative Flow with Invertible 1x1
+        Convolutions. NeurIPS 2018. https://arxiv.org/abs/1807.03039
+    """
+
+    def __init__(self, params: Mapping[str, tf.Tensor], *, coupling: str = "affine",
+                 permutation: str = "lu",
+                 log_scale_fn: Callable[[tf.Tensor], tf.Tensor] = tanh_log_scale,
+                 num_bins: int = 8, bound: float = 3.0, network_dtype=None,
+                 memory_saving: bool = False, unroll: bool | None = None,
+                 validate_args: bool = False, name: str = "glow_steps"):
+        """Builds the bijector.
+
+        Args:
+          params: `{name: [K, ...] tensor}`, exactly the names of
+            `glow_steps_parameters(C, H, coupling=..., permutation=...)`.
+          coupling: "affine", "additive" or "spline" (`num_bins` bins on
+            [-bound, bound]).
+          permutation: "lu", "conv", "reverse" or "shuffle".
+          log_scale_fn: the affine coupling's bounded log-scale.
+          num_bins, bound: the spline's.
+          network_dtype: the network's arithmetic dtype (bfloat16/float16
+            under mixed precision); default the parameters' dtype.
+          memory_saving, unroll, validate_args, name: as `StackedSteps`.
+        """
+        owner = type(self).__name__
+        names = sorted(params)
+        kernel = params.get("conv_in_kernel")
+        if kernel is None or "actnorm_loc" not in params:
+            raise ValueError(f"{owner}: expected the parameters of glow_steps_parameters(), "
+                             f"got names {names}.")
+        channels = int(params["actnorm_loc"].shape[-1])
+        hidden = int(kernel.shape[-1])
+        specs = glow_steps_parameters(channels, hidden, coupling=coupling,
+                                      permutation=permutation, num_bins=num_bins)
+        if set(specs) != set(params):
+            raise ValueError(f"{owner}: expected parameters {sorted(specs)} for coupling="
+                             f"{coupling!r}, permutation={permutation!r}, got {names}.")
+        for what, spec in specs.items():
+            got = tuple(params[what].shape[1:])
+            if got != spec.shape:
+                raise ValueError(f"{owner}: expected `{what}` of shape [K, "
+                                 f"{', '.join(map(str, spec.shape))}], got "
+                                 f"{list(params[what].shape)}.")
+        self._names = list(specs)
+        self._coupling = coupling
+        self._permutation = permutation
+        self._log_scale_fn = log_scale_fn
+        self._num_bins = int(num_bins)
+        self._bound = float(bound)
+        self._network_dtype = None if network_dtype is None else tf.as_dtype(network_dtype)
+        self._channels = channels
+        super().__init__(self._glow_step, [params[n] for n in self._names], event_ndims=3,
+                         memory_saving=memory_saving, unroll=unroll,
+                         validate_args=validate_args, name=name)
+
+    def _glow_step(self, values):
+        p = dict(zip(self._names, values))
+        dtype = p["actnorm_loc"].dtype
+        parts = [ActNorm(p["actnorm_loc"], p["actnorm_log_scale"])]
+        if self._permutation == "lu":
+            parts.append(LUInvertible1x1Conv(p["permutation"], p["lower"], p["upper"],
+                                             p["sign_s"], p["log_abs_s"]))
+        elif self._permutation == "conv":
+            parts.append(Invertible1x1Conv(p["kernel"]))
+        elif self._permutation == "shuffle":
+            parts.append(GatherChannels(p["permutation"]))
+        else:
+            parts.append(PermuteChannels.reverse(self._channels))
+
+        def network(conditioning):
+            return glow_network(conditioning, p, compute_dtype=self._network_dtype)
+
+        split = ChannelSplit(0)
+        if self._coupling == "affine":
+            parts.append(AffineCoupling(network, split, log_scale_fn=self._log_scale_fn,
+                                        dtype=dtype))
+        elif self._coupling == "additive":
+            parts.append(AdditiveCoupling(network, split, dtype=dtype))
+        else:
+            parts.append(RationalQuadraticSplineCoupling(network, split, num_bins=self._num_bins,
+                                                         bound=self._bound, dtype=dtype))
+        return parts

@@ -1,0 +1,186 @@
+"""`GlowStepsLayer`: the K flow steps of one Glow scale, their weights stacked `[K, ...]`."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfflow import bijectors as fb
+from tfflow.bijectors._base import FlowBijector
+from tfflow.layers.base import FlowContext, FlowLayer
+from tfflow.layers.coupling import LOG_SCALE_FUNCTIONS
+from tfflow.layers.mixing import _random_rotation
+
+__all__ = ["GlowStepsLayer"]
+
+
+def _stacked(initializer, num_steps: int):
+    """An initializer that draws each of the K steps' slices separately.
+
+    Glorot's fans must be those of one step's kernel, not of the [K, ...] stack.
+    """
+    def init(shape, dtype=None):
+        return tf.stack([initializer(tuple(shape[1:]), dtype=dtype) for _ in range(num_steps)])
+    return init
+
+
+class _InitializingGlowSteps(FlowBijector):
+    """Glow's data-dependent init, step by step: each ActNorm standardises what it sees.
+
+    Runs the K steps one at a time in the data -> latent direction; step k's
+    ActNorm takes `actnorm_initial_parameters` of its input, and the stacked
+    values are recorded as `{layer: (loc [K, C], log_scale [K, C])}` for
+    `layer.assign_initial` (`FlowModel.initialize`).
+    """
+
+    def __init__(self, layer: "GlowStepsLayer", params: dict, records: dict):
+        self._layer = layer
+        self._params = params
+        self._records = records
+        super().__init__(forward_min_event_ndims=3, validate_args=False, parameters={},
+                         name=f"initializing_{layer.name}")
+
+    def _forward_and_log_det(self, x):
+        raise ValueError("GlowStepsLayer: data-dependent initialisation runs in the data -> "
+                         "latent direction (inverse/log_prob) only.")
+
+    def _inverse_and_log_det(self, y):
+        locs, log_scales = [], []
+        ildj = tf.zeros([], y.dtype)
+        for k in range(self._layer.num_steps):
+            loc, log_scale = fb.actnorm_initial_parameters(y, epsilon=self._layer.epsilon)
+            params = {name: p[k:k + 1] for name, p in self._params.items()}
+            params["actnorm_loc"], params["actnorm_log_scale"] = loc[None], log_scale[None]
+            y, ldj = self._layer.steps_bijector(params, unroll=True)._inverse_and_log_det(y)
+            locs.append(loc)
+            log_scales.append(log_scale)
+            ildj = ildj + ldj
+        self._records[self._layer] = (tf.stack(locs), tf.stack(log_scales))
+        return y, ildj
+
+
+@keras.saving.register_keras_serializable(package="tfflow")
+class GlowStepsLayer(FlowLayer):
+    """Owns the weights of K Glow steps (ActNorm -> 1x1 conv -> coupling), stacked `[K, ...]`.
+
+    Hands out a `tfflow.bijectors.GlowSteps`, which runs the K steps as one
+    traced step in a loop (unrolled eagerly and under XLA). So a deeper Glow
+    costs no more to trace, and Keras sees ~15 weights per scale instead of
+    ~15 K, each `[K, ...]` (its optimizer's update is one op per weight too).
+
+    Weights (see `tfflow.bijectors.glow_steps_parameters`): ActNorm's
+    `actnorm_loc`/`actnorm_log_scale` (zero until `FlowModel.initialize`, which
+    initialises them step by step from data; the non-trainable `initialized`
+    flag is saved with the model), the mixing's (LU: `lower`, `upper`,
+    `log_abs_s` trained, `permutation`, `sign_s` fixed, from a random rotation
+    per step seeded `seed + k`), and the coupling network's (Glorot-uniform
+    first two convs, zero last conv and gain: every coupling starts as the
+    identity with `log_scale="tanh"`).
+
+    Args:
+      num_steps: K.
+      hidden_channels: width of the coupling networks.
+      coupling: "affine", "additive" or "spline" (`num_bins`).
+      permutation: "lu", "conv", "reverse" or "shuffle".
+      log_scale: affine coupling's scale, "tanh" or "glow".
+      seed: seeds the rotations (LU/conv) and shuffles; step k uses `seed + k`.
+      memory_saving: the gradient rebuilds activations instead of storing them.
+      network_dtype: the networks' dtype policy ("mixed_bfloat16"...); default
+        the layer's.
+      epsilon: ActNorm initialisation's smallest divided-out standard deviation.
+    """
+
+    needs_data_init = True  # its ActNorms (FlowModel.initialize, `assign_initial`)
+
+    def __init__(self, num_steps: int, hidden_channels: int, *, coupling: str = "affine",
+                 permutation: str = "lu", log_scale: str = "tanh", num_bins: int = 8,
+                 seed: int = 0, memory_saving: bool = False, network_dtype=None,
+                 epsilon: float = 1e-6, **kwargs):
+        super().__init__(**kwargs)
+        if int(num_steps) < 1 or int(hidden_channels) < 1:
+            raise ValueError(f"GlowStepsLayer: num_steps and hidden_channels must be >= 1, got "
+                             f"{num_steps} and {hidden_channels}.")
+        if log_scale not in LOG_SCALE_FUNCTIONS:
+            raise ValueError(f"GlowStepsLayer: log_scale must be one of "
+                             f"{sorted(LOG_SCALE_FUNCTIONS)}, got {log_scale!r}.")
+        self.num_steps = int(num_steps)
+        self.hidden_channels = int(hidden_channels)
+        self.coupling = coupling
+        self.permutation = permutation
+        self.log_scale = log_scale
+        self.num_bins = int(num_bins)
+        self.seed = int(seed)
+        self.memory_saving = bool(memory_saving)
+        self.network_dtype = network_dtype
+        self.epsilon = float(epsilon)
+        fb.glow_steps_parameters(2, 1, coupling=coupling, permutation=permutation)  # checks
+
+    def build(self, input_shape):
+        channels = int(input_shape[-1])
+        specs = fb.glow_steps_parameters(channels, self.hidden_channels,
+                                         coupling=self.coupling, permutation=self.permutation,
+                                         num_bins=self.num_bins)
+        k = self.num_steps
+        seeds = [self.seed + step for step in range(k)]
+        fixed = {}
+        if self.permutation == "lu":
+            lus = [fb.lu_parameters(tf.constant(_random_rotation(channels, s))) for s in seeds]
+            fixed = {name: np.stack([lu[name].numpy() for lu in lus]) for name in lus[0]}
+        elif self.permutation == "conv":
+            fixed["kernel"] = np.stack([_random_rotation(channels, s) for s in seeds])
+        elif self.permutation == "shuffle":
+            fixed["permutation"] = np.stack([np.random.default_rng(s).permutation(channels)
+                                             for s in seeds])
+        glorot = _stacked(keras.initializers.GlorotUniform(), k)
+        self.step_weights = {}
+        for name, spec in specs.items():
+            if name in fixed:
+                initializer = keras.initializers.Constant(fixed[name])
+            elif name in ("conv_in_kernel", "conv_mid_kernel"):
+                initializer = glorot
+            else:
+                initializer = "zeros"
+            self.step_weights[name] = self.add_weight(
+                name=name, shape=(k,) + spec.shape, initializer=initializer,
+                trainable=spec.trainable, dtype="int32" if spec.integer else None)
+        self.initialized = self.add_weight(name="initialized", shape=(), initializer="zeros",
+                                           trainable=False, dtype="float32")
+        super().build(input_shape)
+
+    def _network_compute_dtype(self):
+        if self.network_dtype is None:
+            return None
+        return keras.DTypePolicy(self.network_dtype).compute_dtype
+
+    def steps_bijector(self, params: dict, *, unroll: bool | None = None) -> fb.GlowSteps:
+        """`GlowSteps` of this layer's architecture with the given stacked `params`."""
+        return fb.GlowSteps(params, coupling=self.coupling, permutation=self.permutation,
+                            log_scale_fn=LOG_SCALE_FUNCTIONS[self.log_scale],
+                            num_bins=self.num_bins, network_dtype=self._network_compute_dtype(),
+                            memory_saving=self.memory_saving, unroll=unroll, name=self.name)
+
+    def bijector(self, context: FlowContext | None = None) -> fb.GlowSteps:
+        context = context or FlowContext()
+        params = {name: tf.convert_to_tensor(w) for name, w in self.step_weights.items()}
+        if context.init_records is not None:
+            return _InitializingGlowSteps(self, params, context.init_records)
+        return self.steps_bijector(params)
+
+    def program(self, context=None, *, compile=True):
+        return None  # its steps are one traced step already
+
+    def assign_initial(self, loc, log_scale):
+        """Sets the K ActNorms' `[K, C]` parameters (from `FlowModel.initialize`)."""
+        for name, value in (("actnorm_loc", loc), ("actnorm_log_scale", log_scale)):
+            weight = self.step_weights[name]
+            weight.assign(tf.cast(value, weight.dtype))
+        self.initialized.assign(1.)
+
+    def get_config(self):
+        return {**super().get_config(), "num_steps": self.num_steps,
+                "hidden_channels": self.hidden_channels, "coupling": self.coupling,
+                "permutation": self.permutation, "log_scale": self.log_scale,
+                "num_bins": self.num_bins, "seed": self.seed,
+                "memory_saving": self.memory_saving, "network_dtype": self.network_dtype,
+                "epsilon": self.epsilon}
