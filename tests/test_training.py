@@ -11,7 +11,6 @@ import tensorflow as tf
 
 from tfflow import data as tfdata
 from tfflow import images, training
-from tfflow.training import runs
 
 TINY_VECTOR_FLOW = dict(model="realnvp", num_couplings=2, hidden_units=(8,), epochs=1,
                         batch_size=64, verbose=0)
@@ -254,7 +253,8 @@ def test_train_on_a_tfds_set_carves_validation_from_train(tmp_path):
                                   verbose=0)
     with tfds.testing.mock_data(num_examples=20):
         # mnist has no validation split: it comes from the end of "train".
-        splits = [runs._split_name(config, split) for split in ("train", "validation", "test")]
+        source = tfdata.source(config.dataset, data_dir=config.data_dir)
+        splits = [source.split_name(split) for split in ("train", "validation", "test")]
         result = training.train(config)
     assert splits == ["train[:90%]", "train[90%:]", "test"]
     assert result.test.num_examples == 20

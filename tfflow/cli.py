@@ -21,7 +21,10 @@ from typing import Any, NoReturn
 from absl import flags
 from absl import logging
 
+from tfflow import data as tfdata
 from tfflow import training
+from tfflow.models import glow
+from tfflow.training import config as config_module
 
 __all__ = [
     "define_evaluate_flags",
@@ -48,18 +51,17 @@ def define_train_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     string, integer, real, boolean, int_list = _definers(flag_values)
     string("model", d.model, f"Flow: {', '.join(training.MODEL_NAMES)}.")
     string("dataset", d.dataset,
-           "Embedded set (digits, two_moons, circles, eight_gaussians, "
-           "checkerboard, pinwheel, spirals), a TFDS image set prepared under "
-           "--data_dir (mnist, fashion_mnist, cifar10, celeb_a, ...), or a path "
-           "to a .npy/.csv table [N, D].")
+           f"Embedded set ({', '.join(tfdata.EMBEDDED_DATASETS)}), a TFDS image set prepared "
+           f"under --data_dir ({', '.join(tfdata.TFDS_IMAGE_DATASETS)}, ...), or a path "
+           f"to a {'/'.join(tfdata.TABLE_EXTENSIONS)} table [N, D].")
     string("data_dir", d.data_dir, "TFDS data directory (nothing is downloaded).")
     string("workdir", None, "Output folder (default ./tfflow_runs/<model>-<dataset>).")
     integer("epochs", d.epochs, "Most passes over the training split.")
     integer("batch_size", d.batch_size, "Global batch size.")
     real("learning_rate", d.learning_rate, "Adam's peak learning rate.")
     string("lr_schedule", d.lr_schedule,
-           "cosine: warm-up, then cosine decay until the epochs or the time "
-           "budget run out; constant: warm-up, then flat.")
+           f"One of {', '.join(config_module.LR_SCHEDULES)}. cosine: warm-up, then cosine "
+           "decay until the epochs or the time budget run out; constant: warm-up, then flat.")
     integer("warmup_steps", d.warmup_steps, "Steps of linear learning-rate warm-up.")
     real("clipnorm", d.clipnorm, "Gradient-norm clipping (default: none).")
     real("weight_decay", d.weight_decay, "Decoupled weight decay (AdamW) if > 0.")
@@ -81,9 +83,9 @@ def define_train_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     integer("levels", d.levels, "Glow: number of scales L.")
     integer("steps_per_level", d.steps_per_level, "Glow: flow steps K per scale.")
     integer("hidden_channels", d.hidden_channels, "Glow: width of the coupling networks.")
-    string("coupling", d.coupling, "Glow: affine or additive coupling.")
+    string("coupling", d.coupling, f"Glow: coupling, one of {', '.join(glow.COUPLINGS)}.")
     string("permutation", d.permutation,
-           "Glow: lu (1x1 conv, LU form), conv, reverse or shuffle.")
+           f"Glow: channel mixing, one of {', '.join(glow.MIXINGS)} (lu: 1x1 conv, LU form).")
     integer("scales", d.scales, "RealNVP on images: number of scales.")
     integer("filters", d.filters, "RealNVP on images: ResNet conditioner width.")
     integer("blocks", d.blocks, "RealNVP on images: ResNet blocks per conditioner.")
@@ -95,8 +97,8 @@ def define_train_flags(flag_values: flags.FlagValues = FLAGS) -> None:
             "Rebuild activations from the flow's outputs in the backward pass instead of "
             "storing them: memory stops growing with depth, a step costs ~1 more pass.")
     string("precision", d.precision,
-           "float32, mixed_bfloat16 or mixed_float16 (coupling networks in 16 bits; the "
-           "flow, log-dets and loss stay float32).")
+           f"One of {', '.join(training.PRECISIONS)} (mixed: coupling networks in 16 bits; "
+           "the flow, log-dets and loss stay float32).")
     integer("seed", d.seed, "Seeds weights, data order, noise and samples.")
     string("strategy", d.strategy,
            "Distribution strategy: default (one device), mirrored (all local GPUs), "
@@ -126,7 +128,7 @@ def define_evaluate_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     """Defines `tfflow-evaluate`'s flags."""
     string, integer, _, _, _ = _definers(flag_values)
     string("workdir", _DEFAULT_WORKDIR, "A folder written by tfflow-train.")
-    string("split", "test", "Split to evaluate: test, validation or train.")
+    string("split", "test", f"Split to evaluate: {', '.join(tfdata.SPLITS)}.")
     integer("batch_size", 256, "Examples per evaluation batch.")
 
 
@@ -188,8 +190,8 @@ def evaluate_main(argv: Sequence[str]) -> None:
     """`tfflow-evaluate`: bits/dim and worst round-trip error of a trained model."""
     def run() -> None:
         _reject_positional(argv)
-        if FLAGS.split not in ("train", "validation", "test"):
-            raise training.UserError(f"expected --split train, validation or test, got "
+        if FLAGS.split not in tfdata.SPLITS:
+            raise training.UserError(f"expected --split one of {', '.join(tfdata.SPLITS)}, got "
                                      f"{FLAGS.split!r}.")
         model, config = training.load_run(FLAGS.workdir)
         result = training.evaluate(model, config, split=FLAGS.split,

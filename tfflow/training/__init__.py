@@ -3,7 +3,8 @@
 One `TrainConfig` holds every hyper-parameter (with defaults that train Glow on
 the embedded digits within a few minutes on a laptop CPU). `train(config)`:
 
-1. describes the data (`tfflow.data.info`) and builds the model inside the
+1. resolves the data set once into a `RunData` (its `tfflow.data.Source`, and
+   how the run batches it) and builds the model inside the
    `tf.distribute.Strategy` made by `make_strategy` (the one place strategies
    are created);
 2. fits it with a validation split, early stopping on the validation loss that
@@ -22,8 +23,9 @@ model and config.
 The pieces, one module each: `config` (TrainConfig and the results),
 `strategies` (tf.distribute), `callbacks` (budget, annealing, divergence guard,
 TensorBoard), `checkpoints` (atomic writes, the backup a killed run resumes
-from), `health` (diagnosing overflow, conditioning) and `runs` (train,
-evaluate, sample, load_run). Everything public is re-exported here.
+from), `health` (diagnosing overflow, conditioning), `run_data` (the run's
+resolved data source), `pictures` (sample grids, density pictures, sample,
+write_samples) and `runs` (train in named steps, evaluate, load_run). Everything public is re-exported here.
 
 Example (a tiny run; the defaults train for minutes):
 
@@ -42,8 +44,9 @@ from tfflow.training.config import (CONFIG_FILE, LOG_DIR, MODEL_FILE, MODEL_NAME
                                     EvalResult, TrainConfig, TrainResult, default_workdir)
 from tfflow.training.errors import TrainingDiverged, UserError
 from tfflow.training.health import conv1x1_condition_numbers, find_non_finite_layer
-from tfflow.training.runs import (SAMPLE_TEMPERATURES, evaluate, load_run, sample, train,
-                                  write_samples)
+from tfflow.training.pictures import SAMPLE_TEMPERATURES, sample, write_samples
+from tfflow.training.run_data import RunData
+from tfflow.training.runs import evaluate, load_run, train
 from tfflow.training.strategies import STRATEGIES, is_chief, make_strategy
 
 __all__ = [
@@ -56,6 +59,7 @@ __all__ = [
     "MODEL_FILE",
     "MODEL_NAMES",
     "PRECISIONS",
+    "RunData",
     "SAMPLE_TEMPERATURES",
     "STRATEGIES",
     "TMP_PREFIX",

@@ -23,6 +23,7 @@ __all__ = [
     "LR_SCHEDULES",
     "MODEL_FILE",
     "MODEL_NAMES",
+    "model_names",
     "PRECISIONS",
     "RESUMABLE_DIFFERENCES",
     "TrainConfig",
@@ -30,7 +31,18 @@ __all__ = [
 ]
 
 
-MODEL_NAMES: tuple[str, ...] = ("glow", "realnvp", "nice")
+def model_names() -> tuple[str, ...]:
+    """The names `TrainConfig.model` takes: the keys of `tfflow.models.MODELS`, its one owner."""
+    from tfflow import models  # pylint: disable=import-outside-toplevel  # imports TensorFlow
+    return tuple(models.MODELS)
+
+
+def __getattr__(name: str) -> Any:
+    # `MODEL_NAMES` is read from tfflow.models when asked for, so that this
+    # module (and the flags built from it) loads without TensorFlow.
+    if name == "MODEL_NAMES":
+        return model_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 CONFIG_FILE = "config.json"
@@ -76,7 +88,7 @@ class TrainConfig:
     and 2.25; 100 epochs of batch 64 at a flat 1e-3 reached 2.27 (seed 0).
 
     Attributes:
-      model: "glow", "realnvp" or "nice".
+      model: A name in `tfflow.models.MODELS` ("glow", "realnvp", "nice", ...).
       dataset: An embedded name (`tfflow.data.EMBEDDED_DATASETS`), a TFDS image
         set prepared under `data_dir`, or a path to a `.npy`/`.csv` table.
       data_dir: TFDS data directory.
@@ -165,9 +177,10 @@ class TrainConfig:
     def resolved(self) -> TrainConfig:
         """A copy with `workdir` filled in and every field checked."""
         config = dataclasses.replace(self)
-        if config.model not in MODEL_NAMES:
+        names = model_names()
+        if config.model not in names:
             raise UserError(f"unknown model {config.model!r}; expected one of "
-                            f"{', '.join(MODEL_NAMES)}.")
+                            f"{', '.join(names)}.")
         for name in ("epochs", "batch_size", "num_samples"):
             check_positive_int(name, getattr(config, name))
         check_positive_int("patience", config.patience, allow_zero=True)

@@ -1,0 +1,162 @@
+"""What a run draws: sample grids, 2-D density pictures, TensorBoard images, `write_samples`.
+
+Images get sample grids at `SAMPLE_TEMPERATURES`; 2-D data (toy densities, or
+a two-column table) gets the model's density beside the test points; other
+data gets no picture.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfflow import images
+from tfflow.data import DatasetInfo
+from tfflow.training.config import TrainConfig, check_positive_int
+from tfflow.training.errors import UserError
+from tfflow.training.run_data import RunData
+
+__all__ = ["SAMPLE_TEMPERATURES", "epoch_pictures", "sample", "write_pictures", "write_samples"]
+
+
+SAMPLE_TEMPERATURES: tuple[float, ...] = (0.7, 1.0)
+
+
+def sample(model: Any, num_samples: int, *, temperature: float = 1.0, seed: int | None = 0,
+           labels: Any = None) -> np.ndarray:
+    """Draws `num_samples` samples at `temperature` as a NumPy array (data space)."""
+    check_positive_int("num_samples", num_samples)
+    if not temperature > 0:
+        raise UserError(f"expected temperature > 0, got {temperature!r}.")
+    kwargs = {"temperature": float(temperature), "seed": seed}
+    if labels is not None:
+        kwargs["labels"] = tf.constant(labels, tf.int32)
+    return np.asarray(model.sample(num_samples, **kwargs))
+
+
+def write_samples(model: Any, config: TrainConfig, path: str, *, num_samples: int = 64,
+                  temperature: float = 1.0, seed: int | None = 0,
+                  label: int | None = None) -> str:
+    """Samples a trained run's model into `path` and returns `path`.
+
+    `.npy`: the samples in the data's own units (tabular rows un-standardised).
+    `.png`: a grid for images, a 2-D histogram for 2-D data.
+
+    Args:
+      model: The run's model.
+      config: The run's config (says what the data is).
+      path: Output file ending in .png or .npy.
+      num_samples: How many samples.
+      temperature: Latent standard deviation scale.
+      seed: Sampling seed.
+      label: Class to sample from a class-conditional model; default: cycle
+        through the classes.
+    """
+    config = config.resolved()
+    data = RunData.from_config(config)
+    info, num_classes = data.info, data.num_classes
+    if label is not None:
+        if num_classes is None:
+            raise UserError(f"a label was given, but the model in {config.workdir!r} is not "
+                            "class-conditional.")
+        if not 0 <= label < num_classes:
+            raise UserError(f"expected a label in 0..{num_classes - 1}, got {label}.")
+        labels = np.full([num_samples], label, np.int32)
+    else:
+        labels = _sample_labels(num_samples, num_classes)
+    x = sample(model, num_samples, temperature=temperature, seed=seed, labels=labels)
+    if info.kind == "tabular":
+        x = x * info.std + info.mean
+    if path.lower().endswith(".npy"):
+        directory = os.path.dirname(path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        np.save(path, x)
+        return path
+    if not path.lower().endswith(".png"):
+        raise UserError(f"expected an output path ending in .png or .npy, got {path!r}.")
+    if info.kind == "image":
+        return images.write_image_grid(path, x)
+    if info.event_shape == (2,):
+        return images.write_png(path, images.histogram_image(x))
+    raise UserError(f"cannot draw {info.event_shape[0]}-dimensional samples as a PNG; "
+                    "write them to a .npy file instead.")
+
+
+def epoch_pictures(config: TrainConfig, data: RunData
+                   ) -> Callable[[keras.Model], dict[str, tf.Tensor]]:
+    """What `TensorBoardLogger` draws each epoch for this data."""
+    info, num_classes = data.info, data.num_classes
+    num_samples = min(config.num_samples, 36)
+    labels = _sample_labels(num_samples, num_classes)
+    points = data.array("test") if info.event_shape == (2,) else None
+    traced: dict[int, Callable[[tf.Tensor], tf.Tensor]] = {}  # trace once per model
+
+    def pictures(model: keras.Model) -> dict[str, tf.Tensor]:
+        if info.kind == "image":
+            return {f"samples/T={temperature:g}": images.image_grid(
+                        sample(model, num_samples, temperature=temperature, seed=config.seed,
+                               labels=labels))
+                    for temperature in SAMPLE_TEMPERATURES}
+        if points is not None:
+            if id(model) not in traced:
+                traced[id(model)] = _marginal_log_prob_fn(model, info, num_classes)
+            return {"density": images.density_image(traced[id(model)], points, resolution=64)}
+        return {}
+    return pictures
+
+
+def write_pictures(model: Any, config: TrainConfig, data: RunData) -> dict[str, str]:
+    """Writes the end-of-run pictures into `config.workdir`; returns {role: path}."""
+    files = {}
+    workdir = config.workdir
+    info, num_classes = data.info, data.num_classes
+    if info.kind == "image":
+        labels = _sample_labels(config.num_samples, num_classes)
+        for temperature in SAMPLE_TEMPERATURES:
+            x = sample(model, config.num_samples, temperature=temperature, seed=config.seed,
+                       labels=labels)
+            files[f"samples_T{temperature:.1f}"] = images.write_image_grid(
+                os.path.join(workdir, f"samples_T{temperature:.1f}.png"), x)
+    elif info.event_shape == (2,):
+        points = data.array("test")  # in the data's own units
+        files["density"] = images.write_density_png(
+            os.path.join(workdir, "density.png"), _marginal_log_prob_fn(model, info, num_classes),
+            points)
+    return files
+
+
+def _marginal_log_prob_fn(model: Any, info: DatasetInfo,
+                          num_classes: int | None) -> Callable[[tf.Tensor], tf.Tensor]:
+    """log p(x) in the data's own units, for pictures of 2-D densities.
+
+    Tabular rows are standardised before the model sees them (the log-det of
+    the standardisation is added back); a class-conditional model is mixed over
+    its classes with equal weights.
+    """
+    log_prob = model.log_prob  # labels are ignored by unconditional models
+    mean = 0.0 if info.mean is None else info.mean.astype(np.float32)
+    std = 1.0 if info.std is None else info.std.astype(np.float32)
+    log_det = info.standardization_log_det or 0.0
+
+    def marginal(x: tf.Tensor) -> tf.Tensor:
+        z = (x - mean) / std
+        if num_classes is None:
+            return log_prob(z) + log_det
+        per_class = tf.stack([
+            log_prob(z, tf.fill([tf.shape(z)[0]], tf.constant(label, tf.int32)))
+            for label in range(num_classes)], axis=-1)
+        return tf.reduce_logsumexp(per_class, axis=-1) - math.log(num_classes) + log_det
+    return marginal
+
+
+def _sample_labels(num_samples: int, num_classes: int | None) -> np.ndarray | None:
+    if num_classes is None:
+        return None
+    return np.arange(num_samples, dtype=np.int32) % num_classes
