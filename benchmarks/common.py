@@ -301,12 +301,14 @@ def reset_peak_rss() -> bool:
 # ---------------------------------------------------------------- Keras (tfflow) training
 
 
-def keras_budget_callbacks(clock: Clock, seconds: float, monitor: str = "val_loss"):
+def keras_budget_callbacks(clock: Clock, seconds: float, monitor: str = "val_loss",
+                           initial_val: float | None = None):
     """Callbacks for `fit`: stop after the step past the budget, keep the best validation weights.
 
     Returns (callbacks, stats): `stats` is filled in during `fit` with `steps`,
     `epochs`, `best_epoch`, `best_val`, `first_step_s` (wall), `train_s` (wall), `cpu_s`,
-    `diverged`.
+    `diverged`. With `initial_val` (the validation loss before training), the
+    weights the model starts with are the best so far (epoch 0).
     """
     import keras  # pylint: disable=import-outside-toplevel
     import numpy as np  # pylint: disable=import-outside-toplevel
@@ -330,6 +332,11 @@ def keras_budget_callbacks(clock: Clock, seconds: float, monitor: str = "val_los
         def __init__(self):
             super().__init__()
             self.best_weights = None
+
+        def on_train_begin(self, logs=None):
+            if initial_val is not None and np.isfinite(float(initial_val)):
+                stats["best_val"], stats["best_epoch"] = float(initial_val), 0
+                self.best_weights = self.model.get_weights()
 
         def on_epoch_end(self, epoch, logs=None):
             stats["epochs"] = epoch + 1
@@ -449,3 +456,62 @@ def _cell(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,d}"
     return str(value)
+
+
+# ------------------------------------------------------------------ vector and table models
+
+
+def fit_vector_model(model, arrays: dict, clock: Clock, seconds: float, *, batch_size: int,
+                     learning_rate: float = 1e-3, warmup_steps: int = 200,
+                     seed: int = 0) -> dict[str, Any]:
+    """Fits a tfflow vector model on `arrays` ("train"/"validation"/"test", [rows, D]).
+
+    The model's data-dependent start (the Gaussian fit of the training rows,
+    for MAF/IAF/NSF) counts as epoch 0: it is the best-so-far before training,
+    so early stopping can only return a model at least as good on validation.
+    Returns the stats of `keras_budget_callbacks` plus `test_nll` (nats per row).
+    """
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    train = tf.data.Dataset.from_tensor_slices(arrays["train"].astype(np.float32))
+    train = train.shuffle(len(arrays["train"]), seed=seed, reshuffle_each_iteration=True)
+    train = train.batch(batch_size, drop_remainder=len(arrays["train"]) > batch_size)
+    validation = tf.data.Dataset.from_tensor_slices(
+        arrays["validation"].astype(np.float32)).batch(4096)
+    model.initialize(arrays["train"][:model.initialization_examples].astype(np.float32))
+    model.compile(learning_rate=learning_rate, warmup_steps=warmup_steps)
+    initial = model.evaluate(validation, verbose=0, return_dict=True)["loss"]
+    callbacks, stats = keras_budget_callbacks(clock, seconds, initial_val=initial)
+    model.fit(train, validation_data=validation, epochs=1_000_000, callbacks=callbacks,
+              verbose=0)
+    test = [tf.constant(arrays["test"][i:i + 4096].astype(np.float32))
+            for i in range(0, len(arrays["test"]), 4096)]
+    stats["test_nll"] = mean_nll(model.log_prob, test)
+    return stats
+
+
+def torch_peer(python: str, model: str, arrays: dict, seconds: float, *, seed: int,
+               clock: str, workdir: str) -> dict[str, Any]:
+    """Runs benchmarks/torch_peers.py in the PyTorch virtualenv `python`; its JSON result.
+
+    The peers' libraries live only in that virtualenv (benchmarks/peers_requirements.md).
+    """
+    import json  # pylint: disable=import-outside-toplevel
+    import subprocess  # pylint: disable=import-outside-toplevel
+
+    import numpy as np  # pylint: disable=import-outside-toplevel
+
+    data = os.path.join(workdir, "arrays.npz")
+    np.savez(data, **{k: arrays[k] for k in ("train", "validation", "test")})
+    out = os.path.join(workdir, f"{model}_{seed}.json")
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_peers.py")
+    subprocess.run([python, script, f"--data={data}", f"--model={model}",
+                    f"--seconds={seconds}", f"--seed={seed}", "--threads=2", f"--clock={clock}",
+                    f"--out={out}"], check=True, stdout=subprocess.DEVNULL)
+    with open(out, encoding="utf-8") as handle:
+        result = json.load(handle)
+    return {"test_nll": result["test_nll"], "steps": result["steps"],
+            "epochs": result["epochs"], "best_epoch": result["best_epoch"],
+            "train_s": result.get("train_seconds", math.nan), "cpu_s": math.nan,
+            "diverged": False}

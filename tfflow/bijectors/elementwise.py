@@ -20,7 +20,6 @@ from typing import Callable
 
 import numpy as np
 import tensorflow as tf
-from tensorflow_probability import bijectors as tfb
 
 __all__ = ["AffineTransform", "ElementwiseTransform", "SplineTransform", "glow_log_scale",
            "tanh_log_scale"]
@@ -89,6 +88,17 @@ class SplineTransform(ElementwiseTransform):
     valid. Raw parameters per entry: `num_bins` widths, `num_bins` heights
     (each through a softmax, with a floor) and `num_bins - 1` inner-knot slopes
     (a shifted softplus, with a floor), so `h = 0` gives the identity.
+
+    In bin k, with knots (x_k, y_k), (x_k+1, y_k+1), width w, height h,
+    s = h / w, knot slopes d_k, d_k+1 and xi = (x - x_k) / w (Durkan et al., eq. 4):
+
+        g(x)  = y_k + h (s xi^2 + d_k xi (1 - xi)) / (s + c xi (1 - xi)),  c = d_k+1 + d_k - 2 s
+        g'(x) = s^2 (d_k+1 xi^2 + 2 s xi (1 - xi) + d_k (1 - xi)^2) / (s + c xi (1 - xi))^2
+
+    and the inverse solves that quadratic in xi with the numerically stable
+    root. The bin is found by counting the inner knots below the input (no
+    sort or search op), which keeps the traced graph small and compiles
+    under XLA.
     """
 
     def __init__(self, num_bins: int = 8, bound: float = 3.0, *, owner: str = "SplineTransform"):
@@ -97,31 +107,80 @@ class SplineTransform(ElementwiseTransform):
                              f"num_bins={num_bins}, bound={bound}.")
         self.num_bins = int(num_bins)
         self.bound = float(bound)
-        self.params_per_dim = 3 * self.num_bins - 1
+        self.params_per_dim = self.params_for(self.num_bins)
 
     @staticmethod
     def params_for(num_bins: int) -> int:
         """Raw parameters per entry for a spline of `num_bins` bins."""
         return 3 * int(num_bins) - 1
 
-    def spline(self, h: tf.Tensor) -> tfb.RationalQuadraticSpline:
-        """TFP's spline with the knots that `h` ([..., D, 3K-1]) describes."""
+    def knots(self, h: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Knot abscissae, ordinates [..., K+1] and slopes [..., K+1] from raw `h` [..., 3K-1]."""
         k, bound = self.num_bins, self.bound
         min_size, min_slope = 1e-3, 1e-3
         dtype = h.dtype
-        span = tf.constant(2. * bound - k * min_size, dtype)
-        widths = tf.math.softmax(h[..., :k], axis=-1) * span + min_size
-        heights = tf.math.softmax(h[..., k:2 * k], axis=-1) * span + min_size
+        span = 2. * bound - k * min_size
+
+        def positions(raw):
+            sizes = tf.math.softmax(raw, axis=-1) * span + min_size
+            inner = tf.math.cumsum(sizes[..., :-1], axis=-1) - bound
+            edge = tf.ones_like(sizes[..., :1]) * bound
+            return tf.concat([-edge, inner, edge], axis=-1)
+
         # softplus(0 + c) = 1 - min_slope: a zero network output gives slope 1.
         offset = tf.constant(np.log(np.expm1(1. - min_slope)), dtype)
-        slopes = tf.math.softplus(h[..., 2 * k:] + offset) + min_slope
-        return tfb.RationalQuadraticSpline(widths, heights, slopes,
-                                           range_min=tf.constant(-bound, dtype))
+        inner_slopes = tf.math.softplus(h[..., 2 * k:] + offset) + min_slope
+        ones = tf.ones_like(inner_slopes[..., :1])
+        return (positions(h[..., :k]), positions(h[..., k:2 * k]),
+                tf.concat([ones, inner_slopes, ones], axis=-1))
+
+    def _bin(self, value, knots, slopes_and_other):
+        """Per entry: the bin's left/right knots of `knots` and of the other arrays."""
+        index = tf.reduce_sum(tf.cast(value[..., None] >= knots[..., 1:-1], tf.int32), axis=-1)
+        left = tf.one_hot(index, self.num_bins, dtype=value.dtype)
+        right = tf.one_hot(index + 1, self.num_bins + 1, dtype=value.dtype)
+        left = tf.pad(left, [[0, 0]] * (left.shape.rank - 1) + [[0, 1]])
+        pick = lambda array, mask: tf.reduce_sum(array * mask, axis=-1)  # noqa: E731
+        return [(pick(a, left), pick(a, right)) for a in (knots,) + slopes_and_other]
+
+    def _inside(self, value):
+        return tf.abs(value) < self.bound
 
     def apply(self, u, h):
-        spline = self.spline(h)
-        return spline.forward(u), spline.forward_log_det_jacobian(u, event_ndims=0)
+        xs, ys, ds = self.knots(h)
+        inside = self._inside(u)
+        clipped = tf.where(inside, u, tf.zeros_like(u))
+        (x0, x1), (y0, y1), (d0, d1) = self._bin(clipped, xs, (ys, ds))
+        w, height = x1 - x0, y1 - y0
+        s = height / w
+        xi = (clipped - x0) / w
+        mixed = xi * (1. - xi)
+        denominator = s + (d1 + d0 - 2. * s) * mixed
+        v = y0 + height * (s * tf.square(xi) + d0 * mixed) / denominator
+        log_deriv = _log_derivative(xi, s, d0, d1, denominator)
+        return tf.where(inside, v, u), tf.where(inside, log_deriv, tf.zeros_like(u))
 
     def invert(self, v, h):
-        spline = self.spline(h)
-        return spline.inverse(v), spline.inverse_log_det_jacobian(v, event_ndims=0)
+        xs, ys, ds = self.knots(h)
+        inside = self._inside(v)
+        clipped = tf.where(inside, v, tf.zeros_like(v))
+        (y0, y1), (x0, x1), (d0, d1) = self._bin(clipped, ys, (xs, ds))
+        w, height = x1 - x0, y1 - y0
+        s = height / w
+        rise = clipped - y0
+        c_term = d1 + d0 - 2. * s
+        a = height * (s - d0) + rise * c_term
+        b = height * d0 - rise * c_term
+        c = -s * rise
+        xi = 2. * c / (-b - tf.sqrt(tf.maximum(tf.square(b) - 4. * a * c, 0.)))
+        u = xi * w + x0
+        log_deriv = _log_derivative(xi, s, d0, d1, s + c_term * xi * (1. - xi))
+        return tf.where(inside, u, v), tf.where(inside, -log_deriv, tf.zeros_like(v))
+
+
+def _log_derivative(xi, s, d0, d1, denominator):
+    """log g'(x) of the rational-quadratic bin (see `SplineTransform`)."""
+    mixed = xi * (1. - xi)
+    return (2. * tf.math.log(s) + tf.math.log(d1 * tf.square(xi) + 2. * s * mixed +
+                                              d0 * tf.square(1. - xi))
+            - 2. * tf.math.log(denominator))
