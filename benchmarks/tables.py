@@ -32,7 +32,9 @@ Tables (`TABLES`):
 
 statsmodels' `fair` (8 of 9 columns take 4-7 values) and `anes96` (ordinal
 survey answers) were left out: they are categorical tables, not continuous
-ones. The other bundled sets have fewer than 200 rows.
+ones. Of the other bundled sets, those with over 250 rows have at most two
+numeric columns (co2, cancer, sunspots) or are categorical (modechoice); the
+rest have fewer than 250 rows.
 
 Splits: the statsmodels tables are shuffled with
 `np.random.default_rng((seed, crc32(name)))` (seed 0 by default) and cut
