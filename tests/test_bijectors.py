@@ -224,3 +224,47 @@ def test_public_names():
         assert issubclass(cls, tfb.Bijector)
         assert "latent -> data" in cls.__doc__
     assert callable(tfflow.testing.check_bijector)
+
+
+@pytest.mark.parametrize("make", [lambda: fb.PermuteChannels.reverse(4, validate_args=True),
+                                  lambda: fb.Squeeze(validate_args=True)],
+                         ids=["PermuteChannels", "Squeeze"])
+def test_log_det_inputs_pass_the_same_validation_as_values(make):
+    # One hook checks the input of all four methods: a NaN fed to the log-det alone is
+    # rejected under validate_args, as it is for forward and inverse.
+    bijector = make()
+    x = np.full([2, 4, 4, 4], 0.5, np.float32)
+    x[1, 0, 0, 0] = np.nan
+    for method in ["forward_log_det_jacobian", "inverse_log_det_jacobian"]:
+        with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or Inf"):
+            getattr(bijector, method)(tf.constant(x), event_ndims=3)
+
+
+def test_flow_bijector_validation_hook_and_parameter_conversion():
+    class Scale(fb.FlowBijector):
+        """`x = exp(log_scale) * z` per channel: a bijector written against the base class."""
+
+        def __init__(self, log_scale, validate_args=False):
+            parameters = dict(locals())
+            dtype, (self._log_scale,) = self._convert_parameters(log_scale=log_scale)
+            super().__init__(channels=int(self._log_scale.shape[-1]), forward_min_event_ndims=1,
+                             is_constant_jacobian=True, validate_args=validate_args,
+                             dtype=dtype, parameters=parameters, name="scale")
+
+        def _forward_and_log_det(self, x):
+            return x * tf.exp(self._log_scale), tf.reduce_sum(self._log_scale)
+
+        def _inverse_and_log_det(self, y):
+            return y * tf.exp(-self._log_scale), -tf.reduce_sum(self._log_scale)
+
+    bijector = Scale(np.array([0.5, -1.], np.float64), validate_args=True)
+    assert bijector.dtype == tf.float64
+    check_bijector(bijector, tf.constant([[1., 2.], [3., -4.]], tf.float64), event_ndims=1)
+    with pytest.raises(ValueError, match=r"Scale: expected 2 channels"):
+        bijector.forward(tf.zeros([3, 5], tf.float64))
+    with pytest.raises(ValueError, match=r"Scale: expected an input whose last 1"):
+        bijector.inverse(tf.zeros([], tf.float64))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Scale: expected a finite input"):
+        bijector.inverse(tf.constant([[np.nan, 0.]], tf.float64))
+    with pytest.raises(ValueError, match="Scale: expected parameters of one dtype"):
+        bijector._convert_parameters(a=tf.zeros([2]), b=tf.zeros([2], tf.float64))

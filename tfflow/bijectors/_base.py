@@ -63,14 +63,37 @@ _GREEDY_CACHE = cache_util.BijectorCacheWithGreedyAttrs(
 
 
 class FlowBijector(tfb.Bijector):
-    """Base class of tfflow's bijectors.
+    """Base class of tfflow's bijectors: input validation, parameters, one pass per direction.
 
     Subclasses implement `_forward_and_log_det(x) -> (y, fldj)` and
     `_inverse_and_log_det(y) -> (x, ildj)`, each log-det at
-    `forward_min_event_ndims`, and may override `_forward_log_det_jacobian` /
-    `_inverse_log_det_jacobian` where the log-det is cheaper alone (a constant
-    Jacobian). Instances compare and hash by identity.
+    `forward_min_event_ndims`, and may implement `_forward_log_det(x)` /
+    `_inverse_log_det(y)` where the log-det is cheaper alone (a constant
+    Jacobian). All four receive inputs that have passed `_validate_input`.
+    Instances compare and hash by identity.
+
+    Validation (one hook, `_validate_input(x, inverse=...)`, run on the input
+    of every direction and of the log-dets): static facts raise `ValueError`
+    naming the bijector, at call or trace time; values are asserted at run time
+    under `validate_args=True` only (`InvalidArgumentError`). The base checks
+    the event rank, the channel count given as `channels=` to `__init__`, and
+    finiteness; subclasses extend it by overriding and calling `super()` first.
+
+    Parameters: `_convert_parameters(loc=..., log_scale=...)` converts them to
+    one float dtype (variables are kept by reference and read at every call).
     """
+
+    def __init__(self, *, channels: int | None = None, **kwargs):
+        """Builds the bijector.
+
+        Args:
+          channels: the static size of the last input axis that this bijector's
+            parameters fix (checked by `_validate_input`), or None for any.
+          **kwargs: `tfp.bijectors.Bijector`'s arguments
+            (`forward_min_event_ndims`, `validate_args`, `parameters`, ...).
+        """
+        self._input_channels = None if channels is None else int(channels)
+        super().__init__(**kwargs)
 
     def _get_parameterization(self):
         return id(self)
@@ -83,6 +106,42 @@ class FlowBijector(tfb.Bijector):
             return _UncachedCalls(self)
         return _GREEDY_CACHE.__get__(self, type(self))
 
+    # The validation hook ------------------------------------------------------
+    def _validate_input(self, x: tf.Tensor, *, inverse: bool) -> tf.Tensor:
+        """Checks an input of `inverse` (`inverse=True`) or of `forward`; returns it.
+
+        Static: rank >= the event rank and, when the bijector was built with
+        `channels`, that many channels on the last axis (`ValueError`). Under
+        `validate_args`: no NaN or Inf (`InvalidArgumentError` at run time; the
+        returned tensor carries the assertion). Subclasses that know more (a
+        partition, divisibility, a range) override this, call `super()` first
+        and add their checks to what it returns.
+        """
+        owner = type(self).__name__
+        ndims = self.inverse_min_event_ndims if inverse else self.forward_min_event_ndims
+        if isinstance(ndims, int):
+            _validation.check_rank(owner, x, ndims)
+        _validation.check_channels(owner, x, self._input_channels)
+        return _validation.with_finite_check(owner, x, self.validate_args)
+
+    # Parameter conversion -----------------------------------------------------
+    def _convert_parameters(self, *, dtype: tf.DType | None = None,
+                            **values: Any) -> tuple[tf.DType, tuple]:
+        """`(dtype, converted values in the order given)` for this bijector's parameters.
+
+        Without `dtype`, the float parameters must share one dtype (float32 if
+        none has one); with it (e.g. `tf.int32` for a permutation) each must
+        have that dtype or convert to it. Variables are kept by reference (read
+        at every call with `read`); None stays None (an optional parameter).
+        Errors name this bijector and the parameter.
+        """
+        owner = type(self).__name__
+        if dtype is None:
+            dtype = common_dtype(values, owner=owner)
+        converted = tuple(None if value is None else as_parameter(value, dtype, name, owner=owner)
+                          for name, value in values.items())
+        return dtype, converted
+
     # Subclass hooks -----------------------------------------------------------
     def _forward_and_log_det(self, x):
         raise NotImplementedError(f"{type(self).__name__}: _forward_and_log_det")
@@ -90,33 +149,41 @@ class FlowBijector(tfb.Bijector):
     def _inverse_and_log_det(self, y):
         raise NotImplementedError(f"{type(self).__name__}: _inverse_and_log_det")
 
+    def _forward_log_det(self, x):
+        """The forward log-det of a validated `x`; override where it is cheaper alone."""
+        return self._forward_and_log_det(x)[1]
+
+    def _inverse_log_det(self, y):
+        """The inverse log-det of a validated `y`; override where it is cheaper alone."""
+        return self._inverse_and_log_det(y)[1]
+
     # TFP hooks derived from them ----------------------------------------------
     def _forward_with_attrs(self, x):
-        y, fldj = self._forward_and_log_det(x)
+        y, fldj = self._forward_and_log_det(self._validate_input(x, inverse=False))
         # TFP keeps one log-det per cache edge, always as the inverse one.
         return y, {"ildj": -fldj}
 
     def _inverse_with_attrs(self, y):
-        x, ildj = self._inverse_and_log_det(y)
+        x, ildj = self._inverse_and_log_det(self._validate_input(y, inverse=True))
         return x, {"ildj": ildj}
 
     def _forward(self, x):
-        return self._forward_and_log_det(x)[0]
+        return self._forward_and_log_det(self._validate_input(x, inverse=False))[0]
 
     def _inverse(self, y):
-        return self._inverse_and_log_det(y)[0]
+        return self._inverse_and_log_det(self._validate_input(y, inverse=True))[0]
 
     def _forward_log_det_jacobian(self, x):
         attrs = self._cache.forward_attributes(x)
         if "ildj" in attrs:
             return -attrs["ildj"]
-        return self._forward_and_log_det(x)[1]
+        return self._forward_log_det(self._validate_input(x, inverse=False))
 
     def _inverse_log_det_jacobian(self, y):
         attrs = self._cache.inverse_attributes(y)
         if "ildj" in attrs:
             return attrs["ildj"]
-        return self._inverse_and_log_det(y)[1]
+        return self._inverse_log_det(self._validate_input(y, inverse=True))
 
     # Public log-dets: TFP checks the input's rank before any hook runs, with a
     # message that does not say which bijector complained; check it here first.

@@ -30,6 +30,14 @@ def check_rank(name: str, x, event_ndims: int) -> None:
             f"{shape.as_list()} of rank {rank}.")
 
 
+def channel_event_ndims(name: str, event_ndims: int) -> int:
+    """`event_ndims` as an int, for a bijector whose parameters act on the last (channel) axis."""
+    if int(event_ndims) < 1:
+        raise ValueError(f"{name}: event_ndims must be >= 1 (the last axis holds channels), "
+                         f"got {event_ndims}.")
+    return int(event_ndims)
+
+
 def check_same_channels(name: str, parameters: dict) -> int | None:
     """The common static channel count of `{what: tensor}` parameters; raises if they differ."""
     sizes = {what: static_channels(name, value, what) for what, value in parameters.items()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfflow.bijectors import _validation
-from tfflow.bijectors._base import FlowBijector, as_parameter, common_dtype, read
+from tfflow.bijectors._base import FlowBijector, read
 from tfflow.bijectors._validation import event_positions
 
 __all__ = [
@@ -29,12 +29,9 @@ class ChannelAffine(FlowBijector):
 
     def __init__(self, *, channels: int | None, event_ndims: int, validate_args: bool,
                  dtype: tf.DType, parameters: dict, name: str):
-        if event_ndims < 1:
-            raise ValueError(f"{type(self).__name__}: event_ndims must be >= 1 "
-                             f"(the last axis holds channels), got {event_ndims}.")
-        self._channels = channels
-        self._event_ndims = int(event_ndims)
+        self._event_ndims = _validation.channel_event_ndims(type(self).__name__, event_ndims)
         super().__init__(
+            channels=channels,
             forward_min_event_ndims=self._event_ndims,
             is_constant_jacobian=True,
             validate_args=validate_args,
@@ -46,38 +43,29 @@ class ChannelAffine(FlowBijector):
         """The current `(loc, log_scale)`, each [C]."""
         raise NotImplementedError
 
-    def _check(self, x):
-        owner = type(self).__name__
-        _validation.check_rank(owner, x, self._event_ndims)
-        _validation.check_channels(owner, x, self._channels)
-        return _validation.with_finite_check(owner, x, self.validate_args)
-
     def _log_det(self, x, log_scale):
         positions = event_positions(x, self._event_ndims, self.dtype)
         return positions * tf.reduce_sum(log_scale, axis=-1)
 
     def _forward_and_log_det(self, x):
-        x = self._check(x)
         loc, log_scale = self.loc_and_log_scale()
         return loc + tf.exp(log_scale) * x, self._log_det(x, log_scale)
 
     def _inverse_and_log_det(self, y):
-        y = self._check(y)
         loc, log_scale = self.loc_and_log_scale()
         return (y - loc) * tf.exp(-log_scale), -self._log_det(y, log_scale)
 
-    def _forward_log_det_jacobian(self, x):
-        return self._log_det(self._check(x), self.loc_and_log_scale()[1])
+    def _forward_log_det(self, x):
+        return self._log_det(x, self.loc_and_log_scale()[1])
 
-    def _inverse_log_det_jacobian(self, y):
-        return -self._log_det(self._check(y), self.loc_and_log_scale()[1])
+    def _inverse_log_det(self, y):
+        return -self._log_det(y, self.loc_and_log_scale()[1])
 
 
 class ActNorm(ChannelAffine):
     """Activation normalisation (Glow, step 1): a learned per-channel affine map.
 
-    tfflow bijectors follow TFP: `forward` maps latent -> data (generation),
-    `inverse` maps data -> latent (the paper's normalising direction).
+    Direction: `forward` latent -> data, `inverse` data -> latent (see `tfflow.bijectors`).
 
     Forward:  `x = loc + exp(log_scale) * z`
     Inverse:  `z = (x - loc) * exp(-log_scale)`
@@ -118,9 +106,8 @@ class ActNorm(ChannelAffine):
         """
         parameters = dict(locals())
         with tf.name_scope(name) as name:
-            dtype = common_dtype({"loc": loc, "log_scale": log_scale}, owner="ActNorm")
-            self._loc = as_parameter(loc, dtype, "loc", owner="ActNorm")
-            self._log_scale = as_parameter(log_scale, dtype, "log_scale", owner="ActNorm")
+            dtype, (self._loc, self._log_scale) = self._convert_parameters(
+                loc=loc, log_scale=log_scale)
             channels = _validation.check_same_channels(
                 "ActNorm", {"loc": self._loc, "log_scale": self._log_scale})
             super().__init__(channels=channels, event_ndims=event_ndims,

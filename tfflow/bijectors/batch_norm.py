@@ -5,7 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfflow.bijectors import _validation
-from tfflow.bijectors._base import as_parameter, common_dtype, read
+from tfflow.bijectors._base import read
 from tfflow.bijectors.actnorm import ChannelAffine
 
 __all__ = ["BatchNormalization"]
@@ -14,9 +14,7 @@ __all__ = ["BatchNormalization"]
 class BatchNormalization(ChannelAffine):
     """Batch normalisation with given statistics, as an invertible per-channel map.
 
-    tfflow bijectors follow TFP: `forward` maps latent -> data (generation),
-    `inverse` maps data -> latent (the normalising direction, where RealNVP
-    normalises).
+    Direction: `forward` latent -> data, `inverse` data -> latent (see `tfflow.bijectors`).
 
     Inverse:  `z = (x - mean) / sqrt(variance + epsilon) * exp(log_gamma) + beta`
     Forward:  `x = (z - beta) * exp(-log_gamma) * sqrt(variance + epsilon) + mean`
@@ -27,7 +25,7 @@ class BatchNormalization(ChannelAffine):
     The bijector holds no statistics of its own: during training RealNVP
     passes the batch's moments (and the log-det treats them as constants of the
     batch, as the paper does), at test time the running averages. tfflow's
-    Keras layer (`tfflow.layers.BatchNormFlowLayer`) owns those running
+    Keras layer (`tfflow.layers.BatchNormLayer`) owns those running
     averages as non-trainable weights and chooses which to pass.
 
     #### References
@@ -53,16 +51,11 @@ class BatchNormalization(ChannelAffine):
         """
         parameters = dict(locals())
         with tf.name_scope(name) as name:
-            owner = "BatchNormalization"
-            dtype = common_dtype({"mean": mean, "variance": variance, "log_gamma": log_gamma,
-                                  "beta": beta}, owner=owner)
-            self._mean = as_parameter(mean, dtype, "mean", owner=owner)
-            self._variance = as_parameter(variance, dtype, "variance", owner=owner)
-            self._log_gamma = None if log_gamma is None else as_parameter(
-                log_gamma, dtype, "log_gamma", owner=owner)
-            self._beta = None if beta is None else as_parameter(beta, dtype, "beta", owner=owner)
+            dtype, (self._mean, self._variance, self._log_gamma, self._beta) = \
+                self._convert_parameters(mean=mean, variance=variance, log_gamma=log_gamma,
+                                         beta=beta)
             self._epsilon = float(epsilon)
-            channels = _validation.check_same_channels(owner, {
+            channels = _validation.check_same_channels("BatchNormalization", {
                 "mean": self._mean, "variance": self._variance,
                 "log_gamma": self._log_gamma, "beta": self._beta})
             super().__init__(channels=channels, event_ndims=event_ndims,

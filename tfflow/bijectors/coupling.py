@@ -14,7 +14,6 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_probability import bijectors as tfb
 
-from tfflow.bijectors import _validation
 from tfflow.bijectors._base import FlowBijector
 from tfflow.bijectors.partitions import ChannelSplit, Partition
 
@@ -84,11 +83,10 @@ class Coupling(FlowBijector):
     def partition(self) -> Partition:
         return self._partition
 
-    def _check(self, x):
-        owner = type(self).__name__
-        _validation.check_rank(owner, x, self._event_ndims)
-        self._partition.check(owner, x, self._event_ndims)
-        return _validation.with_finite_check(owner, x, self.validate_args)
+    def _validate_input(self, x, *, inverse):
+        x = super()._validate_input(x, inverse=inverse)
+        self._partition.check(type(self).__name__, x, self._event_ndims)
+        return x
 
     def _conditioner_params(self, conditioning, channels):
         h = self._conditioner(conditioning)
@@ -108,7 +106,6 @@ class Coupling(FlowBijector):
         raise NotImplementedError
 
     def _apply(self, x, elementwise_map):
-        x = self._check(x)
         conditioning, transformed = self._partition.split(x)
         h = self._conditioner_params(conditioning, x.shape[-1])
         out, elementwise_ldj = elementwise_map(transformed, h)
@@ -128,7 +125,7 @@ class Coupling(FlowBijector):
         `reversible.replay_inverse` documents; `extra` routes the gradient of
         the conditioner's input back into the gradient of `x`.
         """
-        y = self._check(y)
+        y = self._validate_input(y, inverse=False)  # the input of the generating map
         conditioning, transformed = self._partition.split(y)
         tape.watch(conditioning)
         h = self._conditioner_params(conditioning, y.shape[-1])
@@ -152,8 +149,7 @@ class Coupling(FlowBijector):
 class AdditiveCoupling(Coupling):
     """NICE's additive coupling: a shift of one part conditioned on the other.
 
-    tfflow bijectors follow TFP: `forward` maps latent -> data (generation),
-    `inverse` maps data -> latent (the paper's normalising direction).
+    Direction: `forward` latent -> data, `inverse` data -> latent (see `tfflow.bijectors`).
     With `(x_a, x_b) = partition.split(x)` and `t = conditioner(x_a)`:
 
     Inverse:  `z_a = x_a`,  `z_b = x_b + t`
@@ -206,8 +202,7 @@ class AdditiveCoupling(Coupling):
 class AffineCoupling(Coupling):
     """RealNVP/Glow's affine coupling: scale and shift one part given the other.
 
-    tfflow bijectors follow TFP: `forward` maps latent -> data (generation),
-    `inverse` maps data -> latent (the paper's normalising direction).
+    Direction: `forward` latent -> data, `inverse` data -> latent (see `tfflow.bijectors`).
     With `(x_a, x_b) = partition.split(x)`, `[t, h] = conditioner(x_a)` (split in
     halves on the last axis) and `s = log_scale_fn(h)`:
 
@@ -277,9 +272,8 @@ class AffineCoupling(Coupling):
 class RationalQuadraticSplineCoupling(Coupling):
     """Neural-spline coupling: a monotone rational-quadratic spline of one part given the other.
 
-    tfflow bijectors follow TFP: `forward` maps latent -> data (generation),
-    `inverse` maps data -> latent (the normalising direction). With
-    `(x_a, x_b) = partition.split(x)` and spline parameters from
+    Direction: `forward` latent -> data, `inverse` data -> latent (see `tfflow.bijectors`).
+    With `(x_a, x_b) = partition.split(x)` and spline parameters from
     `conditioner(x_a)`:
 
     Inverse:  `z_a = x_a`,  `z_b = g(x_b)`, `g = tfb.RationalQuadraticSpline`

@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfflow.bijectors import _validation
-from tfflow.bijectors._base import FlowBijector, as_parameter, common_dtype, read
+from tfflow.bijectors._base import FlowBijector, read
 
 __all__ = ["Invertible1x1Conv", "LUInvertible1x1Conv", "lu_parameters"]
 
@@ -52,13 +52,10 @@ class _ChannelMixing(FlowBijector):
     """z = W x at every position (inverse); subclasses say how W is stored."""
 
     def __init__(self, *, channels, event_ndims, validate_args, dtype, parameters, name):
-        if event_ndims < 1:
-            raise ValueError(f"{type(self).__name__}: event_ndims must be >= 1, got {event_ndims}.")
-        self._event_ndims = int(event_ndims)
-        self._channels = channels
-        super().__init__(forward_min_event_ndims=self._event_ndims, is_constant_jacobian=True,
-                         validate_args=validate_args, dtype=dtype, parameters=parameters,
-                         name=name)
+        self._event_ndims = _validation.channel_event_ndims(type(self).__name__, event_ndims)
+        super().__init__(channels=channels, forward_min_event_ndims=self._event_ndims,
+                         is_constant_jacobian=True, validate_args=validate_args, dtype=dtype,
+                         parameters=parameters, name=name)
 
     # Subclasses: W, W^{-1}, log|det W| (and run-time checks of them).
     def weight(self) -> tf.Tensor:
@@ -70,37 +67,27 @@ class _ChannelMixing(FlowBijector):
     def log_abs_det_weight(self) -> tf.Tensor:
         raise NotImplementedError
 
-    def _check(self, x):
-        owner = type(self).__name__
-        _validation.check_rank(owner, x, self._event_ndims)
-        _validation.check_channels(owner, x, self._channels)
-        return _validation.with_finite_check(owner, x, self.validate_args)
-
     def _log_det(self, x):
         return _validation.event_positions(x, self._event_ndims, self.dtype) * \
             self.log_abs_det_weight()
 
     def _forward_and_log_det(self, x):
-        x = self._check(x)
         return _apply_per_position(x, self.inverse_weight()), -self._log_det(x)
 
     def _inverse_and_log_det(self, y):
-        y = self._check(y)
         return _apply_per_position(y, self.weight()), self._log_det(y)
 
-    def _forward_log_det_jacobian(self, x):
-        return -self._log_det(self._check(x))
+    def _forward_log_det(self, x):
+        return -self._log_det(x)
 
-    def _inverse_log_det_jacobian(self, y):
-        return self._log_det(self._check(y))
+    def _inverse_log_det(self, y):
+        return self._log_det(y)
 
 
 class Invertible1x1Conv(_ChannelMixing):
     """Invertible 1x1 convolution (Glow, step 2) with a full CxC matrix `W`.
 
-    tfflow bijectors follow TFP: `forward` maps latent -> data (generation),
-    `inverse` maps data -> latent (the paper's normalising direction, where
-    Glow applies `W`).
+    Direction: `forward` latent -> data, `inverse` data -> latent (see `tfflow.bijectors`).
 
     Inverse:  `z[h, w, :] = W @ x[h, w, :]` at every position
     Forward:  `x[h, w, :] = W^{-1} @ z[h, w, :]`
@@ -140,8 +127,7 @@ class Invertible1x1Conv(_ChannelMixing):
         """
         parameters = dict(locals())
         with tf.name_scope(name) as name:
-            dtype = common_dtype([kernel], owner="Invertible1x1Conv")
-            self._kernel = as_parameter(kernel, dtype, "kernel", owner="Invertible1x1Conv")
+            dtype, (self._kernel,) = self._convert_parameters(kernel=kernel)
             shape = _validation.static_shape(self._kernel)
             if shape.rank != 2 or (shape.is_fully_defined() and shape[0] != shape[1]):
                 raise ValueError(
@@ -177,8 +163,7 @@ class Invertible1x1Conv(_ChannelMixing):
 class LUInvertible1x1Conv(_ChannelMixing):
     """Invertible 1x1 convolution in Glow's LU parametrisation.
 
-    tfflow bijectors follow TFP: `forward` maps latent -> data (generation),
-    `inverse` maps data -> latent (the paper's normalising direction).
+    Direction: `forward` latent -> data, `inverse` data -> latent (see `tfflow.bijectors`).
 
     `W = P @ L @ (U + diag(sign_s * exp(log_abs_s)))`
     with `P` a fixed permutation matrix, `L` unit lower-triangular (the strict
@@ -217,14 +202,11 @@ class LUInvertible1x1Conv(_ChannelMixing):
         """
         parameters = dict(locals())
         with tf.name_scope(name) as name:
-            owner = "LUInvertible1x1Conv"
-            dtype = common_dtype({"lower": lower, "upper": upper, "sign_s": sign_s,
-                                  "log_abs_s": log_abs_s}, owner=owner)
-            self._permutation = as_parameter(permutation, tf.int32, "permutation", owner=owner)
-            self._lower = as_parameter(lower, dtype, "lower", owner=owner)
-            self._upper = as_parameter(upper, dtype, "upper", owner=owner)
-            self._sign_s = as_parameter(sign_s, dtype, "sign_s", owner=owner)
-            self._log_abs_s = as_parameter(log_abs_s, dtype, "log_abs_s", owner=owner)
+            _, (self._permutation,) = self._convert_parameters(dtype=tf.int32,
+                                                               permutation=permutation)
+            dtype, (self._lower, self._upper, self._sign_s, self._log_abs_s) = \
+                self._convert_parameters(lower=lower, upper=upper, sign_s=sign_s,
+                                         log_abs_s=log_abs_s)
             channels = _validation.static_channels("LUInvertible1x1Conv", self._log_abs_s,
                                                    "log_abs_s")
             expected = {"lower": [channels, channels], "upper": [channels, channels],

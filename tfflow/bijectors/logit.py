@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfflow.bijectors import _validation
 from tfflow.bijectors._base import FlowBijector
 
 __all__ = ["LogitPreprocessing"]
@@ -13,9 +12,7 @@ __all__ = ["LogitPreprocessing"]
 class LogitPreprocessing(FlowBijector):
     """Maps data in [0, 1] to the real line: `z = logit(alpha + (1 - 2 alpha) x)`.
 
-    tfflow bijectors follow TFP: `forward` maps latent -> data (generation),
-    `inverse` maps data -> latent (the normalising direction, the paper's
-    preprocessing).
+    Direction: `forward` latent -> data, `inverse` data -> latent (see `tfflow.bijectors`).
 
     Inverse:  `z = logit(p)`, `p = alpha + (1 - 2 alpha) x`
     Forward:  `x = (sigmoid(z) - alpha) / (1 - 2 alpha)`
@@ -57,25 +54,26 @@ class LogitPreprocessing(FlowBijector):
     def alpha(self) -> float:
         return self._alpha
 
+    def _validate_input(self, x, *, inverse):
+        x = super()._validate_input(x, inverse=inverse)
+        if not (inverse and self.validate_args):
+            return x
+        with tf.control_dependencies([
+                tf.debugging.assert_greater_equal(
+                    x, tf.zeros([], x.dtype),
+                    message="LogitPreprocessing: expected data in [0, 1], got values < 0"),
+                tf.debugging.assert_less_equal(
+                    x, tf.ones([], x.dtype),
+                    message="LogitPreprocessing: expected data in [0, 1], got values > 1")]):
+            return tf.identity(x)
+
     def _forward_and_log_det(self, z):
-        z = _validation.with_finite_check("LogitPreprocessing", z, self.validate_args)
         a = tf.constant(self._alpha, z.dtype)
         x = (tf.sigmoid(z) - a) / (1. - 2. * a)
         fldj = tf.math.log_sigmoid(z) + tf.math.log_sigmoid(-z) - tf.math.log1p(-2. * a)
         return x, fldj
 
     def _inverse_and_log_det(self, x):
-        if self.validate_args:
-            x = tf.debugging.assert_all_finite(
-                x, message="LogitPreprocessing: expected finite data, but got NaN or Inf")
-            with tf.control_dependencies([
-                    tf.debugging.assert_greater_equal(
-                        x, tf.zeros([], x.dtype),
-                        message="LogitPreprocessing: expected data in [0, 1], got values < 0"),
-                    tf.debugging.assert_less_equal(
-                        x, tf.ones([], x.dtype),
-                        message="LogitPreprocessing: expected data in [0, 1], got values > 1")]):
-                x = tf.identity(x)
         a = tf.constant(self._alpha, x.dtype)
         p = a + (1. - 2. * a) * x
         z = tf.math.log(p) - tf.math.log1p(-p)

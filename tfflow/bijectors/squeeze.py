@@ -24,9 +24,8 @@ def _unflatten_batch(x: tf.Tensor, batch_shape: tf.Tensor, static_batch: tf.Tens
 class Squeeze(FlowBijector):
     """Trade spatial size for channels: [H, W, C] <-> [H/f, W/f, f*f*C].
 
-    tfflow bijectors follow TFP: `forward` maps latent -> data (generation),
-    `inverse` maps data -> latent (the paper's normalising direction). So the
-    squeeze itself, data [H, W, C] -> latent [H/f, W/f, f^2 C]
+    Direction: `forward` latent -> data, `inverse` data -> latent (see `tfflow.bijectors`).
+    So the squeeze itself, data [H, W, C] -> latent [H/f, W/f, f^2 C]
     (`tf.nn.space_to_depth`), is `inverse`, and `forward` is
     `tf.nn.depth_to_space`. Inside `tfd.TransformedDistribution` the base
     distribution therefore has the squeezed event shape.
@@ -65,27 +64,21 @@ class Squeeze(FlowBijector):
         return self._factor
 
     # Shapes -------------------------------------------------------------------
-    def _squeezed_shape(self, shape: tf.TensorShape) -> tf.TensorShape:
+    def _event_shape_after(self, shape: tf.TensorShape, *, inverse: bool) -> tf.TensorShape:
+        """The static shape after `inverse` (space-to-depth) or `forward` (depth-to-space)."""
         if shape.rank is None:
             return shape
         _validation.check_rank("Squeeze", shape, 3)
-        h, w, c = shape[-3:]
         f = self._factor
-        self._require_divisible_hw(shape)
-        return shape[:-3].concatenate([None if h is None else h // f,
-                                       None if w is None else w // f,
-                                       None if c is None else c * f * f])
-
-    def _unsqueezed_shape(self, shape: tf.TensorShape) -> tf.TensorShape:
-        if shape.rank is None:
-            return shape
-        _validation.check_rank("Squeeze", shape, 3)
+        if inverse:
+            self._require_divisible_hw(shape)
+            spatial, depth = (lambda d: d // f), (lambda d: d * f * f)
+        else:
+            self._require_divisible_c(shape)
+            spatial, depth = (lambda d: d * f), (lambda d: d // (f * f))
         h, w, c = shape[-3:]
-        f = self._factor
-        self._require_divisible_c(shape)
-        return shape[:-3].concatenate([None if h is None else h * f,
-                                       None if w is None else w * f,
-                                       None if c is None else c // (f * f)])
+        return shape[:-3].concatenate([None if d is None else op(d)
+                                       for d, op in ((h, spatial), (w, spatial), (c, depth))])
 
     def _require_divisible_hw(self, shape: tf.TensorShape):
         h, w = shape[-3], shape[-2]
@@ -102,10 +95,10 @@ class Squeeze(FlowBijector):
                 f"got event [H, W, C] = {shape[-3:].as_list()}.")
 
     def _forward_event_shape(self, input_shape):
-        return self._unsqueezed_shape(input_shape)
+        return self._event_shape_after(input_shape, inverse=False)
 
     def _inverse_event_shape(self, output_shape):
-        return self._squeezed_shape(output_shape)
+        return self._event_shape_after(output_shape, inverse=True)
 
     def _forward_event_shape_tensor(self, input_shape):
         f = self._factor
@@ -118,39 +111,33 @@ class Squeeze(FlowBijector):
                           output_shape[-1:] * f * f], 0)
 
     # Values -------------------------------------------------------------------
-    def _dynamic_check(self, x, divisible_axes, divisor):
+    def _validate_input(self, x, *, inverse):
+        # inverse (space-to-depth) needs H and W divisible by f; forward needs C by f^2.
+        x = super()._validate_input(x, inverse=inverse)
+        if inverse:
+            self._require_divisible_hw(x.shape)
+            axes, divisor = [0, 1], self._factor
+        else:
+            self._require_divisible_c(x.shape)
+            axes, divisor = [2], self._factor ** 2
         if not self.validate_args:
             return x
         sizes = tf.shape(x)[-3:]
-        bad = tf.reduce_any(tf.not_equal(tf.gather(sizes, divisible_axes) % divisor, 0))
+        bad = tf.reduce_any(tf.not_equal(tf.gather(sizes, axes) % divisor, 0))
         check = tf.debugging.Assert(tf.logical_not(bad), [
-            f"Squeeze: expected event dimensions {divisible_axes} (of [H, W, C]) "
+            f"Squeeze: expected event dimensions {axes} (of [H, W, C]) "
             f"divisible by {divisor}, got event shape", sizes])
         with tf.control_dependencies([check]):
-            return _validation.with_finite_check("Squeeze", x, True)
+            return tf.identity(x)
 
     def _forward_and_log_det(self, x):
-        _validation.check_rank("Squeeze", x, 3)
-        self._require_divisible_c(x.shape)
-        x = self._dynamic_check(x, [2], self._factor ** 2)
         flat, batch_shape = _flatten_batch(x)
         y = _unflatten_batch(tf.nn.depth_to_space(flat, self._factor), batch_shape,
                              x.shape[:-3])
         return y, tf.zeros([], x.dtype)
 
     def _inverse_and_log_det(self, y):
-        _validation.check_rank("Squeeze", y, 3)
-        self._require_divisible_hw(y.shape)
-        y = self._dynamic_check(y, [0, 1], self._factor)
         flat, batch_shape = _flatten_batch(y)
         x = _unflatten_batch(tf.nn.space_to_depth(flat, self._factor), batch_shape,
                              y.shape[:-3])
         return x, tf.zeros([], y.dtype)
-
-    def _forward_log_det_jacobian(self, x):
-        self._require_divisible_c(x.shape)
-        return tf.zeros([], x.dtype)
-
-    def _inverse_log_det_jacobian(self, y):
-        self._require_divisible_hw(y.shape)
-        return tf.zeros([], y.dtype)

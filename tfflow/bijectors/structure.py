@@ -5,8 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 from tensorflow_probability import bijectors as tfb
 
-from tfflow.bijectors import _validation
-from tfflow.bijectors._base import FlowBijector, as_parameter, common_dtype, read
+from tfflow.bijectors._base import FlowBijector, read
 
 __all__ = ["ApplyToChannels", "ElementwiseAffine"]
 
@@ -14,8 +13,7 @@ __all__ = ["ApplyToChannels", "ElementwiseAffine"]
 class ApplyToChannels(FlowBijector):
     """Applies `bijector` to the first `channels` channels; the rest pass through.
 
-    tfflow bijectors follow TFP: `forward` maps latent -> data (generation),
-    `inverse` maps data -> latent (the normalising direction).
+    Direction: `forward` latent -> data, `inverse` data -> latent (see `tfflow.bijectors`).
 
     Inverse:  `z = concat(bijector.inverse(x[..., :k]), x[..., k:])`
     Forward:  `x = concat(bijector.forward(z[..., :k]), z[..., k:])`
@@ -53,13 +51,15 @@ class ApplyToChannels(FlowBijector):
     def bijector(self) -> tfb.Bijector:
         return self._bijector
 
-    def _split(self, x):
-        _validation.check_rank("ApplyToChannels", x, self._event_ndims)
-        total = x.shape[-1]
-        if total is None or total <= self._channels:
+    def _validate_input(self, x, *, inverse):
+        x = super()._validate_input(x, inverse=inverse)
+        if x.shape[-1] is None or x.shape[-1] <= self._channels:
             raise ValueError(f"ApplyToChannels: expected more than {self._channels} channels "
                              f"(static), got shape {x.shape}.")
-        return tf.split(x, [self._channels, total - self._channels], axis=-1)
+        return x
+
+    def _split(self, x):
+        return tf.split(x, [self._channels, x.shape[-1] - self._channels], axis=-1)
 
     def _forward_and_log_det(self, x):
         head, tail = self._split(x)
@@ -77,8 +77,7 @@ class ApplyToChannels(FlowBijector):
 class ElementwiseAffine(FlowBijector):
     """`x = loc + exp(log_scale) * z` with parameters that broadcast against the event.
 
-    tfflow bijectors follow TFP: `forward` maps latent -> data (generation),
-    `inverse` maps data -> latent (the normalising direction).
+    Direction: `forward` latent -> data, `inverse` data -> latent (see `tfflow.bijectors`).
 
     Inverse:  `z = (x - loc) * exp(-log_scale)`
     Log-det:  `forward_log_det_jacobian = sum over the event of log_scale`
@@ -102,10 +101,8 @@ class ElementwiseAffine(FlowBijector):
         """
         parameters = dict(locals())
         with tf.name_scope(name) as name:
-            owner = "ElementwiseAffine"
-            dtype = common_dtype({"loc": loc, "log_scale": log_scale}, owner=owner)
-            self._loc = as_parameter(loc, dtype, "loc", owner=owner)
-            self._log_scale = as_parameter(log_scale, dtype, "log_scale", owner=owner)
+            dtype, (self._loc, self._log_scale) = self._convert_parameters(
+                loc=loc, log_scale=log_scale)
             self._event_ndims = int(event_ndims)
             super().__init__(forward_min_event_ndims=self._event_ndims,
                              is_constant_jacobian=True, validate_args=validate_args,
@@ -117,13 +114,9 @@ class ElementwiseAffine(FlowBijector):
         return tf.reduce_sum(full, axis=list(range(-self._event_ndims, 0)))
 
     def _forward_and_log_det(self, x):
-        _validation.check_rank("ElementwiseAffine", x, self._event_ndims)
-        x = _validation.with_finite_check("ElementwiseAffine", x, self.validate_args)
         loc, log_scale = read(self._loc), read(self._log_scale)
         return loc + tf.exp(log_scale) * x, self._log_det(x, log_scale)
 
     def _inverse_and_log_det(self, y):
-        _validation.check_rank("ElementwiseAffine", y, self._event_ndims)
-        y = _validation.with_finite_check("ElementwiseAffine", y, self.validate_args)
         loc, log_scale = read(self._loc), read(self._log_scale)
         return (y - loc) * tf.exp(-log_scale), -self._log_det(y, log_scale)
