@@ -33,12 +33,9 @@ def test_bfloat16_networks_float32_flow_and_log_prob_close_to_float32():
     full.initialize(x)
     mixed.set_weights(full.get_weights())
     layers = mixed._flatten_layers(include_self=False, recursive=True)
-    networks = [l for l in layers if isinstance(l, (fl.GlowConditioner, fl.ZeroInitConv))]
-    assert all(l.compute_dtype == "bfloat16" for l in networks)
-    # Glow's steps (stacked weights) run their networks in the network policy's dtype.
-    steps = [l for l in layers if isinstance(l, fl.GlowStepsLayer)]
-    assert networks or steps
-    assert all(keras.DTypePolicy(l.network_dtype).compute_dtype == "bfloat16" for l in steps)
+    networks = [l for l in layers if isinstance(l, (fl.GlowConditioner, fl.ZeroInitConv,
+                                                    fl.StackedGlowNetworks))]
+    assert networks and all(l.compute_dtype == "bfloat16" for l in networks)
     flow_layers = [l for l in layers if isinstance(l, (fl.ActNormLayer, fl.LUConv1x1Layer,
                                                        fl.AffineCouplingLayer,
                                                        fl.GlowStepsLayer))]

@@ -11,7 +11,7 @@ from tfflow.layers.autoregressive import (MADE, InverseAutoregressiveLayer,
 from tfflow.layers.base import FlowContext, FlowLayer
 from tfflow.layers.conditioners import (GlowConditioner, MLPConditioner, ResNetConditioner,
                                         ZeroInitConv)
-from tfflow.layers.glow_steps import GlowStepsLayer
+from tfflow.layers.glow_steps import GlowStepsLayer, StackedGlowNetworks
 from tfflow.layers.coupling import AdditiveCouplingLayer, AffineCouplingLayer, SplineCouplingLayer
 from tfflow.layers.mixing import Conv1x1Layer, LUConv1x1Layer, PermutationLayer
 from tfflow.layers.normalization import ActNormLayer, BatchNormLayer
@@ -24,7 +24,7 @@ __all__ = [
     "ActNormLayer", "AdditiveCouplingLayer", "AffineCouplingLayer", "BatchNormLayer",
     "ChainLayer", "InverseAutoregressiveLayer", "MADE", "MaskedAutoregressiveLayer",
     "StandardizeLayer", "TriangularAffineLayer", "Conv1x1Layer", "DiagonalScalingLayer", "FactorOutLayer", "FlattenLayer",
-    "FlowContext", "FlowLayer", "GlowConditioner", "GlowStepsLayer", "LUConv1x1Layer", "LearnedPriorLayer",
+    "FlowContext", "FlowLayer", "GlowConditioner", "GlowStepsLayer", "StackedGlowNetworks", "LUConv1x1Layer", "LearnedPriorLayer",
     "LogitLayer", "MLPConditioner", "PermutationLayer", "ResNetConditioner",
     "ReversibleChainLayer", "ShiftLayer", "SplineCouplingLayer",
     "SqueezeLayer", "UnsqueezeLayer", "ZeroInitConv", "group_reversible",

@@ -25,6 +25,40 @@ def _stacked(initializer, num_steps: int):
     return init
 
 
+_NETWORK_PARAMETERS = ("conv_in_kernel", "conv_in_bias", "conv_mid_kernel", "conv_mid_bias",
+                       "conv_out_kernel", "conv_out_bias", "log_gain")
+
+
+@keras.saving.register_keras_serializable(package="tfflow")
+class StackedGlowNetworks(keras.layers.Layer):
+    """The K coupling networks of a `GlowStepsLayer`: their weights, stacked `[K, ...]`.
+
+    A layer of its own so that it carries the networks' dtype policy (e.g.
+    "mixed_bfloat16": float32 weights, bfloat16 arithmetic) while the flow's
+    weights stay in the flow's dtype; `tfflow.bijectors.glow_network` computes.
+    Glorot-uniform first two kernels (drawn per step), zero biases, and a zero
+    last conv and gain: each coupling starts as the identity.
+    """
+
+    def __init__(self, num_steps: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_steps = int(num_steps)
+
+    def build_stacked(self, specs: dict):
+        """Creates the `[K, ...]` weights named in `specs` (`glow_steps_parameters`)."""
+        glorot = _stacked(keras.initializers.GlorotUniform(), self.num_steps)
+        self.stacked = {}
+        for name in _NETWORK_PARAMETERS:
+            initializer = glorot if name in ("conv_in_kernel", "conv_mid_kernel") else "zeros"
+            self.stacked[name] = self.add_weight(
+                name=name, shape=(self.num_steps,) + specs[name].shape, initializer=initializer,
+                trainable=True)
+        self.built = True
+
+    def get_config(self):
+        return {**super().get_config(), "num_steps": self.num_steps}
+
+
 class _InitializingGlowSteps(FlowBijector):
     """Glow's data-dependent init, step by step: each ActNorm standardises what it sees.
 
@@ -76,7 +110,8 @@ class GlowStepsLayer(FlowLayer):
     `log_abs_s` trained, `permutation`, `sign_s` fixed, from a random rotation
     per step seeded `seed + k`), and the coupling network's (Glorot-uniform
     first two convs, zero last conv and gain: every coupling starts as the
-    identity with `log_scale="tanh"`).
+    identity with `log_scale="tanh"`), which sit in the sub-layer `networks`
+    (a `StackedGlowNetworks` with the networks' dtype policy).
 
     Args:
       num_steps: K.
@@ -114,6 +149,8 @@ class GlowStepsLayer(FlowLayer):
         self.memory_saving = bool(memory_saving)
         self.network_dtype = network_dtype
         self.epsilon = float(epsilon)
+        self.networks = StackedGlowNetworks(self.num_steps, name="networks",
+                                            dtype=network_dtype or self.dtype_policy)
         fb.glow_steps_parameters(2, 1, coupling=coupling, permutation=permutation)  # checks
 
     def build(self, input_shape):
@@ -132,26 +169,23 @@ class GlowStepsLayer(FlowLayer):
         elif self.permutation == "shuffle":
             fixed["permutation"] = np.stack([np.random.default_rng(s).permutation(channels)
                                              for s in seeds])
-        glorot = _stacked(keras.initializers.GlorotUniform(), k)
         self.step_weights = {}
         for name, spec in specs.items():
-            if name in fixed:
-                initializer = keras.initializers.Constant(fixed[name])
-            elif name in ("conv_in_kernel", "conv_mid_kernel"):
-                initializer = glorot
-            else:
-                initializer = "zeros"
+            if name in _NETWORK_PARAMETERS:
+                continue
+            initializer = keras.initializers.Constant(fixed[name]) if name in fixed else "zeros"
             self.step_weights[name] = self.add_weight(
                 name=name, shape=(k,) + spec.shape, initializer=initializer,
                 trainable=spec.trainable, dtype="int32" if spec.integer else None)
         self.initialized = self.add_weight(name="initialized", shape=(), initializer="zeros",
                                            trainable=False, dtype="float32")
+        if not self.networks.built:
+            self.networks.build_stacked(specs)
+        self.step_weights.update(self.networks.stacked)
         super().build(input_shape)
 
     def _network_compute_dtype(self):
-        if self.network_dtype is None:
-            return None
-        return keras.DTypePolicy(self.network_dtype).compute_dtype
+        return self.networks.compute_dtype
 
     def steps_bijector(self, params: dict, *, unroll: bool | None = None) -> fb.GlowSteps:
         """`GlowSteps` of this layer's architecture with the given stacked `params`."""
