@@ -282,3 +282,51 @@ def test_layer_errors_name_the_layer():
     prior.build(IMAGE)
     with pytest.raises(ValueError, match="LearnedPriorLayer.*labels"):
         prior.bijector(FlowContext())
+
+
+# --- Self-description: what health checks, grouping and initialisation ask of a layer ----------
+
+@pytest.mark.parametrize("name", list(FLOW_LAYERS))
+def test_layer_describes_itself_truthfully(name):
+    case = FLOW_LAYERS[name]
+    layer = case.make()
+    layer.build(case.input_shape)
+    _perturb(layer)
+    event = tuple(case.input_shape[1:])
+    assert layer.keeps_event_shape == (tuple(layer.output_event_shape(event)) == event)
+    x = _data(case.input_shape)
+    labels = None if case.labels is None else tf.constant(case.labels)
+    context = FlowContext(training=True, labels=labels)
+    z = layer.bijector(context).inverse(x)
+    if layer.flow_children:
+        # The container's own composition of its children is its bijector.
+        composed = layer.apply_children(x, lambda child, v: child.bijector(context).inverse(v))
+        np.testing.assert_allclose(composed, z, rtol=1e-5, atol=1e-5)
+    if layer.per_example and case.labels is None:
+        # Per example: the first example alone maps to what it maps to in the batch.
+        alone = layer.bijector(context).inverse(x[:1])
+        np.testing.assert_allclose(alone, z[:1], rtol=1e-5, atol=1e-5)
+    if layer.needs_data_init:
+        assert _holds(layer.non_trainable_weights, layer.initialized)
+        assert callable(layer.assign_initial)
+
+
+def test_batch_norm_is_not_per_example_and_containers_name_their_children():
+    assert not fl.BatchNormLayer().per_example
+    inner = fl.ChainLayer([fl.SqueezeLayer(), fl.ActNormLayer(), fl.UnsqueezeLayer()],
+                          name="inner")
+    outer = fl.FactorOutLayer(2, inner, name="outer")
+    assert outer.flow_children == [inner]
+    assert [path for path, _ in outer.walk()] == [
+        "outer", "outer/inner", "outer/inner/" + inner.flow_layers[0].name,
+        "outer/inner/" + inner.flow_layers[1].name, "outer/inner/" + inner.flow_layers[2].name]
+    assert [layer.needs_data_init for _, layer in outer.walk()] == [False, False, False, True,
+                                                                      False]
+    assert not inner.keeps_event_shape  # unbuilt: a squeeze inside may change the shape
+    outer.build(IMAGE)
+    assert inner.keeps_event_shape  # built: squeeze then unsqueeze keeps [4, 4, 2]
+    assert outer.keeps_event_shape
+    with pytest.raises(ValueError, match="ActNormLayer: a leaf"):
+        fl.ActNormLayer().apply_children(tf.zeros([1, 2]), lambda child, v: v)
+
+

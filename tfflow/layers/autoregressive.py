@@ -218,6 +218,7 @@ class TriangularAffineLayer(FlowLayer):
     """
 
     event_ndims = 1
+    needs_data_init = True
 
     def __init__(self, ridge: float = 1e-6, **kwargs):
         super().__init__(**kwargs)

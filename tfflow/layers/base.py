@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import weakref
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import keras
 import tensorflow as tf
@@ -65,6 +65,47 @@ class FlowLayer(keras.layers.Layer):
     event_ndims: int = 3
     #: True for layers whose bijector depends on `FlowContext.labels`.
     uses_labels: bool = False
+
+    # Self-description: what health checks, reversible grouping and data-dependent
+    # initialisation ask of a layer instead of checking its class.
+    #: False for a layer whose bijector changes the event shape (squeeze, flatten).
+    keeps_event_shape: bool = True
+    #: False for a layer whose output for one example depends on the others in the
+    #: batch (batch statistics): it cannot be inverted example by example.
+    per_example: bool = True
+    #: True for a layer that `FlowModel.initialize` sets from a batch of data: it has a
+    #: non-trainable `initialized` weight and `assign_initial(*values)`, and its
+    #: bijector records those values when `FlowContext.init_records` is a dict.
+    needs_data_init: bool = False
+
+    @property
+    def flow_children(self) -> list[FlowLayer]:
+        """The flow layers this layer is made of (a container's parts); `[]` for a leaf.
+
+        A container also implements `apply_children`.
+        """
+        return []
+
+    def apply_children(self, x: tf.Tensor,
+                       apply: Callable[[FlowLayer, tf.Tensor], tf.Tensor]) -> tf.Tensor:
+        """A container's data -> latent map of `x`, with `apply(child, value)` for each child.
+
+        `apply` stands in for running a child; the container says how its
+        children's results combine (in order; on some channels). Leaves have no
+        children and raise.
+        """
+        raise ValueError(f"{type(self).__name__}: a leaf flow layer has no children to apply.")
+
+    def walk(self, path: str | None = None) -> Iterator[tuple[str, FlowLayer]]:
+        """`(path, layer)` for this layer and every flow layer below it, parents first.
+
+        Paths join layer names with "/", starting at `path` (default: this
+        layer's name), e.g. "flow/level_0/actnorm_layer_1".
+        """
+        path = self.name if path is None else path
+        yield path, self
+        for child in self.flow_children:
+            yield from child.walk(f"{path}/{child.name}")
 
     def bijector(self, context: FlowContext | None = None) -> tfb.Bijector:
         raise NotImplementedError
@@ -134,3 +175,4 @@ def serialize(layer: keras.layers.Layer | None) -> dict | None:
 
 def deserialize(config: Any):
     return None if config is None else keras.saving.deserialize_keras_object(config)
+

@@ -71,6 +71,8 @@ class ActNormLayer(FlowLayer):
     resumed model is never initialised twice.
     """
 
+    needs_data_init = True
+
     def __init__(self, event_ndims: int = 3, epsilon: float = 1e-6, **kwargs):
         super().__init__(**kwargs)
         self.event_ndims = int(event_ndims)
@@ -133,6 +135,9 @@ class BatchNormLayer(FlowLayer):
     (`FlowModel.initialize`), so a model evaluated after a short fit does not
     use the placeholder mean 0 / variance 1.
     """
+
+    needs_data_init = True
+    per_example = False  # training normalises with the batch's moments
 
     def __init__(self, event_ndims: int = 3, momentum: float = 0.99, epsilon: float = 1e-4,
                  **kwargs):

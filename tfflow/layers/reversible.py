@@ -7,9 +7,7 @@ import tensorflow as tf
 
 from tfflow import bijectors as fb
 from tfflow.layers.base import FlowContext
-from tfflow.layers.normalization import BatchNormLayer
-from tfflow.layers.structure import (ChainLayer, FactorOutLayer, FlattenLayer, SqueezeLayer,
-                                     UnsqueezeLayer)
+from tfflow.layers.structure import ChainLayer
 
 __all__ = ["ReversibleChainLayer", "group_reversible"]
 
@@ -36,7 +34,7 @@ class ReversibleChainLayer(ChainLayer):
         super().__init__(layers, **kwargs)
         self.event_ndims = int(event_ndims)
         for layer in self.flow_layers:
-            if isinstance(layer, BatchNormLayer):
+            if not layer.per_example:
                 raise ValueError(f"ReversibleChainLayer: {layer.name} ({type(layer).__name__}) "
                                  f"normalises with batch statistics, which cannot be "
                                  f"reconstructed from its output; keep it outside the block.")
@@ -71,13 +69,12 @@ def group_reversible(layers: list, *, event_ndims: int = 3, dtype=None,
                      name: str = "reversible") -> list:
     """Wraps each maximal run of per-example, shape-keeping layers in a `ReversibleChainLayer`.
 
-    Left as they are: batch normalisation (batch statistics), layers that change
-    the event shape (squeeze, flatten) and nested structure (`ChainLayer`,
+    Left as they are, as the layers describe themselves: layers that are not
+    `per_example` (batch normalisation), layers that do not `keeps_event_shape`
+    (squeeze, flatten) and containers with `flow_children` (`ChainLayer`,
     `FactorOutLayer`, whose inner flow is a block of its own). The factories use
     this for their `memory_saving=True` option.
     """
-    kept_out = (BatchNormLayer, ChainLayer, FactorOutLayer, FlattenLayer, SqueezeLayer,
-                UnsqueezeLayer)
     grouped, run = [], []
 
     def close_run():
@@ -87,7 +84,7 @@ def group_reversible(layers: list, *, event_ndims: int = 3, dtype=None,
             run.clear()
 
     for layer in layers:
-        if isinstance(layer, kept_out):
+        if layer.flow_children or not layer.keeps_event_shape or not layer.per_example:
             close_run()
             grouped.append(layer)
         else:

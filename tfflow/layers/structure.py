@@ -40,12 +40,35 @@ class ChainLayer(FlowLayer):
             if not layer.built:  # layers deserialised from a config come built
                 layer.build(shape)
             shape = (shape[0],) + tuple(layer.output_event_shape(shape[1:]))
+        self._event_shape = tuple(input_shape[1:])
         super().build(input_shape)
 
     @property
     def layers(self) -> list:
         """The parts, so that `model.summary(expand_nested=True)` lists them."""
         return list(self.flow_layers)
+
+    @property
+    def flow_children(self) -> list:
+        return list(self.flow_layers)
+
+    @property
+    def keeps_event_shape(self) -> bool:
+        # Built, the chain knows its event (squeeze ... unsqueeze keeps it); unbuilt, only
+        # a chain of shape-keeping parts surely does.
+        event = getattr(self, "_event_shape", None)
+        if event is not None:
+            return tuple(self.output_event_shape(event)) == event
+        return all(layer.keeps_event_shape for layer in self.flow_layers)
+
+    @property
+    def per_example(self) -> bool:
+        return all(layer.per_example for layer in self.flow_layers)
+
+    def apply_children(self, x, apply):
+        for layer in self.flow_layers:
+            x = apply(layer, x)
+        return x
 
     def output_event_shape(self, event_shape):
         for layer in self.flow_layers:
@@ -89,6 +112,8 @@ class ChainLayer(FlowLayer):
 class SqueezeLayer(FlowLayer):
     """Space-to-depth in the data -> latent direction: [H, W, C] -> [H/2, W/2, 4C]."""
 
+    keeps_event_shape = False
+
     def output_event_shape(self, event_shape):
         h, w, c = event_shape
         return (h // 2, w // 2, c * 4)
@@ -100,6 +125,8 @@ class SqueezeLayer(FlowLayer):
 @keras.saving.register_keras_serializable(package="tfflow")
 class UnsqueezeLayer(FlowLayer):
     """Depth-to-space in the data -> latent direction: [H, W, 4C] -> [2H, 2W, C]."""
+
+    keeps_event_shape = False
 
     def output_event_shape(self, event_shape):
         h, w, c = event_shape
@@ -132,6 +159,18 @@ class FactorOutLayer(FlowLayer):
     def layers(self) -> list:
         """`[inner]`, so that `model.summary(expand_nested=True)` lists it."""
         return [self.inner]
+
+    @property
+    def flow_children(self) -> list:
+        return [self.inner]
+
+    @property
+    def per_example(self) -> bool:
+        return self.inner.per_example
+
+    def apply_children(self, x, apply):
+        kept = apply(self.inner, x[..., :self.channels])
+        return tf.concat([kept, x[..., self.channels:]], axis=-1)
 
     def bijector(self, context=None):
         return fb.ApplyToChannels(self.inner.bijector(context or FlowContext()), self.channels)
@@ -223,6 +262,8 @@ class LogitLayer(FlowLayer):
 @keras.saving.register_keras_serializable(package="tfflow")
 class FlattenLayer(FlowLayer):
     """Flattens an event (data -> latent): [H, W, C] -> [H*W*C], for vector flows on images."""
+
+    keeps_event_shape = False
 
     def __init__(self, event_shape: tuple | list, **kwargs):
         super().__init__(**kwargs)

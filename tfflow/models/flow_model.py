@@ -21,8 +21,6 @@ import tensorflow_probability as tfp
 from tfflow.bijectors.program import inline_programs
 from tfflow.data.core import bits_per_dim
 from tfflow.layers.base import FlowContext, FlowLayer, deserialize, serialize
-from tfflow.layers.autoregressive import TriangularAffineLayer
-from tfflow.layers.normalization import ActNormLayer, BatchNormLayer
 from tfflow.models import _checks
 
 tfd = tfp.distributions
@@ -279,8 +277,7 @@ class FlowModel(keras.Model):
 
     # Data-dependent initialisation (ActNorm, batch-norm running averages) ----------------------
     def _data_initialized_layers(self) -> list:
-        return [l for l in self._flatten_layers(include_self=False, recursive=True)
-                if isinstance(l, (ActNormLayer, BatchNormLayer, TriangularAffineLayer))]
+        return [layer for _, layer in self.flow.walk() if layer.needs_data_init]
 
     @property
     def is_initialized(self) -> bool:

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
+from tfflow.layers.base import FlowContext
+from tfflow.layers.mixing import Conv1x1Layer, LUConv1x1Layer
+
 __all__ = ["conv1x1_condition_numbers", "find_non_finite_layer"]
-
-
-def _flow_children(layer: Any) -> list[Any]:
-    from tfflow.layers import structure  # pylint: disable=import-outside-toplevel
-    if isinstance(layer, structure.ChainLayer):
-        return list(layer.flow_layers)
-    if isinstance(layer, structure.FactorOutLayer):
-        return [layer.inner]
-    return []
 
 
 class _Found(Exception):
@@ -27,8 +20,8 @@ class _Found(Exception):
 def find_non_finite_layer(model: Any, x: Any, labels: Any = None) -> str | None:
     """Names the first part of the flow that is not finite on `x`, or None.
 
-    Walks the model's flow layers (`model.flow`, ChainLayers and factored-out
-    levels descended into) in the data -> latent direction, as `log_prob` and
+    Walks the model's flow layers (`model.flow` and every container's
+    `flow_children`) in the data -> latent direction, as `log_prob` and
     training run it (batch statistics for batch norm). First every layer's
     weights are checked, then each leaf layer's output and log-det on `x`.
 
@@ -36,15 +29,6 @@ def find_non_finite_layer(model: Any, x: Any, labels: Any = None) -> str | None:
       A phrase such as "layer 'level_0/affine_coupling_layer_1' gave a
       non-finite log-det", or None when everything is finite.
     """
-    from tfflow.layers.base import FlowContext  # pylint: disable=import-outside-toplevel
-
-    def walk(layer: Any, path: str, visit: Callable[[Any, str], None]) -> None:
-        children = _flow_children(layer)
-        if not children:
-            visit(layer, path)
-        for child in children:
-            walk(child, f"{path}/{child.name}" if path else child.name, visit)
-
     def check_weights(layer: Any, path: str) -> None:
         bad = [weight.name for weight in layer.weights
                if tf.as_dtype(weight.dtype).is_floating
@@ -57,14 +41,9 @@ def find_non_finite_layer(model: Any, x: Any, labels: Any = None) -> str | None:
     largest_growth: list[Any] = ["", 0.0]  # [path, max|out| / max|in|] of the worst layer
 
     def run(layer: Any, path: str, value: tf.Tensor) -> tf.Tensor:
-        from tfflow.layers import structure  # pylint: disable=import-outside-toplevel
-        if isinstance(layer, structure.ChainLayer):
-            for child in layer.flow_layers:
-                value = run(child, f"{path}/{child.name}", value)
-            return value
-        if isinstance(layer, structure.FactorOutLayer):
-            kept = run(layer.inner, f"{path}/{layer.inner.name}", value[..., :layer.channels])
-            return tf.concat([kept, value[..., layer.channels:]], axis=-1)
+        if layer.flow_children:
+            return layer.apply_children(
+                value, lambda child, v: run(child, f"{path}/{child.name}", v))
         bijector = layer.bijector(context)
         output = bijector.inverse(value)
         growth = float(tf.reduce_max(tf.abs(output))) / max(float(tf.reduce_max(tf.abs(value))),
@@ -80,7 +59,9 @@ def find_non_finite_layer(model: Any, x: Any, labels: Any = None) -> str | None:
         return output
 
     try:
-        walk(model.flow, model.flow.name, check_weights)
+        for path, layer in model.flow.walk():
+            if not layer.flow_children:
+                check_weights(layer, path)
         x = tf.cast(tf.convert_to_tensor(x), model.dtype_name)
         if not np.all(np.isfinite(x.numpy())):
             return "the training batch itself is not finite"
@@ -104,10 +85,9 @@ def conv1x1_condition_numbers(model: Any) -> dict[str, float]:
     number means the layer is close to singular: its inverse (sampling, for a
     Glow trained by `log_prob`) amplifies round-off by up to that factor.
     """
-    from tfflow.layers import mixing  # pylint: disable=import-outside-toplevel
     numbers: dict[str, float] = {}
-    for layer in model._flatten_layers(include_self=False, recursive=True):  # pylint: disable=protected-access
-        if not isinstance(layer, (mixing.LUConv1x1Layer, mixing.Conv1x1Layer)):
+    for _, layer in model.flow.walk():
+        if not isinstance(layer, (LUConv1x1Layer, Conv1x1Layer)):
             continue
         bijector = layer.bijector()
         channels = int(layer.weights[-1].shape[-1])
