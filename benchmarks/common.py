@@ -508,6 +508,7 @@ def torch_peer(python: str, model: str, arrays: dict, seconds: float, *, seed: i
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_peers.py")
     subprocess.run([python, script, f"--data={data}", f"--model={model}",
                     f"--seconds={seconds}", f"--seed={seed}", "--threads=2", f"--clock={clock}",
+                    "--patience=0",  # like the TensorFlow models: the whole budget, best kept
                     f"--out={out}"], check=True, stdout=subprocess.DEVNULL)
     with open(out, encoding="utf-8") as handle:
         result = json.load(handle)

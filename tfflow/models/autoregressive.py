@@ -6,36 +6,12 @@ from typing import Sequence
 
 from tfflow import layers as fl
 from tfflow.mixed_precision import flow_and_network_dtypes
+from tfflow.models._vector import GAUSSIAN_START_EXAMPLES, gaussian_start, vector_dims
 from tfflow.models.flow_model import FlowModel
 
-__all__ = ["IAF", "MAF", "NSF", "gaussian_start", "vector_dims"]
+__all__ = ["IAF", "MAF", "NSF"]
 
 MIXINGS = ("reverse", "lu", "none")
-
-#: Rows the Gaussian start is fitted on when `fit` initialises (a full covariance needs many).
-GAUSSIAN_START_EXAMPLES = 100_000
-
-
-def vector_dims(owner: str, event_shape) -> int:
-    """D of a [D] event shape, with the error every vector model gives otherwise."""
-    event_shape = tuple(int(d) for d in event_shape)
-    if len(event_shape) != 1 or event_shape[0] < 1:
-        raise ValueError(f"{owner}: expected a vector event_shape (D,), got {event_shape}; "
-                         f"for images use Glow or RealNVP.")
-    return event_shape[0]
-
-
-def gaussian_start(dtype) -> list[fl.FlowLayer]:
-    """The data side of every vector model: the data's standardisation, then a full affine map.
-
-    Both are set by `FlowModel.initialize` (as ActNorm is): the standardisation
-    (fixed) from the data's mean and standard deviation, the affine map
-    (trained) to the Gaussian fit of the standardised data. With the rest of
-    the flow starting as the identity, an untrained model *is* the
-    full-covariance Gaussian fit, in the data's own units.
-    """
-    return [fl.StandardizeLayer(dtype=dtype, name="standardize"),
-            fl.TriangularAffineLayer(dtype=dtype, name="gaussian")]
 
 
 def _mixing(kind: str, index: int, dtype) -> list[fl.FlowLayer]:
@@ -49,7 +25,8 @@ def _mixing(kind: str, index: int, dtype) -> list[fl.FlowLayer]:
 
 def _autoregressive_model(owner: str, layer_class, event_shape, *, transforms: int,
                           hidden_units: Sequence[int], transform: str, num_bins: int,
-                          bound: float, mixing: str, dtype, name: str) -> FlowModel:
+                          bound: float, mixing: str, num_levels: int | None, dtype,
+                          name: str) -> FlowModel:
     dims = vector_dims(owner, event_shape)
     if int(transforms) < 1:
         raise ValueError(f"{owner}: expected transforms >= 1, got {transforms}.")
@@ -64,12 +41,14 @@ def _autoregressive_model(owner: str, layer_class, event_shape, *, transforms: i
                                  num_bins=num_bins, bound=bound, network_dtype=network_dtype,
                                  dtype=dtype, name=f"{name}_{index}"))
     return FlowModel(fl.ChainLayer(parts, dtype=dtype, name=name), (dims,), name=name,
-                     dtype=dtype, initialization_examples=GAUSSIAN_START_EXAMPLES)
+                     dtype=dtype, num_levels=num_levels,
+                     initialization_examples=GAUSSIAN_START_EXAMPLES)
 
 
 def MAF(event_shape, *, transforms: int = 5, hidden_units: Sequence[int] = (128, 128),
         transform: str = "affine", num_bins: int = 8, bound: float = 5.0,
-        mixing: str = "reverse", dtype=None, name: str = "maf") -> FlowModel:
+        mixing: str = "reverse", num_levels: int | None = None, dtype=None,
+        name: str = "maf") -> FlowModel:
     """Masked autoregressive flow (Papamakarios et al., 2017) as a `FlowModel` on [D] vectors.
 
     Data -> latent: the data's standardisation and a full affine map (both set
@@ -88,17 +67,20 @@ def MAF(event_shape, *, transforms: int = 5, hidden_units: Sequence[int] = (128,
       transform: "affine" (MAF) or "spline" (see `NSF`).
       num_bins, bound: the spline's bins on [-bound, bound] (standardised units).
       mixing: "reverse", "lu" or "none" between the layers.
+      num_levels: quantisation levels of dequantised data (for bits/dim);
+        None for continuous data (tables).
       dtype: "float32", "float64", a mixed-precision policy, or None.
     """
     return _autoregressive_model("MAF", fl.MaskedAutoregressiveLayer, event_shape,
                                  transforms=transforms, hidden_units=hidden_units,
                                  transform=transform, num_bins=num_bins, bound=bound,
-                                 mixing=mixing, dtype=dtype, name=name)
+                                 mixing=mixing, num_levels=num_levels, dtype=dtype, name=name)
 
 
 def IAF(event_shape, *, transforms: int = 5, hidden_units: Sequence[int] = (128, 128),
         transform: str = "affine", num_bins: int = 8, bound: float = 5.0,
-        mixing: str = "reverse", dtype=None, name: str = "iaf") -> FlowModel:
+        mixing: str = "reverse", num_levels: int | None = None, dtype=None,
+        name: str = "iaf") -> FlowModel:
     """Inverse autoregressive flow (Kingma et al., 2016) as a `FlowModel` on [D] vectors.
 
     The arguments and the Gaussian start are `MAF`'s. The fast direction is
@@ -108,12 +90,12 @@ def IAF(event_shape, *, transforms: int = 5, hidden_units: Sequence[int] = (128,
     return _autoregressive_model("IAF", fl.InverseAutoregressiveLayer, event_shape,
                                  transforms=transforms, hidden_units=hidden_units,
                                  transform=transform, num_bins=num_bins, bound=bound,
-                                 mixing=mixing, dtype=dtype, name=name)
+                                 mixing=mixing, num_levels=num_levels, dtype=dtype, name=name)
 
 
 def NSF(event_shape, *, transforms: int = 3, hidden_units: Sequence[int] = (128, 128),
-        num_bins: int = 8, bound: float = 5.0, mixing: str = "reverse", dtype=None,
-        name: str = "nsf") -> FlowModel:
+        num_bins: int = 8, bound: float = 5.0, mixing: str = "reverse",
+        num_levels: int | None = None, dtype=None, name: str = "nsf") -> FlowModel:
     """Neural Spline Flow (Durkan et al., 2019), autoregressive form, on [D] vectors.
 
     `MAF` with monotone rational-quadratic splines (`num_bins` bins on
@@ -124,4 +106,4 @@ def NSF(event_shape, *, transforms: int = 3, hidden_units: Sequence[int] = (128,
     return _autoregressive_model("NSF", fl.MaskedAutoregressiveLayer, event_shape,
                                  transforms=transforms, hidden_units=hidden_units,
                                  transform="spline", num_bins=num_bins, bound=bound,
-                                 mixing=mixing, dtype=dtype, name=name)
+                                 mixing=mixing, num_levels=num_levels, dtype=dtype, name=name)

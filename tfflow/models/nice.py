@@ -7,6 +7,7 @@ import numpy as np
 from tfflow import bijectors as fb
 from tfflow import layers as fl
 from tfflow.mixed_precision import flow_and_network_dtypes
+from tfflow.models._vector import GAUSSIAN_START_EXAMPLES, gaussian_start
 from tfflow.models.flow_model import FlowModel
 
 __all__ = ["NICE"]
@@ -38,7 +39,9 @@ def NICE(event_shape, *, num_couplings: int = 4, hidden_units=(256, 256, 256),
     if dims < 2 or num_couplings < 2:
         raise ValueError(f"NICE: needs at least 2 dimensions and 2 couplings, got event_shape "
                          f"{event_shape} and num_couplings={num_couplings}.")
-    parts = [] if len(event_shape) == 1 else [fl.FlattenLayer(event_shape, dtype=dtype)]
+    # Vectors (tables) start from their Gaussian fit; images are flattened as in the paper.
+    vector = len(event_shape) == 1
+    parts = gaussian_start(dtype) if vector else [fl.FlattenLayer(event_shape, dtype=dtype)]
     for k in range(num_couplings):
         parts.append(fl.AdditiveCouplingLayer(
             fl.MLPConditioner(tuple(hidden_units), dims, dtype=network_dtype),
@@ -47,5 +50,6 @@ def NICE(event_shape, *, num_couplings: int = 4, hidden_units=(256, 256, 256),
     parts.append(fl.DiagonalScalingLayer(dtype=dtype))
     if memory_saving:
         parts = fl.group_reversible(parts, event_ndims=1, dtype=dtype, name="reversible")
+    start = {"initialization_examples": GAUSSIAN_START_EXAMPLES} if vector else {}
     return FlowModel(fl.ChainLayer(parts, dtype=dtype, name="nice"), event_shape,
-                     num_levels=num_levels, name=name, dtype=dtype)
+                     num_levels=num_levels, name=name, dtype=dtype, **start)

@@ -180,6 +180,16 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     def resume_from(self, state: dict[str, Any], best_weights: list[np.ndarray] | None) -> None:
         self._resume = (state, best_weights)
 
+    def start_from(self, loss: float, weights: list[np.ndarray]) -> None:
+        """Counts the model before training (validation loss `loss`) as epoch 0.
+
+        `fit` then keeps and restores those weights unless an epoch beats them: a
+        vector model starts as the Gaussian fit, so the run can never end worse
+        than that fit on validation. `best_epoch` is -1 (0 when reported 1-based).
+        """
+        if math.isfinite(loss):
+            self._resume = ({"wait": 0, "best": float(loss), "best_epoch": -1}, weights)
+
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         super().on_train_begin(logs)
         if self._resume is not None:

@@ -1,0 +1,33 @@
+"""What every vector model shares: the event check and the Gaussian start on the data side."""
+
+from __future__ import annotations
+
+from tfflow import layers as fl
+
+__all__ = ["GAUSSIAN_START_EXAMPLES", "gaussian_start", "vector_dims"]
+
+#: Rows the Gaussian start is fitted on when `fit` initialises (a full covariance needs many).
+GAUSSIAN_START_EXAMPLES = 100_000
+
+
+def vector_dims(owner: str, event_shape) -> int:
+    """D of a [D] event shape, with the error every vector model gives otherwise."""
+    event_shape = tuple(int(d) for d in event_shape)
+    if len(event_shape) != 1 or event_shape[0] < 1:
+        raise ValueError(f"{owner}: expected a vector event_shape (D,), got {event_shape}; "
+                         f"for images use Glow or RealNVP.")
+    return event_shape[0]
+
+
+def gaussian_start(dtype) -> list[fl.FlowLayer]:
+    """The data side of every vector model: the data's standardisation, then a full affine map.
+
+    Both are set by `FlowModel.initialize` (as ActNorm is): the standardisation
+    (fixed) from the data's mean and standard deviation, the affine map
+    (trained) to the Gaussian fit of the standardised data. With the rest of
+    the flow starting as the identity, an untrained model *is* the
+    full-covariance Gaussian fit, in the data's own units. Before
+    `initialize` both are the identity.
+    """
+    return [fl.StandardizeLayer(dtype=dtype, name="standardize"),
+            fl.TriangularAffineLayer(dtype=dtype, name="gaussian")]
