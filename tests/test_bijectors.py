@@ -226,6 +226,24 @@ def test_public_names():
     assert callable(tfflow.testing.check_bijector)
 
 
+@pytest.mark.parametrize("cls, options, partition, channels, want", [
+    (fb.AffineCoupling, {}, fb.ChannelSplit(), 5, 2 * 3),
+    (fb.AdditiveCoupling, {}, fb.ChannelSplit(1), 5, 1 * 3),
+    (fb.AffineCoupling, {}, fb.Checkerboard(0), 4, 2 * 4),
+    (fb.RationalQuadraticSplineCoupling, {"num_bins": 4}, fb.AlternatingMask(0), 3, 11 * 3),
+    (fb.RationalQuadraticSplineCoupling, {}, None, 6, 23 * 3),  # 8 bins, ChannelSplit
+])
+def test_couplings_own_their_conditioner_width(cls, options, partition, channels, want):
+    assert cls.conditioner_outputs(channels, partition, **options) == want
+    # ... and the bijector accepts a conditioner of exactly that width.
+    conditioner = lambda x_a: tf.zeros(tf.concat([tf.shape(x_a)[:-1], [want]], 0))
+    event_ndims = 3 if isinstance(partition, fb.Checkerboard) else 1
+    shape = [2, 4, 4, channels] if event_ndims == 3 else [2, channels]
+    bijector = cls(conditioner, partition, event_ndims=event_ndims, **options)
+    x = tf.random.uniform(shape, -1., 1.)
+    np.testing.assert_allclose(bijector.inverse(x), x, atol=1e-6)  # zero output: identity
+
+
 @pytest.mark.parametrize("make", [lambda: fb.PermuteChannels.reverse(4, validate_args=True),
                                   lambda: fb.Squeeze(validate_args=True)],
                          ids=["PermuteChannels", "Squeeze"])

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 import tfflow
+from tfflow.models import _checks
 
 # Runs in a fresh interpreter in which tfflow and tensorflow_probability cannot be imported.
 _LOADER = r"""
@@ -162,7 +163,7 @@ EXPORT_CASES = {
     "decode_label": ("decode", {"z": _x(), "label": tf.constant([0, 9])},
                      ["expected labels in [0, 3)"]),
     "sample_n_zero": ("sample", dict(_SAMPLE, n=tf.constant(0), label=tf.zeros([0], tf.int32)),
-                      ["expected n, the number of samples, >= 1"]),
+                      ["expected n an integer >= 1"]),
     "sample_negative_temperature": ("sample", dict(_SAMPLE, temperature=tf.constant(-1.)),
                                     ["expected temperature a finite number >= 0"]),
     "sample_nan_temperature": ("sample", dict(_SAMPLE, temperature=tf.constant(np.nan)),
@@ -200,3 +201,29 @@ def test_exported_signatures_accept_the_edges(loaded_conditional):
     assert np.all(np.isfinite(out["log_prob"].numpy()))
     samples = loaded_conditional["sample"](**dict(_SAMPLE, temperature=tf.constant(0.)))
     assert np.all(np.isfinite(samples["samples"].numpy()))
+
+
+def test_export_and_the_api_sample_through_one_rule():
+    # FlowModel.sample and the SavedModel's `sample` both decode `sample_latent`; the same
+    # seed gives the same samples, inside a tf.function with tensor arguments too.
+    model, _ = _model()
+    seed = tf.constant([7, 11])
+    latent = tf.function(model.sample_latent, autograph=False)(tf.constant(3), tf.constant(0.7),
+                                                                 seed)
+    np.testing.assert_allclose(latent, 0.7 * tf.random.stateless_normal([3, 8, 8, 1], seed=seed))
+    np.testing.assert_allclose(model.sample(3, temperature=0.7, seed=[7, 11]),
+                               model.decode(latent), atol=1e-5)
+
+
+@pytest.mark.parametrize("value, ok", [(0., True), (0.7, True), (-1., False), (np.nan, False)])
+def test_temperature_rule_is_the_same_eagerly_and_traced(value, ok):
+    traced = tf.function(lambda t: _checks.temperature("owner", t), autograph=False)
+    if ok:
+        assert _checks.temperature("owner", value) == value
+        assert float(traced(tf.constant(value))) == pytest.approx(value)
+        return
+    with pytest.raises(ValueError, match="owner: expected temperature a finite number >= 0"):
+        _checks.temperature("owner", value)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="owner: expected temperature a finite number >= 0"):
+        traced(tf.constant(value))

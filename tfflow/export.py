@@ -98,17 +98,10 @@ def _signature_functions(module: _ServingModule) -> dict:
 
     def sample(n, seed, temperature, label=None):
         owner = "SavedModel signature sample"
-        checks = [
-            tf.debugging.Assert(n > 0, [f"{owner}: expected n, the number of samples, >= 1, "
-                                        f"got", n]),
-            tf.debugging.Assert(tf.math.is_finite(temperature) & (temperature >= 0.), [
-                f"{owner}: expected temperature a finite number >= 0, got", temperature])]
-        with tf.control_dependencies(checks):
-            n = tf.identity(n)
+        n = _checks.count(owner, "n", n)
+        temperature = _checks.temperature(owner, temperature)
         label = check_label("sample", label, n)
-        eps = tf.random.stateless_normal(tf.concat([[n], model.latent_shape], 0), seed,
-                                         dtype=dtype)
-        z = eps * tf.cast(temperature, dtype)
+        z = model.sample_latent(n, temperature, seed)
         return {"samples": model.bijector_for(label).forward(z)}
 
     n_spec = tf.TensorSpec([], tf.int32, name="n")

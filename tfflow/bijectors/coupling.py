@@ -54,9 +54,34 @@ class Coupling(FlowBijector):
     Subclasses give `params_per_channel` and the elementwise map in the
     normalising direction, `_normalize(x_t, h) -> (z_t, elementwise_ildj)`, and
     its inverse, `_generate(z_t, h) -> (x_t, elementwise_fldj)`.
+
+    The classes own the rule for how wide a conditioner's output must be:
+    `conditioner_outputs(channels, partition, ...)`, which layers and model
+    factories ask before they build the network.
     """
 
     params_per_channel: int = 1
+
+    @classmethod
+    def params_per_channel_for(cls, **options) -> int:
+        """Conditioner outputs per transformed channel, given the coupling's options.
+
+        `options` are constructor arguments the count depends on (`num_bins`
+        for splines); the affine and additive couplings need none and ignore them.
+        """
+        del options
+        return cls.params_per_channel
+
+    @classmethod
+    def conditioner_outputs(cls, channels: int, partition: Partition | None = None,
+                            **options) -> int:
+        """How many channels the conditioner must return for an input of `channels` channels.
+
+        `params_per_channel_for(**options)` per transformed channel of
+        `partition` (default `ChannelSplit()`).
+        """
+        partition = ChannelSplit() if partition is None else partition
+        return cls.params_per_channel_for(**options) * partition.transformed_channels(channels)
 
     def __init__(self, conditioner: Conditioner, partition: Partition | None, *,
                  event_ndims: int, is_constant_jacobian: bool, validate_args: bool,
@@ -315,14 +340,20 @@ class RationalQuadraticSplineCoupling(Coupling):
                              f"bound > 0, got num_bins={num_bins}, bound={bound}.")
         self._num_bins = int(num_bins)
         self._bound = float(bound)
-        self.params_per_channel = 3 * self._num_bins - 1
+        self.params_per_channel = self.params_per_channel_for(num_bins=self._num_bins)
         super().__init__(conditioner, partition, event_ndims=event_ndims,
                          is_constant_jacobian=False, validate_args=validate_args,
                          parameters=parameters, dtype=dtype, name=name)
 
+    @classmethod
+    def params_per_channel_for(cls, *, num_bins: int = 8, **options) -> int:
+        """`3 * num_bins - 1`: `num_bins` widths and heights, `num_bins - 1` inner slopes."""
+        del options
+        return 3 * int(num_bins) - 1
+
     def _spline(self, h, channels):
         k, bound = self._num_bins, self._bound
-        shape = tf.concat([tf.shape(h)[:-1], [channels, 3 * k - 1]], 0)
+        shape = tf.concat([tf.shape(h)[:-1], [channels, self.params_per_channel]], 0)
         h = tf.reshape(h, shape)
         min_size, min_slope = 1e-3, 1e-3
         dtype = h.dtype

@@ -17,6 +17,15 @@ LOG_SCALE_FUNCTIONS = {"tanh": fb.tanh_log_scale, "glow": fb.glow_log_scale}
 class _CouplingLayer(FlowLayer):
     """Shared plumbing: the conditioner (a Keras layer) and the partition."""
 
+    #: The bijector this layer hands out; it owns the conditioner's output width.
+    bijector_class: type[fb.Coupling] = fb.Coupling
+
+    @classmethod
+    def conditioner_outputs(cls, channels: int, partition: fb.Partition | None = None,
+                            **options) -> int:
+        """Channels the conditioner must return (`bijector_class.conditioner_outputs`)."""
+        return cls.bijector_class.conditioner_outputs(channels, partition, **options)
+
     def __init__(self, conditioner: keras.layers.Layer, partition: fb.Partition | dict | None = None,
                  event_ndims: int = 3, **kwargs):
         super().__init__(**kwargs)
@@ -45,6 +54,8 @@ class _CouplingLayer(FlowLayer):
 class AffineCouplingLayer(_CouplingLayer):
     """RealNVP/Glow affine coupling; `log_scale` names the bounded scale: "tanh" or "glow"."""
 
+    bijector_class = fb.AffineCoupling
+
     def __init__(self, conditioner, partition=None, event_ndims: int = 3,
                  log_scale: str = "tanh", **kwargs):
         super().__init__(conditioner, partition, event_ndims, **kwargs)
@@ -66,6 +77,8 @@ class AffineCouplingLayer(_CouplingLayer):
 class AdditiveCouplingLayer(_CouplingLayer):
     """NICE's additive coupling."""
 
+    bijector_class = fb.AdditiveCoupling
+
     def bijector(self, context=None):
         return fb.AdditiveCoupling(self.conditioner, self.partition,
                                    event_ndims=self.event_ndims, dtype=self.compute_dtype)
@@ -75,6 +88,8 @@ class AdditiveCouplingLayer(_CouplingLayer):
 class SplineCouplingLayer(_CouplingLayer):
     """Rational-quadratic spline coupling (Neural Spline Flows), `num_bins` on [-bound, bound]."""
 
+    bijector_class = fb.RationalQuadraticSplineCoupling
+
     def __init__(self, conditioner, partition=None, event_ndims: int = 3, num_bins: int = 8,
                  bound: float = 3.0, **kwargs):
         super().__init__(conditioner, partition, event_ndims, **kwargs)
@@ -83,7 +98,8 @@ class SplineCouplingLayer(_CouplingLayer):
 
     @staticmethod
     def params_per_channel(num_bins: int) -> int:
-        return 3 * int(num_bins) - 1
+        """Conditioner outputs per transformed channel (the bijector's rule)."""
+        return fb.RationalQuadraticSplineCoupling.params_per_channel_for(num_bins=num_bins)
 
     def bijector(self, context=None):
         return fb.RationalQuadraticSplineCoupling(

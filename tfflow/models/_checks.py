@@ -190,25 +190,57 @@ def labels(owner: str, value: Any, num_classes: int, batch) -> tf.Tensor:
 
 # --- Scalars ------------------------------------------------------------------------------------
 
-def count(owner: str, what: str, value: Any, minimum: int = 1) -> int:
-    """A Python int >= `minimum` (an integral float such as 16.0 is accepted)."""
+def _traced_scalar(value: Any) -> tf.Tensor | None:
+    """`value` as a tensor when it is a symbolic (traced) scalar; None for a concrete value."""
+    if tf.is_tensor(value) and not hasattr(value, "numpy"):
+        return value
+    return None
+
+
+def _asserted(tensor: tf.Tensor, condition: tf.Tensor, message: str) -> tf.Tensor:
+    with tf.control_dependencies([tf.debugging.Assert(condition, [message, tensor])]):
+        return tf.identity(tensor)
+
+
+def count(owner: str, what: str, value: Any, minimum: int = 1):
+    """An integer >= `minimum`: the rule for `n`, `steps` and the like, wherever they enter.
+
+    A concrete value (a Python or NumPy number, an eager tensor) comes back as a
+    Python int, or raises `ValueError` (an integral float such as 16.0 is
+    accepted). A traced tensor (an exported signature's `n`) must be an integer
+    dtype and comes back gated on an `Assert` (`InvalidArgumentError` when run).
+    """
+    message = f"{owner}: expected {what} an integer >= {minimum}, got"
+    traced = _traced_scalar(value)
+    if traced is not None:
+        if not traced.dtype.is_integer:
+            raise ValueError(f"{message} dtype {traced.dtype.name}.")
+        return _asserted(traced, traced >= minimum, message)
     try:
         number = operator.index(value)
     except TypeError:
         number = int(value) if isinstance(value, float) and value.is_integer() else None
     if number is None or number < minimum:
-        raise ValueError(f"{owner}: expected {what} an integer >= {minimum}, got {value!r}.")
+        raise ValueError(f"{message} {value!r}.")
     return number
 
 
-def temperature(owner: str, value: Any) -> float:
-    """A finite float >= 0 (0 decodes the latent mode; negative is a sign error)."""
+def temperature(owner: str, value: Any):
+    """A finite number >= 0 (0 decodes the latent mode; negative is a sign error).
+
+    A concrete value comes back as a Python float or raises `ValueError`; a
+    traced tensor comes back gated on an `Assert` (`InvalidArgumentError`).
+    """
+    message = f"{owner}: expected temperature a finite number >= 0, got"
+    traced = _traced_scalar(value)
+    if traced is not None:
+        return _asserted(traced, tf.math.is_finite(traced) & (traced >= 0.), message)
     try:
         number = float(value)
     except (TypeError, ValueError):
         number = None
     if number is None or not np.isfinite(number) or number < 0:
-        raise ValueError(f"{owner}: expected temperature a finite number >= 0, got {value!r}.")
+        raise ValueError(f"{message} {value!r}.")
     return number
 
 

@@ -236,12 +236,25 @@ class FlowModel(keras.Model):
         """
         n = _checks.count("FlowModel.sample", "n", n)
         temperature = _checks.temperature("FlowModel.sample", temperature)
-        shape = [n] + list(self.latent_shape)
         seed = _checks.seed("FlowModel.sample", _as_seed(seed))
+        z = self.sample_latent(n, temperature, seed)
+        return self._decode_fn(z, self._labels(labels, n, "sample"))
+
+    def sample_latent(self, n, temperature=1.0, seed=None) -> tf.Tensor:
+        """`n` latent draws `temperature * eps`, `eps ~ N(0, I)` of shape `[n, *latent_shape]`.
+
+        The one sampling rule of the model: `sample` decodes these, and the
+        SavedModel's `sample` signature traces this method. Usable inside a
+        `tf.function`: `n` (int), `temperature` (float) and `seed` may be
+        tensors; with a `seed` (int32[2]) the draw is stateless and
+        deterministic, without one it uses TF's global generator. The
+        arguments are not checked here (`sample` and the export check them).
+        """
+        shape = tf.concat([tf.reshape(tf.cast(n, tf.int32), [1]),
+                           tf.constant(self.latent_shape, tf.int32)], 0)
         eps = tf.random.normal(shape, dtype=self.dtype_name) if seed is None else \
             tf.random.stateless_normal(shape, seed, dtype=self.dtype_name)
-        z = eps * tf.cast(temperature, self.dtype_name)
-        return self._decode_fn(z, self._labels(labels, n, "sample"))
+        return eps * tf.cast(temperature, self.dtype_name)
 
     def interpolate(self, x1, x2, steps: int = 8, labels=None) -> tf.Tensor:
         """Decodes `steps` points on the straight latent line from `x1` to `x2` (single examples)."""

@@ -13,16 +13,12 @@ __all__ = ["RealNVP"]
 def _coupling(kind: str, conditioner_for, partition, channels: int, num_bins: int,
               event_ndims: int, dtype):
     """An affine or spline coupling whose conditioner is `conditioner_for(out_channels)`."""
-    if kind == "affine":
-        return fl.AffineCouplingLayer(
-            conditioner_for(2 * partition.transformed_channels(channels)), partition,
-            event_ndims=event_ndims, dtype=dtype)
-    if kind == "spline":
-        per_channel = fl.SplineCouplingLayer.params_per_channel(num_bins)
-        return fl.SplineCouplingLayer(
-            conditioner_for(per_channel * partition.transformed_channels(channels)), partition,
-            event_ndims=event_ndims, num_bins=num_bins, dtype=dtype)
-    raise ValueError(f"RealNVP: coupling must be 'affine' or 'spline', got {kind!r}.")
+    layers = {"affine": fl.AffineCouplingLayer, "spline": fl.SplineCouplingLayer}
+    if kind not in layers:
+        raise ValueError(f"RealNVP: coupling must be 'affine' or 'spline', got {kind!r}.")
+    options = {"num_bins": num_bins} if kind == "spline" else {}
+    net = conditioner_for(layers[kind].conditioner_outputs(channels, partition, **options))
+    return layers[kind](net, partition, event_ndims=event_ndims, dtype=dtype, **options)
 
 
 def _image_flow(image_shape, scales, filters, blocks, batch_norm, kind, num_bins, memory_saving,
