@@ -1,13 +1,37 @@
-"""tfflow: normalizing flows for TensorFlow and Keras, built on TensorFlow Probability."""
+"""tfflow: normalizing flows for TensorFlow and Keras, built on TensorFlow Probability.
 
-from tfflow import bijectors
-from tfflow import data
-from tfflow import export
-from tfflow import layers
-from tfflow import models
-from tfflow import testing
-from tfflow.models import FlowModel
+The submodules (`bijectors`, `data`, `export`, `layers`, `models`, `testing`,
+`training`) load on first use, and TensorFlow with them, so that `import
+tfflow` and the command-line apps' `--help` are instant. When TensorFlow is
+already loaded, `import tfflow` loads `tfflow.models` at once: that registers
+tfflow's classes with Keras, so `keras.models.load_model` reads tfflow's
+`.keras` files (in a fresh process, any use of `tfflow.models`,
+`tfflow.FlowModel` or `tfflow.training.load_run` does the same).
+"""
+
+import importlib
+import sys
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["FlowModel", "bijectors", "data", "export", "layers", "models", "testing", "__version__"]
+__all__ = ["FlowModel", "bijectors", "data", "export", "layers", "models", "testing", "training",
+           "__version__"]
+
+_SUBMODULES = ("bijectors", "data", "export", "layers", "models", "testing", "training")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name == "FlowModel":
+        return importlib.import_module(f"{__name__}.models").FlowModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if "tensorflow" in sys.modules:  # nothing to save by waiting
+    importlib.import_module(f"{__name__}.models")

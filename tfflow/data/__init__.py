@@ -26,10 +26,12 @@ so `x` lies in [0, 1) and a model's NLL converts to bits/dim with
 `bits_per_dim(nll_nats, D, B)`. The noise comes from stateless random ops seeded
 by `seed`: the same `seed` gives the same stream of batches.
 
-The modules: `core` (the `Source` contract, `DatasetInfo`, `bits_per_dim`,
+The modules: `names` (every list of names, importable without TensorFlow),
+`core` (the `Source` contract, `DatasetInfo`, `bits_per_dim`,
 `fit_gaussian_nll`), `pipelines` (batching and dequantisation), one module per
 kind of source (`digits`, `toy`, `table`, `tfds_images`) and `sources` (the
-resolver and the one-call functions). A new kind of source is a new module
+resolver and the one-call functions). Importing `tfflow.data` is cheap: the
+sources (and TensorFlow) load on first use. A new kind of source is a new module
 with a `Source` subclass and one line in `sources._resolve`.
 
 Example:
@@ -43,13 +45,33 @@ Example:
 17
 """
 
-from tfflow.data.core import (SPLITS, TABLE_EXTENSIONS, DatasetInfo, Source, bits_per_dim,
-                              fit_gaussian_nll)
-from tfflow.data.digits import DigitsSource
-from tfflow.data.sources import EMBEDDED_DATASETS, info, load, load_array, source
-from tfflow.data.table import TableSource
-from tfflow.data.tfds_images import TFDS_IMAGE_DATASETS, TfdsSource
-from tfflow.data.toy import TOY_DATASETS, ToySource
+import importlib
+from typing import Any
+
+from tfflow.data.names import (EMBEDDED_DATASETS, SPLITS, TABLE_EXTENSIONS, TFDS_IMAGE_DATASETS,
+                               TOY_DATASETS)
+
+# The names above load without TensorFlow (the command-line apps list them in
+# --help); everything else, and TensorFlow with it, loads on first use.
+_LAZY = {
+    "DatasetInfo": "core", "Source": "core", "bits_per_dim": "core",
+    "fit_gaussian_nll": "core", "DigitsSource": "digits", "TableSource": "table",
+    "TfdsSource": "tfds_images", "ToySource": "toy", "info": "sources", "load": "sources",
+    "load_array": "sources", "source": "sources",
+}
+_SUBMODULES = ("core", "digits", "names", "pipelines", "sources", "table", "tfds_images", "toy")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))
 
 __all__ = [
     "DatasetInfo",

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from tfflow.data.names import SPLITS, TABLE_EXTENSIONS
+
 __all__ = [
     "Batching",
     "DatasetInfo",
@@ -33,10 +35,6 @@ __all__ = [
     "make_batching",
 ]
 
-SPLITS: tuple[str, ...] = ("train", "validation", "test")
-
-# What a path to the user's own table ends in.
-TABLE_EXTENSIONS: tuple[str, ...] = (".npy", ".csv")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -18,13 +18,12 @@ import tensorflow as tf
 from tfflow.data.core import (TABLE_EXTENSIONS, DatasetInfo, Source, check_positive_int,
                               is_int, make_batching)
 from tfflow.data.digits import DigitsSource
+from tfflow.data.names import EMBEDDED_DATASETS
 from tfflow.data.table import TableSource
 from tfflow.data.tfds_images import TFDS_IMAGE_DATASETS, TfdsSource, UnknownDatasetName
 from tfflow.data.toy import TOY_DATASETS, ToySource
 
 __all__ = ["EMBEDDED_DATASETS", "info", "load", "load_array", "source"]
-
-EMBEDDED_DATASETS: tuple[str, ...] = ("digits",) + TOY_DATASETS
 
 
 def source(

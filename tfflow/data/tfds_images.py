@@ -14,12 +14,11 @@ import numpy as np
 import tensorflow as tf
 
 from tfflow.data.core import Batching, DatasetInfo, Source, check_split
+from tfflow.data.names import TFDS_IMAGE_DATASETS
 from tfflow.data.pipelines import image_batches
 
 __all__ = ["TFDS_IMAGE_DATASETS", "TfdsSource", "UnknownDatasetName"]
 
-# Named in error messages; any other TFDS image data set loads as well.
-TFDS_IMAGE_DATASETS: tuple[str, ...] = ("mnist", "fashion_mnist", "cifar10", "celeb_a")
 _SHUFFLE_BUFFER = 10_000
 _CELEB_A_DEFAULT_SIZE = 64
 

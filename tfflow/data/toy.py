@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfflow.data.core import SPLITS, Batching, DatasetInfo, Source, check_split
+from tfflow.data.names import TOY_DATASETS
 from tfflow.data.pipelines import continuous_batches
 
 __all__ = ["SPLIT_SIZES", "TOY_DATASETS", "ToySource"]
@@ -203,4 +204,6 @@ _TOYS: dict[str, _Toy] = {
     "spirals": _Toy(_sample_spirals, num_classes=2, seed=106),
 }
 
-TOY_DATASETS: tuple[str, ...] = tuple(_TOYS)
+if tuple(_TOYS) != TOY_DATASETS:  # names.py lists them for code that must not import TF
+    raise ImportError(f"tfflow.data.toy: the densities {tuple(_TOYS)} differ from "
+                      f"tfflow.data.names.TOY_DATASETS {TOY_DATASETS}.")

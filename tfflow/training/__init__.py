@@ -37,17 +37,39 @@ Example (a tiny run; the defaults train for minutes):
 realnvp on two_moons: test 1.9 bits/dim (NLL 2.6 nats), Gaussian NLL 3.4 nats; 1 epoch ...
 """
 
-from tfflow.training.callbacks import (AnnealLearningRate, DivergenceGuard, TensorBoardLogger,
-                                       TimeBudget)
-from tfflow.training.checkpoints import BACKUP_DIR, TMP_PREFIX, save_model
-from tfflow.training.config import (CONFIG_FILE, LOG_DIR, MODEL_FILE, MODEL_NAMES, PRECISIONS,
-                                    EvalResult, TrainConfig, TrainResult, default_workdir)
+import importlib
+from typing import Any
+
+from tfflow.training.config import (CONFIG_FILE, LOG_DIR, MODEL_FILE, PRECISIONS, EvalResult,
+                                    TrainConfig, TrainResult, default_workdir)
 from tfflow.training.errors import TrainingDiverged, UserError
-from tfflow.training.health import conv1x1_condition_numbers, find_non_finite_layer
-from tfflow.training.pictures import SAMPLE_TEMPERATURES, sample, write_samples
-from tfflow.training.run_data import RunData
-from tfflow.training.runs import evaluate, load_run, train
-from tfflow.training.strategies import STRATEGIES, is_chief, make_strategy
+
+# The config and the errors above load without TensorFlow (the command-line
+# apps parse their flags into a TrainConfig before TensorFlow starts);
+# everything else loads on first use.
+_LAZY = {
+    "AnnealLearningRate": "callbacks", "DivergenceGuard": "callbacks",
+    "TensorBoardLogger": "callbacks", "TimeBudget": "callbacks", "BACKUP_DIR": "checkpoints",
+    "TMP_PREFIX": "checkpoints", "save_model": "checkpoints", "MODEL_NAMES": "config",
+    "conv1x1_condition_numbers": "health", "find_non_finite_layer": "health",
+    "SAMPLE_TEMPERATURES": "pictures", "sample": "pictures", "write_samples": "pictures",
+    "RunData": "run_data", "evaluate": "runs", "load_run": "runs", "train": "runs",
+    "STRATEGIES": "strategies", "is_chief": "strategies", "make_strategy": "strategies",
+}
+_SUBMODULES = ("callbacks", "checkpoints", "config", "errors", "health", "pictures", "run_data",
+               "runs", "strategies")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))
 
 __all__ = [
     "AnnealLearningRate",

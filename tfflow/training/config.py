@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 
 from tfflow.training.errors import UserError
-from tfflow.training.strategies import STRATEGIES
 
 __all__ = [
     "ARCHITECTURE_FIELDS",
@@ -214,6 +213,8 @@ class TrainConfig:
         if config.precision not in PRECISIONS:
             raise UserError(f"unknown precision {config.precision!r}; expected one of "
                             f"{', '.join(PRECISIONS)}.")
+        # Here, not at the top: this module loads without TensorFlow (see model_names).
+        from tfflow.training.strategies import STRATEGIES  # pylint: disable=import-outside-toplevel
         if config.strategy not in STRATEGIES:
             raise UserError(f"unknown strategy {config.strategy!r}; expected one of "
                             f"{', '.join(STRATEGIES)}.")
