@@ -7,8 +7,10 @@ by the tests that read their workdirs (`tfflow-sample`, `tfflow-evaluate`).
 import dataclasses
 import json
 import os
+import pty
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -184,3 +186,101 @@ def test_user_errors_exit_2_with_one_line_and_no_traceback(tmp_path, digits_run)
                 assert word in last, (word, last)
     assert not (tmp_path / "a").exists()
     assert not (tmp_path / "d").exists()  # nothing written for a run that cannot start
+
+
+# ------------------------------------------------------- a new user's first hour
+
+
+APPS_AND_OWN_FLAGS = {
+    "tfflow-train": ["--epochs", "(default: '40')", "--model", "--dataset", "two_moons",
+                     "--warmup_steps", "--max_train_seconds", "--coupling"],
+    "tfflow-sample": ["--num_samples", "(default: '64')", "--temperature", "--output"],
+    "tfflow-evaluate": ["--split", "train, validation, test", "--batch_size"],
+    "tfflow-export": ["--export_dir", "--version", "--workdir"],
+}
+
+
+@pytest.mark.parametrize("app", sorted(APPS_AND_OWN_FLAGS))
+def test_help_lists_the_apps_own_flags_with_defaults_and_exits_0_fast(app):
+    start = time.monotonic()
+    result = _run(app, "--help")
+    seconds = time.monotonic() - start
+    assert result.returncode == 0, result.stderr
+    assert seconds < 2.0, seconds  # flags are parsed before TensorFlow is imported
+    assert result.stdout.startswith(f"{app}: "), result.stdout[:200]
+    for words in APPS_AND_OWN_FLAGS[app]:
+        assert words in result.stdout, (words, result.stdout)
+    assert "--helpfull" in result.stdout
+    assert "--alsologtostderr" not in result.stdout  # absl's own flags: --helpfull only
+
+
+def test_the_cli_module_and_the_config_load_without_tensorflow():
+    code = ("import sys, tfflow, tfflow.cli, tfflow.data, tfflow.training; "
+            "tfflow.cli.define_train_flags(); print(sorted(m for m in ('tensorflow', 'keras') "
+            "if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=TIMEOUT_S, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", result.stdout
+
+
+@pytest.fixture(scope="module")
+def budget_run(tmp_path_factory):
+    """A run as a new user starts it: no TF_CPP_MIN_LOG_LEVEL, output to a pipe, tiny budget."""
+    workdir = tmp_path_factory.mktemp("budget")
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run(
+        _command("tfflow-train", "--model=realnvp", "--dataset=two_moons", "--num_examples=256",
+                 "--num_couplings=2", "--hidden_units=8", "--epochs=3", "--batch_size=32",
+                 "--max_train_seconds=0.001", f"--workdir={workdir}"),
+        capture_output=True, text=True, env=env, timeout=TIMEOUT_S, check=False)
+
+
+def test_tensorflow_start_up_lines_stay_off_the_terminal(budget_run):
+    _check_ok(budget_run)
+    for noise in ("absl::InitializeLog", "I0000", "cuInit", "oneDNN", "cuda drivers"):
+        assert noise not in budget_run.stderr, budget_run.stderr
+
+
+def test_piped_output_gets_one_plain_line_per_epoch(budget_run):
+    _check_ok(budget_run)
+    assert "Epoch 1/3" in budget_run.stdout
+    assert "\r" not in budget_run.stdout and "\x1b" not in budget_run.stdout, \
+        budget_run.stdout[-2000:]
+
+
+def test_first_line_states_the_plan_and_the_summary_says_the_budget_stopped_it(budget_run):
+    _check_ok(budget_run)
+    first = budget_run.stdout.splitlines()[0]
+    # 256 points, batch 32: 8 steps per epoch, 24 planned, so at most 2 warm-up steps.
+    for words in ("3 epochs x 8 steps = 24 steps", "warm-up 2 steps (cut from 200",
+                  "time budget 0.001 s"):
+        assert words in first, (words, first)
+    last = _last_line(budget_run.stdout)
+    assert "stopped by the 0.001 s time budget after 1 of 3 epochs" in last, last
+
+
+def test_a_terminal_gets_keras_progress_bars(tmp_path):
+    leader, follower = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            _command("tfflow-train", "--model=nice", "--dataset=two_moons", "--num_examples=64",
+                     "--num_couplings=2", "--hidden_units=8", "--epochs=1", "--batch_size=32",
+                     f"--workdir={tmp_path}"),
+            stdout=follower, stderr=subprocess.PIPE, env=os.environ.copy())
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        process.wait(timeout=TIMEOUT_S)
+    finally:
+        os.close(leader)
+    output = b"".join(chunks).decode("utf-8", "replace")
+    assert process.returncode == 0, output[-3000:]
+    assert "━" in output, output[-3000:]  # Keras's bar, redrawn in place

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from tfflow import data as tfdata
 from tfflow import images, training
+from tfflow.training import runs
 
 TINY_VECTOR_FLOW = dict(model="realnvp", num_couplings=2, hidden_units=(8,), epochs=1,
                         batch_size=64, verbose=0)
@@ -273,6 +274,18 @@ def test_train_with_memory_saving_or_mixed_precision(tmp_path, options):
     model, _ = training.load_run(str(tmp_path))
     x = next(iter(tfdata.load("digits", "test", batch_size=8)))
     np.testing.assert_allclose(model.log_prob(x), result.model.log_prob(x), rtol=1e-5)
+
+
+def test_the_warm_up_is_cut_to_a_tenth_of_the_planned_steps():
+    ds = tf.data.Dataset.range(80).batch(8)  # 10 steps per epoch
+    config = training.TrainConfig(epochs=3, warmup_steps=200, max_train_seconds=60)
+    plan = runs._Plan.of(config, ds)
+    assert (plan.steps_per_epoch, plan.warmup_steps) == (10, 3)
+    assert str(plan) == ("3 epochs x 10 steps = 30 steps, warm-up 3 steps (cut from 200 to a "
+                         "tenth of the planned steps), time budget 60 s")
+    long = runs._Plan.of(training.TrainConfig(epochs=100, warmup_steps=20,
+                                              max_train_seconds=0), ds)
+    assert long.warmup_steps == 20 and str(long).endswith("warm-up 20 steps, no time budget")
 
 
 def test_unknown_precision_is_a_user_error():

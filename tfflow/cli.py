@@ -8,23 +8,32 @@ Each app in `bin/` defines its own flags and runs its main:
 The logic lives in `tfflow.training`; here are only flags and printing. User
 errors (an unknown model or data set, a missing run, a bad flag value) print one
 line `<app>: error: ...` on stderr and exit with status 2, without a traceback.
+
+Nothing here imports TensorFlow at module level: the flags are defined and
+parsed first (`--help` lists an app's own flags with their defaults and exits 0
+at once), and each main imports `tfflow.training`, and TensorFlow with it, when
+it runs, keeping TensorFlow's C++ start-up lines off the terminal unless the
+user set `TF_CPP_MIN_LOG_LEVEL`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import re
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 from absl import flags
 from absl import logging
 
-from tfflow import data as tfdata
-from tfflow import training
-from tfflow.models import glow
-from tfflow.training import config as config_module
+# These three load without TensorFlow (see the module docstring).
+from tfflow.data import names as data_names
+from tfflow.training import config as run_config
+from tfflow.training.errors import UserError
 
 __all__ = [
     "define_evaluate_flags",
@@ -41,28 +50,32 @@ __all__ = [
 FLAGS = flags.FLAGS
 USER_ERROR_EXIT_CODE = 2
 
-_DEFAULTS = training.TrainConfig()
-_DEFAULT_WORKDIR = training.default_workdir(_DEFAULTS.model, _DEFAULTS.dataset)
+_DEFAULTS = run_config.TrainConfig()
+_DEFAULT_WORKDIR = run_config.default_workdir(_DEFAULTS.model, _DEFAULTS.dataset)
+# absl's spellings of a request for help; --helpfull (every flag) stays absl's.
+_HELP_ARGS = ("-h", "-?", "-help", "--help", "-helpshort", "--helpshort")
 
 
 def define_train_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     """Defines `tfflow-train`'s flags, defaults taken from `training.TrainConfig`."""
     d = _DEFAULTS
     string, integer, real, boolean, int_list = _definers(flag_values)
-    string("model", d.model, f"Flow: {', '.join(training.MODEL_NAMES)}.")
+    string("model", d.model, "Flow model: a name in tfflow.models.MODELS (glow for images); "
+           "an unknown name is answered with the list.")
     string("dataset", d.dataset,
-           f"Embedded set ({', '.join(tfdata.EMBEDDED_DATASETS)}), a TFDS image set prepared "
-           f"under --data_dir ({', '.join(tfdata.TFDS_IMAGE_DATASETS)}, ...), or a path "
-           f"to a {'/'.join(tfdata.TABLE_EXTENSIONS)} table [N, D].")
+           f"Embedded set ({', '.join(data_names.EMBEDDED_DATASETS)}), a TFDS image set "
+           f"prepared under --data_dir ({', '.join(data_names.TFDS_IMAGE_DATASETS)}, ...), or "
+           f"a path to a {'/'.join(data_names.TABLE_EXTENSIONS)} table [N, D].")
     string("data_dir", d.data_dir, "TFDS data directory (nothing is downloaded).")
     string("workdir", None, "Output folder (default ./tfflow_runs/<model>-<dataset>).")
     integer("epochs", d.epochs, "Most passes over the training split.")
     integer("batch_size", d.batch_size, "Global batch size.")
     real("learning_rate", d.learning_rate, "Adam's peak learning rate.")
     string("lr_schedule", d.lr_schedule,
-           f"One of {', '.join(config_module.LR_SCHEDULES)}. cosine: warm-up, then cosine "
+           f"One of {', '.join(run_config.LR_SCHEDULES)}. cosine: warm-up, then cosine "
            "decay until the epochs or the time budget run out; constant: warm-up, then flat.")
-    integer("warmup_steps", d.warmup_steps, "Steps of linear learning-rate warm-up.")
+    integer("warmup_steps", d.warmup_steps, "Steps of linear learning-rate warm-up; at most a "
+            "tenth of the planned steps are used (the first line of the run says so).")
     real("clipnorm", d.clipnorm, "Gradient-norm clipping (default: none).")
     real("weight_decay", d.weight_decay, "Decoupled weight decay (AdamW) if > 0.")
     real("ema_momentum", d.ema_momentum,
@@ -83,9 +96,10 @@ def define_train_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     integer("levels", d.levels, "Glow: number of scales L.")
     integer("steps_per_level", d.steps_per_level, "Glow: flow steps K per scale.")
     integer("hidden_channels", d.hidden_channels, "Glow: width of the coupling networks.")
-    string("coupling", d.coupling, f"Glow: coupling, one of {', '.join(glow.COUPLINGS)}.")
-    string("permutation", d.permutation,
-           f"Glow: channel mixing, one of {', '.join(glow.MIXINGS)} (lu: 1x1 conv, LU form).")
+    string("coupling", d.coupling, "Glow: coupling, a name in tfflow.models.glow.COUPLINGS; "
+           "default: the factory's; an unknown name is answered with the list.")
+    string("permutation", d.permutation, "Glow: channel mixing, a name in "
+           "tfflow.models.glow.MIXINGS (lu: 1x1 conv in LU form); default: the factory's.")
     integer("scales", d.scales, "RealNVP on images: number of scales.")
     integer("filters", d.filters, "RealNVP on images: ResNet conditioner width.")
     integer("blocks", d.blocks, "RealNVP on images: ResNet blocks per conditioner.")
@@ -97,7 +111,7 @@ def define_train_flags(flag_values: flags.FlagValues = FLAGS) -> None:
             "Rebuild activations from the flow's outputs in the backward pass instead of "
             "storing them: memory stops growing with depth, a step costs ~1 more pass.")
     string("precision", d.precision,
-           f"One of {', '.join(training.PRECISIONS)} (mixed: coupling networks in 16 bits; "
+           f"One of {', '.join(run_config.PRECISIONS)} (mixed: coupling networks in 16 bits; "
            "the flow, log-dets and loss stay float32).")
     integer("seed", d.seed, "Seeds weights, data order, noise and samples.")
     string("strategy", d.strategy,
@@ -106,8 +120,9 @@ def define_train_flags(flag_values: flags.FlagValues = FLAGS) -> None:
            "--batch_size is the global batch.")
     string("tpu", d.tpu, "TPU name or address for --strategy=tpu ('local' on a TPU VM).")
     integer("num_samples", d.num_samples, "Samples per picture.")
-    integer("verbose", 1, "Keras verbosity: 1 progress bars, 2 a line per epoch, "
-            "0 silent (the summary line is printed regardless).")
+    integer("verbose", None, "Keras verbosity: 1 progress bars, 2 a line per epoch, "
+            "0 silent (the summary line is printed regardless); default: progress bars in a "
+            "terminal, a line per epoch when the output goes to a file or pipe.")
 
 
 def define_sample_flags(flag_values: flags.FlagValues = FLAGS) -> None:
@@ -128,7 +143,7 @@ def define_evaluate_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     """Defines `tfflow-evaluate`'s flags."""
     string, integer, _, _, _ = _definers(flag_values)
     string("workdir", _DEFAULT_WORKDIR, "A folder written by tfflow-train.")
-    string("split", "test", f"Split to evaluate: {', '.join(tfdata.SPLITS)}.")
+    string("split", "test", f"Split to evaluate: {', '.join(data_names.SPLITS)}.")
     integer("batch_size", 256, "Examples per evaluation batch.")
 
 
@@ -149,7 +164,14 @@ def _definers(flag_values: flags.FlagValues) -> tuple[Callable[..., Any], ...]:
 
 
 def parse_flags(argv: Sequence[str]) -> list[str]:
-    """`app.run`'s flags parser: a bad flag is a one-line error and exit status 2."""
+    """`app.run`'s flags parser: a bad flag is a one-line error and exit status 2.
+
+    `--help` (`-h`, `--helpshort`) prints the app's own flags with their
+    defaults and exits 0, before anything imports TensorFlow.
+    """
+    if any(arg in _HELP_ARGS for arg in argv[1:]):
+        print(_usage(argv), flush=True)
+        sys.exit(0)
     try:
         return FLAGS(argv)
     except flags.Error as error:
@@ -158,9 +180,11 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
 
 def train_main(argv: Sequence[str]) -> None:
     """`tfflow-train`: trains, writes the run's files, prints a one-line summary last."""
-    def run() -> None:
+    def run(training: Any) -> None:
         _reject_positional(argv)
         values = {field: getattr(FLAGS, field) for field in _train_config_fields()}
+        if values["verbose"] is None:  # Keras's bars rewrite their line: a terminal's job
+            values["verbose"] = 1 if sys.stdout.isatty() else 2
         if values["hidden_units"] is not None:
             values["hidden_units"] = tuple(_int_list("hidden_units", values["hidden_units"]))
         config = training.TrainConfig(**values)
@@ -173,11 +197,11 @@ def train_main(argv: Sequence[str]) -> None:
 
 def sample_main(argv: Sequence[str]) -> None:
     """`tfflow-sample`: samples a trained model into a PNG or .npy file."""
-    def run() -> None:
+    def run(training: Any) -> None:
         _reject_positional(argv)
         output = FLAGS.output or os.path.join(FLAGS.workdir, "samples.png")
         if not output.lower().endswith((".png", ".npy")):
-            raise training.UserError(f"expected --output ending in .png or .npy, got {output!r}.")
+            raise UserError(f"expected --output ending in .png or .npy, got {output!r}.")
         model, config = training.load_run(FLAGS.workdir)
         path = training.write_samples(model, config, output, num_samples=FLAGS.num_samples,
                                       temperature=FLAGS.temperature, seed=FLAGS.seed,
@@ -188,11 +212,11 @@ def sample_main(argv: Sequence[str]) -> None:
 
 def evaluate_main(argv: Sequence[str]) -> None:
     """`tfflow-evaluate`: bits/dim and worst round-trip error of a trained model."""
-    def run() -> None:
+    def run(training: Any) -> None:
         _reject_positional(argv)
-        if FLAGS.split not in tfdata.SPLITS:
-            raise training.UserError(f"expected --split one of {', '.join(tfdata.SPLITS)}, got "
-                                     f"{FLAGS.split!r}.")
+        if FLAGS.split not in data_names.SPLITS:
+            raise UserError(f"expected --split one of {', '.join(data_names.SPLITS)}, got "
+                            f"{FLAGS.split!r}.")
         model, config = training.load_run(FLAGS.workdir)
         result = training.evaluate(model, config, split=FLAGS.split,
                                    batch_size=FLAGS.batch_size)
@@ -205,7 +229,7 @@ def evaluate_main(argv: Sequence[str]) -> None:
 
 def export_main(argv: Sequence[str]) -> None:
     """`tfflow-export`: writes a trained model as a versioned SavedModel for TF Serving."""
-    def run() -> None:
+    def run(training: Any) -> None:
         _reject_positional(argv)
         from tfflow import export  # pylint: disable=import-outside-toplevel
         model, _ = training.load_run(FLAGS.workdir)
@@ -213,7 +237,7 @@ def export_main(argv: Sequence[str]) -> None:
         try:
             path = export.export_saved_model(model, base, version=FLAGS.version)
         except ValueError as error:
-            raise training.UserError(str(error)) from None
+            raise UserError(str(error)) from None
         print(f"exported to {path} (signatures: {', '.join(export.SIGNATURES)})", flush=True)
     _run_reporting_user_errors(argv, run)
 
@@ -222,15 +246,15 @@ def export_main(argv: Sequence[str]) -> None:
 
 
 def _train_config_fields() -> list[str]:
-    return [field for field in training.TrainConfig.__dataclass_fields__ if field in FLAGS]
+    return [field for field in run_config.TrainConfig.__dataclass_fields__ if field in FLAGS]
 
 
 def _int_list(name: str, values: Sequence[str]) -> list[int]:
     try:
         return [int(value) for value in values]
     except ValueError:
-        raise training.UserError(f"expected --{name} a comma-separated list of ints, got "
-                                 f"{','.join(values)!r}.") from None
+        raise UserError(f"expected --{name} a comma-separated list of ints, got "
+                        f"{','.join(values)!r}.") from None
 
 
 def _program(argv: Sequence[str]) -> str:
@@ -239,17 +263,80 @@ def _program(argv: Sequence[str]) -> str:
 
 def _reject_positional(argv: Sequence[str]) -> None:
     if len(argv) > 1:
-        raise training.UserError(f"unexpected arguments {list(argv[1:])}; every option is a "
-                                 "--flag=value (see --help).")
+        raise UserError(f"unexpected arguments {list(argv[1:])}; every option is a "
+                        "--flag=value (see --help).")
 
 
-def _run_reporting_user_errors(argv: Sequence[str], run: Callable[[], Any]) -> None:
+def _run_reporting_user_errors(argv: Sequence[str], run: Callable[[Any], Any]) -> None:
+    """Runs `run(tfflow.training)`; a `UserError` becomes one line and exit status 2."""
     # absl's app.run turns on INFO logging, which TFDS and TF fill with noise.
     logging.set_verbosity(logging.WARNING)
     try:
-        run()
-    except training.UserError as error:
+        run(_import_training())
+    except UserError as error:
         _fail(_program(argv), str(error))
+
+
+def _usage(argv: Sequence[str]) -> str:
+    """The app's summary (its script's docstring) and its own flags with their defaults."""
+    main = sys.modules.get("__main__")
+    summary = ((getattr(main, "__doc__", None) or "").strip() or _program(argv))
+    # absl heads the list with this module's name; the user knows the app by its own.
+    own = FLAGS.module_help(__name__).strip().removeprefix(f"{__name__}:").strip("\n")
+    return (f"{summary}\n\nUsage: {_program(argv)} [--flag=value ...]\n\nFlags:\n{own}\n\n"
+            "--helpfull lists every flag, absl's included.")
+
+
+# What TensorFlow prints through absl's C++ logging before it is configured:
+# the "before absl::InitializeLog()" banner, then INFO/WARNING lines such as
+# "oneDNN custom operations are on" and "Could not find cuda drivers", and on
+# a machine without a GPU the ERROR "failed call to cuInit".
+_TF_START_UP_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\]"
+    r"|E\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] failed call to cuInit)")
+
+
+def _import_training() -> Any:
+    """Imports `tfflow.training` (TensorFlow with it) and lets TF find its devices.
+
+    Unless the user set `TF_CPP_MIN_LOG_LEVEL`, it becomes "2" (TF's C++
+    INFO and WARNING lines off) and what TensorFlow writes to stderr while it
+    starts is held back: its start-up lines are dropped, anything else (a real
+    error) is written out afterwards.
+    """
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+        return _import_training_and_devices()
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    with _stderr_without(_TF_START_UP_NOISE):
+        return _import_training_and_devices()
+
+
+def _import_training_and_devices() -> Any:
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from tfflow import training  # pylint: disable=import-outside-toplevel
+    tf.config.list_physical_devices()  # device discovery logs here (cuInit), not mid-run
+    return training
+
+
+@contextlib.contextmanager
+def _stderr_without(noise: re.Pattern[str]) -> Iterator[None]:
+    """Holds back file descriptor 2 (C++ writes there too); replays the lines not matching `noise`."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().decode("utf-8", "replace").splitlines(True)
+                    if not noise.match(line)]
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
 
 
 def _fail(program: str, message: str) -> NoReturn:

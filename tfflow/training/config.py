@@ -99,7 +99,8 @@ class TrainConfig:
         (the epochs or the time budget, whichever ends first; see
         `AnnealLearningRate`); "constant": warm-up, then flat (the model's own
         `compile()` default).
-      warmup_steps: Steps of linear learning-rate warm-up.
+      warmup_steps: Steps of linear learning-rate warm-up; `train` uses at most a
+        tenth of the planned steps (epochs x steps per epoch) and says so.
       clipnorm: Gradient-norm clipping; None: none.
       weight_decay: Decoupled weight decay (AdamW) when > 0.
       ema_momentum: Keep an exponential moving average of the weights with
@@ -317,12 +318,18 @@ class TrainResult:
     test: EvalResult
     files: dict[str, str]
 
+    def _stopped(self) -> str:
+        if self.stopped_by != "time budget":
+            return self.stopped_by
+        return (f"stopped by the {self.config.max_train_seconds:g} s time budget after "
+                f"{self.epochs_run} of {self.config.epochs} epochs; --max_train_seconds=0 lifts it")
+
     def summary(self) -> str:
         """The one-line report printed last by `tfflow-train`."""
         config = self.config
         return (f"{config.model} on {config.dataset}: {self.test.summary()}; "
                 f"{self.epochs_run} epoch{'s' if self.epochs_run != 1 else ''} "
-                f"({self.stopped_by}, best epoch {self.best_epoch}) "
+                f"({self._stopped()}, best epoch {self.best_epoch}) "
                 f"in {self.train_seconds:.0f} s; "
                 f"{'wrote' if self.files else 'the chief worker writes'} {config.workdir}")
 

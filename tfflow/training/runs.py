@@ -69,17 +69,56 @@ def train(config: TrainConfig) -> TrainResult:
     writer = is_chief(strategy)
     keras.utils.set_random_seed(config.seed)
     train_ds, validation_ds = _fit_data(data)
+    plan = _Plan.of(config, train_ds)
     with strategy.scope():
         model = _build_model(config, data)
-        _compile(model, config)
+        _compile(model, config, plan.warmup_steps)
     _say(config, f"Training {config.model} ({model.count_params():,} parameters) on "
-                 f"{config.dataset} {data.info.event_shape}; writing to {config.workdir}")
+                 f"{config.dataset} {data.info.event_shape}: {plan}; writing to "
+                 f"{config.workdir}")
     if writer:  # only now: a run that cannot start (no data, a bad size) leaves no workdir
         _prepare_workdir(config)
     begin = _start_or_resume(model, config, data, strategy, train_ds)
-    fit_callbacks = _callbacks(config, data, begin, train_ds, writer)
+    fit_callbacks = _callbacks(config, data, begin, plan, writer)
     _fit(model, config, data, (train_ds, validation_ds), begin, fit_callbacks, writer)
     return _finish(model, config, data, fit_callbacks, started=start, writer=writer)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What a run sets out to do; its first line says it (`str`)."""
+
+    epochs: int
+    steps_per_epoch: int | None  # None: the data's length is not known in advance
+    warmup_steps: int  # as used: at most a tenth of the planned steps
+    requested_warmup_steps: int
+    max_train_seconds: float | None
+
+    @classmethod
+    def of(cls, config: TrainConfig, train_ds: tf.data.Dataset) -> _Plan:
+        steps_per_epoch = _steps_per_epoch(train_ds)
+        warmup = config.warmup_steps
+        if steps_per_epoch is not None:
+            # A warm-up longer than the run leaves it at a fraction of its learning rate.
+            warmup = min(warmup, config.epochs * steps_per_epoch // 10)
+        return cls(epochs=config.epochs, steps_per_epoch=steps_per_epoch, warmup_steps=warmup,
+                   requested_warmup_steps=config.warmup_steps,
+                   max_train_seconds=config.max_train_seconds or None)
+
+    def __str__(self) -> str:
+        epochs = f"{self.epochs} epoch{'s' if self.epochs != 1 else ''}"
+        if self.steps_per_epoch is None:
+            steps = f"{epochs} of unknown length"
+        else:
+            steps = (f"{epochs} x {self.steps_per_epoch} steps = "
+                     f"{self.epochs * self.steps_per_epoch:,} steps")
+        warmup = f"warm-up {self.warmup_steps} steps"
+        if self.warmup_steps < self.requested_warmup_steps:
+            warmup += (f" (cut from {self.requested_warmup_steps} to a tenth of the planned "
+                       "steps)")
+        budget = (f"time budget {self.max_train_seconds:g} s" if self.max_train_seconds
+                  else "no time budget")
+        return f"{steps}, {warmup}, {budget}"
 
 
 @dataclasses.dataclass
@@ -156,16 +195,16 @@ def _start_or_resume(model: Any, config: TrainConfig, data: RunData,
                   early_stopping=early_stopping, initial_weights=None)
 
 
-def _callbacks(config: TrainConfig, data: RunData, begin: _Begin, train_ds: tf.data.Dataset,
+def _callbacks(config: TrainConfig, data: RunData, begin: _Begin, plan: _Plan,
                writer: bool) -> _Callbacks:
     """Budget, learning-rate schedule, moving average, guard, early stopping, backup, logs."""
     budget = TimeBudget(config.max_train_seconds or math.inf, seconds_before=begin.seconds_before)
     anneal = None
     if config.lr_schedule == "cosine":
-        steps_per_epoch = _steps_per_epoch(train_ds) or 1_000_000  # unknown: by time only
+        steps_per_epoch = plan.steps_per_epoch or 1_000_000  # unknown: by time only
         anneal = AnnealLearningRate(
             config.learning_rate, total_steps=config.epochs * steps_per_epoch,
-            warmup_steps=config.warmup_steps, max_seconds=config.max_train_seconds,
+            warmup_steps=plan.warmup_steps, max_seconds=config.max_train_seconds,
             step_before=begin.step_before, seconds_before=begin.seconds_before)
     callbacks: list[keras.callbacks.Callback] = [budget] + ([anneal] if anneal else [])
     if config.ema_momentum:
@@ -417,10 +456,10 @@ def _build_model(config: TrainConfig, data: RunData) -> Any:
                         f"{info.event_shape}: {error}{hint}") from None
 
 
-def _compile(model: Any, config: TrainConfig) -> None:
+def _compile(model: Any, config: TrainConfig, warmup_steps: int) -> None:
     from tfflow import models  # pylint: disable=import-outside-toplevel
     if config.lr_schedule == "constant":
-        learning_rate = models.LinearWarmup(config.learning_rate, config.warmup_steps)
+        learning_rate = models.LinearWarmup(config.learning_rate, warmup_steps)
     else:  # AnnealLearningRate sets a float learning rate before every step
         learning_rate = config.learning_rate
     kwargs: dict[str, Any] = {"clipnorm": config.clipnorm}
