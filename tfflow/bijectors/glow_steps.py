@@ -43,7 +43,10 @@ class ParameterSpec:
 
 
 def _params_per_channel(coupling: str, num_bins: int) -> int:
-    return {"affine": 2, "additive": 1, "spline": 3 * int(num_bins) - 1}[coupling]
+    """Network outputs per transformed channel: the coupling class's own rule."""
+    classes = {"affine": AffineCoupling, "additive": AdditiveCoupling,
+               "spline": RationalQuadraticSplineCoupling}
+    return classes[coupling].params_per_channel_for(num_bins=num_bins)
 
 
 def glow_steps_parameters(channels: int, hidden_channels: int, *, coupling: str = "affine",
