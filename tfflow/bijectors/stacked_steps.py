@@ -184,8 +184,11 @@ class StackedSteps(FlowBijector):
         order = range(num_steps) if inverse else range(num_steps - 1, -1, -1)
         log_det = self._zero_log_det(x)
         if self.unrolled():
+            # One unstack per parameter: its gradient is one stack (K slices `p[k]`
+            # would each pad their gradient back to [K, ...]).
+            slices = list(zip(*[tf.unstack(p, num=num_steps) for p in params]))
             for k in order:
-                x, ldj = self._step_apply(x, [p[k] for p in params], inverse)
+                x, ldj = self._step_apply(x, list(slices[k]), inverse)
                 log_det = log_det + ldj
             return x, log_det
         read = _slicer(params)
@@ -207,12 +210,13 @@ class StackedSteps(FlowBijector):
         event_ndims = self._event_ndims
         if self.unrolled():
             per_step = []
+            slices = list(zip(*[tf.unstack(p, num=num_steps) for p in params]))
             for k in reversed(range(num_steps)):
                 # Rebuild step k only once step k+1's gradient exists: otherwise the
                 # executor rebuilds every step (and holds its activations) at once.
                 with tf.control_dependencies([dz]):
                     z = tf.identity(z)
-                params_k = [p[k] for p in params]  # one slice: the parts' and the watched
+                params_k = list(slices[k])  # the same tensors for the parts and the tape
                 z, dz, grads = inverse_vjp(self._parts(params_k), z, dz, dildj, params_k,
                                            event_ndims)
                 per_step.insert(0, grads)
