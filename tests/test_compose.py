@@ -62,7 +62,8 @@ def test_distribution_in_a_mixture(flow):
 @pytest.mark.parametrize("factory", [
     lambda: tfflow.models.Glow((4, 4, 1), levels=1, steps_per_level=1, hidden_channels=4,
                                num_levels=17),
-    lambda: tfflow.models.RealNVP((4, 4, 1), scales=1, filters=4, blocks=1, num_levels=17),
+    lambda: tfflow.models.RealNVP((4, 4, 1), scales=1, hidden_channels=4, blocks=1,
+                                   num_levels=17),
     lambda: tfflow.models.NICE((3,), hidden_units=(8,)),
 ], ids=["glow", "realnvp_image", "nice"])
 def test_unbatched_and_multi_batch_events(factory):

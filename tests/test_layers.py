@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import tfflow.models
 from tfflow import bijectors as fb
 from tfflow import layers as fl
 from tfflow.layers import FlowContext
@@ -47,11 +48,13 @@ FLOW_LAYERS = {
     "actnorm_vector": Case(lambda: fl.ActNormLayer(event_ndims=1), VECTOR),
     "batch_norm_image": Case(fl.BatchNormLayer, IMAGE),
     "batch_norm_vector": Case(lambda: fl.BatchNormLayer(event_ndims=1, momentum=0.9), VECTOR),
-    "lu_conv1x1": Case(lambda: fl.LUConv1x1Layer(seed=3), IMAGE),
-    "lu_conv1x1_vector": Case(lambda: fl.LUConv1x1Layer(event_ndims=1, seed=4), VECTOR),
-    "conv1x1": Case(lambda: fl.Conv1x1Layer(seed=5), IMAGE),
-    "reverse": Case(lambda: fl.PermutationLayer("reverse"), IMAGE, has_weights=False),
-    "shuffle": Case(lambda: fl.PermutationLayer("shuffle", seed=2), IMAGE, has_weights=False),
+    "lu_conv1x1": Case(lambda: fl.LUInvertible1x1ConvLayer(seed=3), IMAGE),
+    "lu_conv1x1_vector": Case(lambda: fl.LUInvertible1x1ConvLayer(event_ndims=1, seed=4),
+                              VECTOR),
+    "conv1x1": Case(lambda: fl.Invertible1x1ConvLayer(seed=5), IMAGE),
+    "reverse": Case(lambda: fl.PermuteChannelsLayer("reverse"), IMAGE, has_weights=False),
+    "shuffle": Case(lambda: fl.PermuteChannelsLayer("shuffle", seed=2), IMAGE,
+                    has_weights=False),
     "affine_channel_split": Case(lambda: fl.AffineCouplingLayer(
         _glow_net(4), fb.ChannelSplit(0)), IMAGE),
     "affine_checkerboard_resnet": Case(lambda: fl.AffineCouplingLayer(
@@ -73,7 +76,7 @@ FLOW_LAYERS = {
     "squeeze": Case(fl.SqueezeLayer, IMAGE, has_weights=False),
     "unsqueeze": Case(fl.UnsqueezeLayer, IMAGE, has_weights=False),
     "chain": Case(lambda: fl.ChainLayer([
-        fl.ActNormLayer(), fl.LUConv1x1Layer(seed=1),
+        fl.ActNormLayer(), fl.LUInvertible1x1ConvLayer(seed=1),
         fl.AffineCouplingLayer(_glow_net(4), fb.ChannelSplit(0))]), IMAGE),
     "factor_out": Case(lambda: fl.FactorOutLayer(2, fl.ChainLayer([
         fl.SqueezeLayer(), fl.ActNormLayer(), fl.UnsqueezeLayer()])), IMAGE),
@@ -81,7 +84,7 @@ FLOW_LAYERS = {
     "learned_prior_classes": Case(lambda: fl.LearnedPriorLayer(num_classes=3), IMAGE,
                                   labels=LABELS),
     "shift": Case(lambda: fl.ShiftLayer(0.25), IMAGE, has_weights=False),
-    "logit": Case(lambda: fl.LogitLayer(0.1), IMAGE, has_weights=False),
+    "logit": Case(lambda: fl.LogitPreprocessingLayer(0.1), IMAGE, has_weights=False),
     "flatten": Case(lambda: fl.FlattenLayer((4, 4, 4)), IMAGE, has_weights=False),
     "diagonal_scaling": Case(fl.DiagonalScalingLayer, VECTOR),
 }
@@ -242,7 +245,7 @@ def test_actnorm_initialising_bijector_records_the_batch_moments():
 
 
 def test_non_trainable_weights():
-    lu = fl.LUConv1x1Layer()
+    lu = fl.LUInvertible1x1ConvLayer()
     lu.build(IMAGE)
     assert {v.path.split("/")[-1] for v in lu.non_trainable_weights} == {"permutation",
                                                                          "sign_s"}
@@ -330,3 +333,56 @@ def test_batch_norm_is_not_per_example_and_containers_name_their_children():
         fl.ActNormLayer().apply_children(tf.zeros([1, 2]), lambda child, v: v)
 
 
+
+# --- Old names: deprecated aliases for one release ---------------------------------------------
+
+DEPRECATED_LAYERS = {
+    "PermutationLayer": (lambda: fl.PermutationLayer("shuffle", seed=2), fl.PermuteChannelsLayer),
+    "Conv1x1Layer": (lambda: fl.Conv1x1Layer(seed=5), fl.Invertible1x1ConvLayer),
+    "LUConv1x1Layer": (lambda: fl.LUConv1x1Layer(seed=3), fl.LUInvertible1x1ConvLayer),
+    "LogitLayer": (lambda: fl.LogitLayer(0.1), fl.LogitPreprocessingLayer),
+}
+
+
+@pytest.mark.parametrize("old", list(DEPRECATED_LAYERS))
+def test_old_layer_names_warn_and_still_load_from_saved_configs(old):
+    make, new = DEPRECATED_LAYERS[old]
+    with pytest.warns(DeprecationWarning, match=f"{old} is deprecated.*{new.__name__}"):
+        layer = make()
+    assert isinstance(layer, new)
+    layer.build(IMAGE)
+    _perturb(layer)
+    config = _json(keras.saving.serialize_keras_object(layer))
+    assert config["registered_name"] == f"tfflow>{old}"  # what a .keras file saved before holds
+    with pytest.warns(DeprecationWarning):
+        loaded = keras.saving.deserialize_keras_object(config)
+    assert type(loaded).__name__ == old
+    loaded.set_weights(layer.get_weights())
+    x = _data(IMAGE)
+    for a, b in zip(_bijector_outputs(layer, x, None), _bijector_outputs(loaded, x, None)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_resnet_conditioner_old_argument_name_warns_and_old_configs_load():
+    with pytest.warns(DeprecationWarning, match="`filters` is deprecated.*`hidden_channels`"):
+        old = fl.ResNetConditioner(filters=4, out_channels=6, blocks=1)
+    assert old.hidden_channels == 4
+    new = fl.ResNetConditioner(4, 6, blocks=1)
+    assert new.get_config()["hidden_channels"] == 4 and "filters" not in new.get_config()
+    saved_before = dict(_json(keras.saving.serialize_keras_object(new)))
+    saved_before["config"] = dict(saved_before["config"])
+    saved_before["config"]["filters"] = saved_before["config"].pop("hidden_channels")
+    with pytest.warns(DeprecationWarning):
+        loaded = keras.saving.deserialize_keras_object(saved_before)
+    assert loaded.hidden_channels == 4
+    with pytest.raises(ValueError, match="ResNetConditioner: expected `hidden_channels` only"):
+        fl.ResNetConditioner(4, 6, filters=4)
+
+
+def test_realnvp_old_argument_name_filters_warns_and_builds_the_same_model():
+    with pytest.warns(DeprecationWarning, match="RealNVP: argument `filters` is deprecated"):
+        old = tfflow.models.RealNVP((4, 4, 1), scales=1, filters=4, blocks=1)
+    new = tfflow.models.RealNVP((4, 4, 1), scales=1, hidden_channels=4, blocks=1)
+    assert old.count_params() == new.count_params()
+    with pytest.raises(ValueError, match="RealNVP: expected `hidden_channels` only"):
+        tfflow.models.RealNVP((4, 4, 1), scales=1, filters=4, hidden_channels=4)

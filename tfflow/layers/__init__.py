@@ -13,12 +13,15 @@ from tfflow.layers.conditioners import (GlowConditioner, MLPConditioner, ResNetC
                                         ZeroInitConv)
 from tfflow.layers.glow_steps import GlowStepsLayer, StackedGlowNetworks
 from tfflow.layers.coupling import AdditiveCouplingLayer, AffineCouplingLayer, SplineCouplingLayer
-from tfflow.layers.mixing import Conv1x1Layer, LUConv1x1Layer, PermutationLayer
+from tfflow.layers.mixing import (Conv1x1Layer, Invertible1x1ConvLayer, LUConv1x1Layer,
+                                  LUInvertible1x1ConvLayer, PermutationLayer,
+                                  PermuteChannelsLayer)
 from tfflow.layers.normalization import ActNormLayer, BatchNormLayer
 from tfflow.layers.reversible import ReversibleChainLayer, group_reversible
 from tfflow.layers.structure import (ChainLayer, DiagonalScalingLayer, FactorOutLayer,
-                                     FlattenLayer, LearnedPriorLayer, LogitLayer, ShiftLayer,
-                                     SqueezeLayer, UnsqueezeLayer)
+                                     FlattenLayer, LearnedPriorLayer, LogitLayer,
+                                     LogitPreprocessingLayer, ShiftLayer, SqueezeLayer,
+                                     UnsqueezeLayer)
 
 __all__ = [
     "ActNormLayer", "AdditiveCouplingLayer", "AffineCouplingLayer", "BatchNormLayer",
@@ -27,5 +30,8 @@ __all__ = [
     "FlowContext", "FlowLayer", "GlowConditioner", "GlowStepsLayer", "StackedGlowNetworks", "LUConv1x1Layer", "LearnedPriorLayer",
     "LogitLayer", "MLPConditioner", "PermutationLayer", "ResNetConditioner",
     "ReversibleChainLayer", "ShiftLayer", "SplineCouplingLayer",
+    # Names that pair with the bijectors (the old names above are deprecated aliases):
+    "Invertible1x1ConvLayer", "LUInvertible1x1ConvLayer", "LogitPreprocessingLayer",
+    "PermuteChannelsLayer",
     "SqueezeLayer", "UnsqueezeLayer", "ZeroInitConv", "group_reversible",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 import weakref
 from typing import Any, Callable, Iterator
 
@@ -19,7 +20,8 @@ from tensorflow_probability import bijectors as tfb
 
 from tfflow.bijectors.program import BijectorProgram
 
-__all__ = ["FlowContext", "FlowLayer", "serialize", "deserialize"]
+__all__ = ["FlowContext", "FlowLayer", "deprecated_alias", "renamed_argument", "serialize",
+           "deserialize"]
 
 # Programs shared by all layers of one signature; an entry goes with its last holder.
 _PROGRAMS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
@@ -176,3 +178,37 @@ def serialize(layer: keras.layers.Layer | None) -> dict | None:
 def deserialize(config: Any):
     return None if config is None else keras.saving.deserialize_keras_object(config)
 
+
+# Old names: kept for one release, with a DeprecationWarning -------------------------------------
+
+def deprecated_alias(cls: type, old_name: str) -> type:
+    """A subclass of `cls` called `old_name` that warns on construction.
+
+    Registered for `.keras` files under its own (old) name, so files saved
+    before the rename still load. Remove it one release after the rename.
+    """
+    def __init__(self, *args, **kwargs):
+        warnings.warn(f"tfflow: {old_name} is deprecated and will be removed in the next "
+                      f"release; use {cls.__name__}.", DeprecationWarning, stacklevel=2)
+        cls.__init__(self, *args, **kwargs)
+
+    alias = type(old_name, (cls,), {
+        "__init__": __init__, "__module__": cls.__module__, "__qualname__": old_name,
+        "__doc__": f"Deprecated alias of `{cls.__name__}` (warns; removed in the next release)."})
+    return keras.saving.register_keras_serializable(package="tfflow")(alias)
+
+
+def renamed_argument(owner: str, old: str, old_value: Any, new: str, new_value: Any) -> Any:
+    """The value of argument `new`, taken from its deprecated old name `old` when that is given.
+
+    Passing `old` warns (`DeprecationWarning`); passing both is a `ValueError`.
+    `new_value` is None when the caller did not pass `new`.
+    """
+    if old_value is None:
+        return new_value
+    if new_value is not None:
+        raise ValueError(f"{owner}: expected `{new}` only (`{old}` is its deprecated old name), "
+                         f"got both: {new}={new_value!r}, {old}={old_value!r}.")
+    warnings.warn(f"{owner}: argument `{old}` is deprecated and will be removed in the next "
+                  f"release; use `{new}`.", DeprecationWarning, stacklevel=3)
+    return old_value

@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfflow.layers.base import renamed_argument
+
 __all__ = ["GlowConditioner", "MLPConditioner", "ResNetConditioner", "ZeroInitConv"]
 
 
@@ -100,21 +102,36 @@ class ResNetConditioner(keras.layers.Layer):
     do not depend on the batch, and normalises between couplings instead.)
     """
 
-    def __init__(self, filters: int, out_channels: int, blocks: int = 2, **kwargs):
+    def __init__(self, hidden_channels: int | None = None, out_channels: int | None = None,
+                 blocks: int = 2, *, filters: int | None = None, **kwargs):
+        """Builds the layers.
+
+        Args:
+          hidden_channels: width of the hidden convs.
+          out_channels: channels of the output (the coupling's parameters).
+          blocks: residual blocks.
+          filters: deprecated old name of `hidden_channels` (warns).
+        """
         super().__init__(**kwargs)
-        self.filters = int(filters)
+        hidden_channels = renamed_argument("ResNetConditioner", "filters", filters,
+                                           "hidden_channels", hidden_channels)
+        if hidden_channels is None or out_channels is None:
+            raise ValueError(f"ResNetConditioner: expected hidden_channels and out_channels, "
+                             f"got hidden_channels={hidden_channels}, "
+                             f"out_channels={out_channels}.")
+        self.hidden_channels = int(hidden_channels)
         self.out_channels = int(out_channels)
         self.blocks = int(blocks)
         policy = self.dtype_policy
-        self.conv_in = keras.layers.Conv2D(self.filters, 3, padding="same", dtype=policy)
+        self.conv_in = keras.layers.Conv2D(self.hidden_channels, 3, padding="same", dtype=policy)
         self.block_convs = [
-            (keras.layers.Conv2D(self.filters, 3, padding="same", dtype=policy),
-             keras.layers.Conv2D(self.filters, 3, padding="same", dtype=policy))
+            (keras.layers.Conv2D(self.hidden_channels, 3, padding="same", dtype=policy),
+             keras.layers.Conv2D(self.hidden_channels, 3, padding="same", dtype=policy))
             for _ in range(self.blocks)]
         self.conv_out = ZeroInitConv(self.out_channels, 3, dtype=policy)
 
     def build(self, input_shape):
-        hidden = tuple(input_shape[:-1]) + (self.filters,)
+        hidden = tuple(input_shape[:-1]) + (self.hidden_channels,)
         self.conv_in.build(input_shape)
         for first, second in self.block_convs:
             first.build(hidden)
@@ -135,7 +152,7 @@ class ResNetConditioner(keras.layers.Layer):
         return tuple(input_shape[:-1]) + (self.out_channels,)
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters,
+        return {**super().get_config(), "hidden_channels": self.hidden_channels,
                 "out_channels": self.out_channels, "blocks": self.blocks}
 
 
@@ -145,7 +162,7 @@ class MLPConditioner(keras.layers.Layer):
 
     def __init__(self, hidden_units: list[int] | tuple[int, ...], out_features: int, **kwargs):
         super().__init__(**kwargs)
-        self.hidden_units = [int(u) for u in hidden_units]
+        self.hidden_units = tuple(int(u) for u in hidden_units)
         self.out_features = int(out_features)
         policy = self.dtype_policy
         self.hidden = [keras.layers.Dense(u, activation="relu", dtype=policy)
@@ -173,5 +190,5 @@ class MLPConditioner(keras.layers.Layer):
         return tuple(input_shape[:-1]) + (self.out_features,)
 
     def get_config(self):
-        return {**super().get_config(), "hidden_units": self.hidden_units,
+        return {**super().get_config(), "hidden_units": list(self.hidden_units),
                 "out_features": self.out_features}

@@ -7,9 +7,10 @@ import numpy as np
 import tensorflow as tf
 
 from tfflow import bijectors as fb
-from tfflow.layers.base import FlowLayer
+from tfflow.layers.base import FlowLayer, deprecated_alias
 
-__all__ = ["Conv1x1Layer", "LUConv1x1Layer", "PermutationLayer"]
+__all__ = ["Conv1x1Layer", "Invertible1x1ConvLayer", "LUConv1x1Layer", "LUInvertible1x1ConvLayer",
+           "PermutationLayer", "PermuteChannelsLayer"]
 
 
 def _random_rotation(channels: int, seed: int) -> np.ndarray:
@@ -36,8 +37,8 @@ class _SeededMixingLayer(FlowLayer):
 
 
 @keras.saving.register_keras_serializable(package="tfflow")
-class LUConv1x1Layer(_SeededMixingLayer):
-    """Owns an LU-parametrised 1x1 convolution (Glow's choice; XLA-friendly).
+class LUInvertible1x1ConvLayer(_SeededMixingLayer):
+    """Owns `tfflow.bijectors.LUInvertible1x1Conv`'s weights (Glow's choice; XLA-friendly).
 
     Trainable: the strict lower and upper triangles and `log|s|`. Fixed: the
     permutation and the signs of `s`, taken from the initial random rotation.
@@ -68,8 +69,8 @@ class LUConv1x1Layer(_SeededMixingLayer):
 
 
 @keras.saving.register_keras_serializable(package="tfflow")
-class Conv1x1Layer(_SeededMixingLayer):
-    """Owns a full-matrix 1x1 convolution `W`, initialised to a random rotation."""
+class Invertible1x1ConvLayer(_SeededMixingLayer):
+    """Owns `tfflow.bijectors.Invertible1x1Conv`'s full matrix `W`, initialised to a rotation."""
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -84,13 +85,14 @@ class Conv1x1Layer(_SeededMixingLayer):
 
 
 @keras.saving.register_keras_serializable(package="tfflow")
-class PermutationLayer(FlowLayer):
-    """A fixed channel permutation (no weights): "reverse" or a seeded "shuffle"."""
+class PermuteChannelsLayer(FlowLayer):
+    """`tfflow.bijectors.PermuteChannels` (no weights): "reverse" or a seeded "shuffle"."""
 
     def __init__(self, kind: str = "reverse", seed: int = 0, event_ndims: int = 3, **kwargs):
         super().__init__(**kwargs)
         if kind not in ("reverse", "shuffle"):
-            raise ValueError(f"PermutationLayer: kind must be 'reverse' or 'shuffle', got {kind!r}.")
+            raise ValueError(f"{type(self).__name__}: kind must be 'reverse' or 'shuffle', got "
+                             f"{kind!r}.")
         self.kind = kind
         self.seed = int(seed)
         self.event_ndims = int(event_ndims)
@@ -107,3 +109,8 @@ class PermutationLayer(FlowLayer):
     def get_config(self):
         return {**super().get_config(), "kind": self.kind, "seed": self.seed,
                 "event_ndims": self.event_ndims}
+
+
+LUConv1x1Layer = deprecated_alias(LUInvertible1x1ConvLayer, "LUConv1x1Layer")
+Conv1x1Layer = deprecated_alias(Invertible1x1ConvLayer, "Conv1x1Layer")
+PermutationLayer = deprecated_alias(PermuteChannelsLayer, "PermutationLayer")

@@ -8,7 +8,7 @@ import tensorflow as tf
 from tensorflow_probability import bijectors as tfb
 
 from tfflow import bijectors as fb
-from tfflow.layers.base import FlowContext, FlowLayer, deserialize, serialize
+from tfflow.layers.base import FlowContext, FlowLayer, deprecated_alias, deserialize, serialize
 
 __all__ = [
     "ChainLayer",
@@ -17,6 +17,7 @@ __all__ = [
     "FlattenLayer",
     "LearnedPriorLayer",
     "LogitLayer",
+    "LogitPreprocessingLayer",
     "ShiftLayer",
     "SqueezeLayer",
     "UnsqueezeLayer",
@@ -245,8 +246,11 @@ class ShiftLayer(FlowLayer):
 
 
 @keras.saving.register_keras_serializable(package="tfflow")
-class LogitLayer(FlowLayer):
-    """RealNVP's preprocessing `z = logit(alpha + (1 - 2 alpha) x)` for data in [0, 1]."""
+class LogitPreprocessingLayer(FlowLayer):
+    """Owns nothing; hands out `tfflow.bijectors.LogitPreprocessing` (RealNVP's preprocessing).
+
+    Data -> latent: `z = logit(alpha + (1 - 2 alpha) x)` for data in [0, 1].
+    """
 
     def __init__(self, alpha: float = 0.05, **kwargs):
         super().__init__(**kwargs)
@@ -301,3 +305,6 @@ class DiagonalScalingLayer(FlowLayer):
 
     def get_config(self):
         return {**super().get_config(), "event_ndims": self.event_ndims}
+
+
+LogitLayer = deprecated_alias(LogitPreprocessingLayer, "LogitLayer")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tfflow import bijectors as fb
 from tfflow import layers as fl
+from tfflow.layers.base import renamed_argument
 from tfflow.mixed_precision import flow_and_network_dtypes
 from tfflow.models.flow_model import FlowModel
 
@@ -21,15 +22,15 @@ def _coupling(kind: str, conditioner_for, partition, channels: int, num_bins: in
     return layers[kind](net, partition, event_ndims=event_ndims, dtype=dtype, **options)
 
 
-def _image_flow(image_shape, scales, filters, blocks, batch_norm, kind, num_bins, memory_saving,
-                dtype, network_dtype):
+def _image_flow(image_shape, scales, hidden_channels, blocks, batch_norm, kind, num_bins,
+                memory_saving, dtype, network_dtype):
     h, w, _ = image_shape
     if h % 2 ** (scales - 1) or w % 2 ** (scales - 1):
         raise ValueError(f"RealNVP: {scales} scales need H and W divisible by "
                          f"{2 ** (scales - 1)}, got image_shape {tuple(image_shape)}.")
 
     def coupling(partition, channels):
-        parts = [_coupling(kind, lambda out: fl.ResNetConditioner(filters, out, blocks,
+        parts = [_coupling(kind, lambda out: fl.ResNetConditioner(hidden_channels, out, blocks,
                                                                   dtype=network_dtype),
                            partition, channels, num_bins, 3, dtype)]
         if batch_norm:
@@ -61,8 +62,8 @@ def _image_flow(image_shape, scales, filters, blocks, batch_norm, kind, num_bins
         parts.append(fl.UnsqueezeLayer(dtype=dtype))
         return fl.ChainLayer(blocks_of(parts, index), dtype=dtype, name=f"scale_{index}")
 
-    return fl.ChainLayer([fl.LogitLayer(0.05, dtype=dtype), scale(0, tuple(image_shape))],
-                         dtype=dtype, name="realnvp")
+    return fl.ChainLayer([fl.LogitPreprocessingLayer(0.05, dtype=dtype),
+                          scale(0, tuple(image_shape))], dtype=dtype, name="realnvp")
 
 
 def _vector_flow(dims, num_couplings, hidden_units, batch_norm, kind, num_bins, memory_saving,
@@ -82,16 +83,17 @@ def _vector_flow(dims, num_couplings, hidden_units, batch_norm, kind, num_bins, 
     return fl.ChainLayer(parts, dtype=dtype, name="realnvp")
 
 
-def RealNVP(event_shape, *, scales: int = 2, filters: int = 32, blocks: int = 2,
-            num_couplings: int = 8, hidden_units=(128, 128), batch_norm: bool | None = None,
-            coupling: str = "affine", num_bins: int = 8, num_levels: int | None = None,
-            memory_saving: bool = False, dtype=None, name: str = "realnvp") -> FlowModel:
+def RealNVP(event_shape, *, scales: int = 2, hidden_channels: int | None = None,
+            blocks: int = 2, num_couplings: int = 8, hidden_units=(128, 128),
+            batch_norm: bool | None = None, coupling: str = "affine", num_bins: int = 8,
+            num_levels: int | None = None, memory_saving: bool = False, dtype=None,
+            name: str = "realnvp", filters: int | None = None) -> FlowModel:
     """RealNVP (Dinh, Sohl-Dickstein & Bengio, 2017) as a `FlowModel`.
 
     Images ([H, W, C], data in [0, 1)): logit preprocessing, then per scale 3
     checkerboard affine couplings, squeeze, 3 channel-wise couplings, and half
     the channels factored out; the last scale has 4 checkerboard couplings.
-    Conditioners are small ResNets (`filters`, `blocks`); batch normalisation
+    Conditioners are small ResNets (`hidden_channels`, `blocks`); batch normalisation
     follows every coupling.
 
     Vectors ([D]): `num_couplings` affine couplings with alternating masks and
@@ -101,6 +103,11 @@ def RealNVP(event_shape, *, scales: int = 2, filters: int = 32, blocks: int = 2,
 
     Args:
       event_shape: (H, W, C) or (D,).
+      scales: images: number of scales.
+      hidden_channels: images: width of the ResNet conditioners' convs (default 32).
+      blocks: images: residual blocks per conditioner.
+      num_couplings: vectors: number of couplings.
+      hidden_units: vectors: widths of the MLP conditioners' hidden layers (a tuple).
       coupling: "affine" (the paper) or "spline" (rational-quadratic, Neural
         Spline Flows, `num_bins` bins).
       batch_norm: batch normalisation after the couplings; default True on
@@ -116,14 +123,18 @@ def RealNVP(event_shape, *, scales: int = 2, filters: int = 32, blocks: int = 2,
       dtype: "float32", "float64", a Keras mixed-precision policy
         ("mixed_bfloat16", "mixed_float16": networks in 16 bits, the flow and
         the loss in float32), or None for Keras' global policy.
+      filters: deprecated old name of `hidden_channels` (warns).
     """
+    hidden_channels = renamed_argument("RealNVP", "filters", filters, "hidden_channels",
+                                       hidden_channels)
+    hidden_channels = 32 if hidden_channels is None else int(hidden_channels)
     event_shape = tuple(int(d) for d in event_shape)
     dtype, network_dtype = flow_and_network_dtypes(dtype)
     if batch_norm is None:
         batch_norm = len(event_shape) == 3
     if len(event_shape) == 3:
-        flow = _image_flow(event_shape, scales, filters, blocks, batch_norm, coupling, num_bins,
-                           memory_saving, dtype, network_dtype)
+        flow = _image_flow(event_shape, scales, hidden_channels, blocks, batch_norm, coupling,
+                           num_bins, memory_saving, dtype, network_dtype)
     elif len(event_shape) == 1:
         flow = _vector_flow(event_shape[0], num_couplings, tuple(hidden_units), batch_norm,
                             coupling, num_bins, memory_saving, dtype, network_dtype)

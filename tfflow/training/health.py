@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfflow.layers.base import FlowContext
-from tfflow.layers.mixing import Conv1x1Layer, LUConv1x1Layer
+from tfflow.layers.mixing import Invertible1x1ConvLayer, LUInvertible1x1ConvLayer
 
 __all__ = ["conv1x1_condition_numbers", "find_non_finite_layer"]
 
@@ -87,7 +87,7 @@ def conv1x1_condition_numbers(model: Any) -> dict[str, float]:
     """
     numbers: dict[str, float] = {}
     for _, layer in model.flow.walk():
-        if not isinstance(layer, (LUConv1x1Layer, Conv1x1Layer)):
+        if not isinstance(layer, (LUInvertible1x1ConvLayer, Invertible1x1ConvLayer)):
             continue
         bijector = layer.bijector()
         channels = int(layer.weights[-1].shape[-1])
