@@ -16,10 +16,11 @@ MIXINGS = ("reverse", "lu", "none")
 
 def _mixing(kind: str, index: int, dtype) -> list[fl.FlowLayer]:
     if kind == "reverse":
-        return [fl.PermutationLayer(kind="reverse", event_ndims=1, dtype=dtype,
+        return [fl.PermuteChannelsLayer(kind="reverse", event_ndims=1, dtype=dtype,
                                     name=f"reverse_{index}")]
     if kind == "lu":
-        return [fl.LUConv1x1Layer(event_ndims=1, seed=index, dtype=dtype, name=f"lu_{index}")]
+        return [fl.LUInvertible1x1ConvLayer(event_ndims=1, seed=index, dtype=dtype,
+                                            name=f"lu_{index}")]
     return []
 
 

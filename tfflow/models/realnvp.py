@@ -6,6 +6,7 @@ from tfflow import bijectors as fb
 from tfflow import layers as fl
 from tfflow.layers.base import renamed_argument
 from tfflow.mixed_precision import flow_and_network_dtypes
+from tfflow.models._vector import GAUSSIAN_START_EXAMPLES, gaussian_start
 from tfflow.models.flow_model import FlowModel
 
 __all__ = ["RealNVP"]
@@ -80,7 +81,7 @@ def _vector_flow(dims, num_couplings, hidden_units, batch_norm, kind, num_bins, 
             parts.append(fl.BatchNormLayer(event_ndims=1, dtype=dtype))
     if memory_saving:
         parts = fl.group_reversible(parts, event_ndims=1, dtype=dtype, name="reversible")
-    return fl.ChainLayer(parts, dtype=dtype, name="realnvp")
+    return fl.ChainLayer(gaussian_start(dtype) + parts, dtype=dtype, name="realnvp")
 
 
 def RealNVP(event_shape, *, scales: int = 2, hidden_channels: int | None = None,
@@ -140,4 +141,5 @@ def RealNVP(event_shape, *, scales: int = 2, hidden_channels: int | None = None,
                             coupling, num_bins, memory_saving, dtype, network_dtype)
     else:
         raise ValueError(f"RealNVP: expected event_shape (H, W, C) or (D,), got {event_shape}.")
-    return FlowModel(flow, event_shape, num_levels=num_levels, name=name, dtype=dtype)
+    start = {} if len(event_shape) == 3 else {"initialization_examples": GAUSSIAN_START_EXAMPLES}
+    return FlowModel(flow, event_shape, num_levels=num_levels, name=name, dtype=dtype, **start)
