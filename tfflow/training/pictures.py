@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfflow import images
+from tfflow.models import _checks
 from tfflow.data import DatasetInfo
 from tfflow.training.config import TrainConfig, check_positive_int
 from tfflow.training.errors import UserError
@@ -32,9 +33,11 @@ def sample(model: Any, num_samples: int, *, temperature: float = 1.0, seed: int 
            labels: Any = None) -> np.ndarray:
     """Draws `num_samples` samples at `temperature` as a NumPy array (data space)."""
     check_positive_int("num_samples", num_samples)
-    if not temperature > 0:
-        raise UserError(f"expected temperature > 0, got {temperature!r}.")
-    kwargs = {"temperature": float(temperature), "seed": seed}
+    try:  # the model's own rule (0 decodes the latent mode), as in the API and the export
+        temperature = _checks.temperature("sample", temperature)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    kwargs = {"temperature": temperature, "seed": seed}
     if labels is not None:
         kwargs["labels"] = tf.constant(labels, tf.int32)
     return np.asarray(model.sample(num_samples, **kwargs))
