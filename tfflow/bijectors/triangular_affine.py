@@ -93,13 +93,18 @@ class TriangularAffine(FlowBijector):
         return -self._log_det()
 
 
-def triangular_affine_parameters(x, *, ridge: float = 1e-6) -> dict[str, tf.Tensor]:
+def triangular_affine_parameters(x, *, context=None,
+                                 ridge: float = 1e-6) -> dict[str, tf.Tensor]:
     """`loc`, `log_diag`, `lower` of the maximum-likelihood Gaussian fit of `x` [N, D].
 
     `loc` is the mean and `L` the Cholesky factor of the covariance (divided
     by N). `ridge` times the mean variance is added to the diagonal so that a
     singular covariance (a constant column, collinear columns, fewer rows than
     columns) still gives an invertible map. Computed in float64.
+
+    With `context` [N, C], the fit is the linear-Gaussian regression
+    `x | c ~ N(loc + c @ context_kernel, L L^T)` (least squares, `L` from the
+    residuals' covariance), and `context_kernel` [C, D] is returned too.
     """
     x = tf.convert_to_tensor(x)
     dtype = x.dtype
@@ -107,6 +112,18 @@ def triangular_affine_parameters(x, *, ridge: float = 1e-6) -> dict[str, tf.Tens
     mean = tf.reduce_mean(x64, axis=0)
     centred = x64 - mean
     count = tf.cast(tf.shape(x64)[0], tf.float64)
+    extra = {}
+    if context is not None:
+        c64 = tf.cast(tf.reshape(context, [tf.shape(x64)[0], -1]), tf.float64)
+        c_mean = tf.reduce_mean(c64, axis=0)
+        c_centred = c64 - c_mean
+        gram = tf.matmul(c_centred, c_centred, transpose_a=True)
+        gram += ridge * tf.maximum(tf.linalg.trace(gram), 1.) * tf.eye(tf.shape(gram)[0],
+                                                                       dtype=tf.float64)
+        kernel = tf.linalg.solve(gram, tf.matmul(c_centred, centred, transpose_a=True))
+        mean = mean - tf.linalg.matvec(kernel, c_mean, transpose_a=True)
+        centred = centred - tf.matmul(c_centred, kernel)
+        extra["context_kernel"] = tf.cast(kernel, dtype)
     covariance = tf.matmul(centred, centred, transpose_a=True) / count
     dims = x.shape[-1]
     mean_variance = tf.linalg.trace(covariance) / dims
@@ -116,4 +133,4 @@ def triangular_affine_parameters(x, *, ridge: float = 1e-6) -> dict[str, tf.Tens
     diag = tf.linalg.diag_part(scale)
     return {"loc": tf.cast(mean, dtype),
             "log_diag": tf.cast(tf.math.log(diag), dtype),
-            "lower": tf.cast(tf.linalg.set_diag(scale, np.zeros(dims)), dtype)}
+            "lower": tf.cast(tf.linalg.set_diag(scale, np.zeros(dims)), dtype), **extra}

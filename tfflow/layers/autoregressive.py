@@ -52,13 +52,22 @@ class MADE(keras.layers.Layer):
     [..., D * params_per_dim], entry-major) depends only on inputs `0..d-1`.
     The output layer starts at zero, so a flow built on it starts as the
     identity.
+
+    With `context_units = C`, `call(x, context)` also takes a context
+    [..., C] (broadcast against x's batch), connected without a mask to every
+    hidden layer and to the output: every entry's parameters may depend on
+    all of it (a conditional MADE, as in conditional MAF/NSF).
     """
 
-    def __init__(self, dims: int, params_per_dim: int, hidden_units=(64, 64), **kwargs):
+    def __init__(self, dims: int, params_per_dim: int, hidden_units=(64, 64),
+                 context_units: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.dims = int(dims)
         self.params_per_dim = int(params_per_dim)
         self.hidden_units = tuple(int(u) for u in hidden_units)
+        self.context_units = None if context_units is None else int(context_units)
+        if self.context_units is not None and self.context_units < 1:
+            raise ValueError(f"MADE: expected context_units >= 1 or None, got {context_units}.")
         if self.dims < 1 or self.params_per_dim < 1 or any(u < 1 for u in self.hidden_units):
             raise ValueError(f"MADE: expected dims >= 1, params_per_dim >= 1 and positive "
                              f"hidden_units, got dims={dims}, params_per_dim={params_per_dim}, "
@@ -75,7 +84,7 @@ class MADE(keras.layers.Layer):
         self._masks = [tf.constant(m) for m in
                        made_masks(self.dims, self.hidden_units, self.params_per_dim)]
         sizes = (self.dims,) + self.hidden_units + (self.dims * self.params_per_dim,)
-        self.kernels, self.biases = [], []
+        self.kernels, self.biases, self.context_kernels = [], [], []
         for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
             last = index == len(sizes) - 2
             init = "zeros" if last else "glorot_uniform"
@@ -83,16 +92,30 @@ class MADE(keras.layers.Layer):
                                                 initializer=init))
             self.biases.append(self.add_weight(name=f"bias_{index}", shape=(fan_out,),
                                                initializer="zeros"))
+            if self.context_units is not None:
+                self.context_kernels.append(self.add_weight(
+                    name=f"context_kernel_{index}", shape=(self.context_units, fan_out),
+                    initializer=init))
         super().build(input_shape)
 
-    def call(self, x):
+    def call(self, x, context=None):
+        if (context is None) != (self.context_units is None):
+            raise ValueError(f"MADE: expected {'a' if self.context_units else 'no'} context "
+                             f"(context_units={self.context_units}), got "
+                             f"{'none' if context is None else 'one'}.")
         flat = tf.reshape(x, [-1, self.dims])
         h = tf.cast(flat, self.compute_dtype)
+        if context is not None:
+            context = tf.broadcast_to(tf.cast(context, self.compute_dtype), tf.concat(
+                [tf.shape(x)[:-1], [self.context_units]], 0))
+            context = tf.reshape(context, [-1, self.context_units])
         last = len(self.kernels) - 1
         for index, (kernel, bias) in enumerate(zip(self.kernels, self.biases)):
             mask = tf.cast(self._masks[index], self.compute_dtype)
             h = tf.matmul(h, tf.cast(kernel, self.compute_dtype) * mask) + \
                 tf.cast(bias, self.compute_dtype)
+            if context is not None:
+                h += tf.matmul(context, tf.cast(self.context_kernels[index], self.compute_dtype))
             if index < last:
                 h = tf.nn.relu(h)
         return tf.reshape(h, tf.concat([tf.shape(x)[:-1], [self.dims * self.params_per_dim]],
@@ -103,7 +126,7 @@ class MADE(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "dims": self.dims, "params_per_dim": self.params_per_dim,
-                "hidden_units": list(self.hidden_units)}
+                "hidden_units": list(self.hidden_units), "context_units": self.context_units}
 
 
 def elementwise_transform(kind: str, *, num_bins: int = 8, bound: float = 5.0,
@@ -124,8 +147,9 @@ class _AutoregressiveLayer(FlowLayer):
 
     def __init__(self, hidden_units=(64, 64), transform: str = "affine", num_bins: int = 8,
                  bound: float = 5.0, network_dtype=None, made: MADE | dict | None = None,
-                 **kwargs):
+                 context_units: int | None = None, **kwargs):
         super().__init__(**kwargs)
+        self.context_units = None if context_units is None else int(context_units)
         self.hidden_units = tuple(int(u) for u in hidden_units)
         self.transform = str(transform)
         self.num_bins = int(num_bins)
@@ -140,18 +164,32 @@ class _AutoregressiveLayer(FlowLayer):
         dims = input_shape[-1]
         if self.made is None:
             self.made = MADE(dims, self._transform.params_per_dim, self.hidden_units,
+                             context_units=self.context_units,
                              dtype=self.network_dtype or self.dtype_policy, name="made")
         if not self.made.built:
             self.made.build(tuple(input_shape))
         super().build(input_shape)
 
+    @property
+    def uses_context(self) -> bool:
+        return self.context_units is not None
+
     def bijector(self, context=None):
-        return self.bijector_class(self.made, self._transform, dtype=self.compute_dtype)
+        context = context or FlowContext()
+        conditioner = self.made
+        if self.uses_context:
+            if context.context is None:
+                raise ValueError(f"{type(self).__name__} {self.name!r}: this layer is "
+                                 f"conditional ({self.context_units} context units); its "
+                                 f"bijector needs FlowContext(context=...).")
+            values = context.context
+            conditioner = lambda u: self.made(u, values)  # noqa: E731  # fixed context
+        return self.bijector_class(conditioner, self._transform, dtype=self.compute_dtype)
 
     def get_config(self):
         return {**super().get_config(), "hidden_units": list(self.hidden_units),
                 "transform": self.transform, "num_bins": self.num_bins, "bound": self.bound,
-                "made": serialize(self.made)}
+                "made": serialize(self.made), "context_units": self.context_units}
 
 
 @keras.saving.register_keras_serializable(package="tfflow")
@@ -188,11 +226,15 @@ class StandardizeLayer(ActNormLayer):
 
 
 class _InitializingTriangularAffine(FlowBijector):
-    """The Gaussian fit of the batch it sees, recorded for `TriangularAffineLayer.assign_initial`."""
+    """The Gaussian fit of the batch it sees, recorded for `TriangularAffineLayer.assign_initial`.
 
-    def __init__(self, layer: "TriangularAffineLayer", records: dict):
+    With a context, the linear-Gaussian regression of the batch on it.
+    """
+
+    def __init__(self, layer: "TriangularAffineLayer", records: dict, context=None):
         self._layer = layer
         self._records = records
+        self._context = context
         super().__init__(forward_min_event_ndims=1, validate_args=False, parameters={},
                          name=f"initializing_{layer.name}")
 
@@ -201,8 +243,14 @@ class _InitializingTriangularAffine(FlowBijector):
                          "data -> latent direction (inverse/log_prob) only.")
 
     def _inverse_and_log_det(self, y):
-        values = fb.triangular_affine_parameters(y, ridge=self._layer.ridge)
-        self._records[self._layer] = (values["loc"], values["log_diag"], values["lower"])
+        values = fb.triangular_affine_parameters(y, context=self._context,
+                                                 ridge=self._layer.ridge)
+        kernel = values.pop("context_kernel", None)
+        self._records[self._layer] = (values["loc"], values["log_diag"], values["lower"]) + \
+            (() if kernel is None else (kernel,))
+        if kernel is not None:
+            values["loc"] = values["loc"] + tf.matmul(tf.cast(self._context, kernel.dtype),
+                                                      kernel)
         return fb.TriangularAffine(**values)._inverse_and_log_det(y)
 
 
@@ -215,37 +263,61 @@ class TriangularAffineLayer(FlowLayer):
     As the data side of a vector flow whose other layers start as the
     identity, it makes an untrained model exactly that Gaussian fit; training
     then moves away from it only where the data say so. Trainable.
+
+    With `context_units = C` the shift depends linearly on the context,
+    `loc + c @ context_kernel`, initialised to the linear-Gaussian regression
+    of the data on the context: an untrained conditional model is that fit.
     """
 
     event_ndims = 1
     needs_data_init = True
 
-    def __init__(self, ridge: float = 1e-6, **kwargs):
+    def __init__(self, ridge: float = 1e-6, context_units: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.ridge = float(ridge)
+        self.context_units = None if context_units is None else int(context_units)
+
+    @property
+    def uses_context(self) -> bool:
+        return self.context_units is not None
 
     def build(self, input_shape):
         dims = input_shape[-1]
         self.loc = self.add_weight(name="loc", shape=(dims,), initializer="zeros")
         self.log_diag = self.add_weight(name="log_diag", shape=(dims,), initializer="zeros")
         self.lower = self.add_weight(name="lower", shape=(dims, dims), initializer="zeros")
+        if self.uses_context:
+            self.context_kernel = self.add_weight(name="context_kernel",
+                                                  shape=(self.context_units, dims),
+                                                  initializer="zeros")
         self.initialized = self.add_weight(name="initialized", shape=(), initializer="zeros",
                                            trainable=False, dtype="float32")
         super().build(input_shape)
 
     def bijector(self, context=None):
         context = context or FlowContext()
+        if self.uses_context and context.context is None:
+            raise ValueError(f"TriangularAffineLayer {self.name!r}: this layer is conditional "
+                             f"({self.context_units} context units); its bijector needs "
+                             f"FlowContext(context=...).")
         if context.init_records is not None:
-            return _InitializingTriangularAffine(self, context.init_records)
-        return fb.TriangularAffine(tf.convert_to_tensor(self.loc),
-                                   tf.convert_to_tensor(self.log_diag),
+            return _InitializingTriangularAffine(self, context.init_records,
+                                                 context.context if self.uses_context else None)
+        loc = tf.convert_to_tensor(self.loc)
+        if self.uses_context:
+            values = tf.cast(context.context, loc.dtype)
+            loc = loc + tf.linalg.matvec(tf.convert_to_tensor(self.context_kernel), values,
+                                         transpose_a=True)
+        return fb.TriangularAffine(loc, tf.convert_to_tensor(self.log_diag),
                                    tf.convert_to_tensor(self.lower))
 
-    def assign_initial(self, loc, log_diag, lower):
+    def assign_initial(self, loc, log_diag, lower, context_kernel=None):
         self.loc.assign(tf.cast(loc, self.loc.dtype))
         self.log_diag.assign(tf.cast(log_diag, self.log_diag.dtype))
         self.lower.assign(tf.cast(lower, self.lower.dtype))
+        if context_kernel is not None:
+            self.context_kernel.assign(tf.cast(context_kernel, self.context_kernel.dtype))
         self.initialized.assign(1.)
 
     def get_config(self):
-        return {**super().get_config(), "ridge": self.ridge}
+        return {**super().get_config(), "ridge": self.ridge, "context_units": self.context_units}

@@ -45,6 +45,9 @@ class FlowContext:
     Attributes:
       training: batch statistics (batch norm) instead of running averages.
       labels: int class labels [N] for class-conditional layers, or None.
+      context: the conditioning input [..., *context_shape] of a conditional
+        model (standardised by the model), broadcastable against the batch
+        of the flow's input; None for an unconditional one.
       init_records: when a dict, data-initialised layers (ActNorm, batch norm)
         hand out bijectors that normalise with their input's moments and record
         `{layer: values}` here, for `layer.assign_initial(*values)` (Glow's init).
@@ -52,6 +55,7 @@ class FlowContext:
 
     training: bool = False
     labels: tf.Tensor | None = None
+    context: tf.Tensor | None = None
     init_records: dict | None = None
 
 
@@ -67,6 +71,11 @@ class FlowLayer(keras.layers.Layer):
     event_ndims: int = 3
     #: True for layers whose bijector depends on `FlowContext.labels`.
     uses_labels: bool = False
+
+    @property
+    def uses_context(self) -> bool:
+        """True for layers whose bijector depends on `FlowContext.context`."""
+        return False
 
     # Self-description: what health checks, reversible grouping and data-dependent
     # initialisation ask of a layer instead of checking its class.
@@ -132,7 +141,9 @@ class FlowLayer(keras.layers.Layer):
         an initialisation).
         """
         context = context or FlowContext()
-        if context.init_records is not None or (self.uses_labels and context.labels is not None):
+        if (context.init_records is not None
+                or (self.uses_labels and context.labels is not None)
+                or (self.uses_context and context.context is not None)):
             return None
         signature = json.dumps(
             [type(self).__module__, type(self).__qualname__, self.function_config(),

@@ -190,6 +190,18 @@ def labels(owner: str, value: Any, num_classes: int, batch) -> tf.Tensor:
 
 # --- Scalars ------------------------------------------------------------------------------------
 
+def rows(owner: str, what: str, tensor: tf.Tensor, batch) -> tf.Tensor:
+    """`tensor` whose leading axis must equal `batch` (an int or a scalar tensor)."""
+    got, want = tensor.shape[0], tf.get_static_value(batch)
+    if got is not None and want is not None:
+        if got != int(want):
+            raise ValueError(f"{owner}: expected {what} with one row per example ({int(want)} "
+                             f"rows), got shape {tensor.shape.as_list()}.")
+        return tensor
+    return _asserted(tensor, tf.equal(tf.shape(tensor)[0], tf.cast(batch, tf.int32)),
+                     f"{owner}: expected {what} with one row per example")
+
+
 def _traced_scalar(value: Any) -> tf.Tensor | None:
     """`value` as a tensor when it is a symbolic (traced) scalar; None for a concrete value."""
     if tf.is_tensor(value) and not hasattr(value, "numpy"):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from tfflow import layers as fl
 
-__all__ = ["GAUSSIAN_START_EXAMPLES", "gaussian_start", "vector_dims"]
+__all__ = ["GAUSSIAN_START_EXAMPLES", "context_units", "gaussian_start", "vector_dims"]
 
 #: Rows the Gaussian start is fitted on when `fit` initialises (a full covariance needs many).
 GAUSSIAN_START_EXAMPLES = 100_000
@@ -19,7 +21,17 @@ def vector_dims(owner: str, event_shape) -> int:
     return event_shape[0]
 
 
-def gaussian_start(dtype) -> list[fl.FlowLayer]:
+def context_units(context_shape) -> int | None:
+    """C = prod(context_shape), the flattened context the layers see; None if unconditional."""
+    if context_shape is None:
+        return None
+    shape = tuple(int(d) for d in context_shape)
+    if not shape or any(d < 1 for d in shape):
+        raise ValueError(f"expected a context_shape of positive sizes, e.g. (3,), got {shape}.")
+    return int(np.prod(shape))
+
+
+def gaussian_start(dtype, context_units: int | None = None) -> list[fl.FlowLayer]:
     """The data side of every vector model: the data's standardisation, then a full affine map.
 
     Both are set by `FlowModel.initialize` (as ActNorm is): the standardisation
@@ -27,7 +39,8 @@ def gaussian_start(dtype) -> list[fl.FlowLayer]:
     (trained) to the Gaussian fit of the standardised data. With the rest of
     the flow starting as the identity, an untrained model *is* the
     full-covariance Gaussian fit, in the data's own units. Before
-    `initialize` both are the identity.
+    `initialize` both are the identity. With a context, the affine map's
+    shift is linear in it: the start is the linear-Gaussian regression.
     """
     return [fl.StandardizeLayer(dtype=dtype, name="standardize"),
-            fl.TriangularAffineLayer(dtype=dtype, name="gaussian")]
+            fl.TriangularAffineLayer(context_units=context_units, dtype=dtype, name="gaussian")]

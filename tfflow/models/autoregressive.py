@@ -6,7 +6,8 @@ from typing import Sequence
 
 from tfflow import layers as fl
 from tfflow.mixed_precision import flow_and_network_dtypes
-from tfflow.models._vector import GAUSSIAN_START_EXAMPLES, gaussian_start, vector_dims
+from tfflow.models._vector import (GAUSSIAN_START_EXAMPLES, context_units, gaussian_start,
+                                   vector_dims)
 from tfflow.models.flow_model import FlowModel
 
 __all__ = ["IAF", "MAF", "NSF"]
@@ -26,29 +27,30 @@ def _mixing(kind: str, index: int, dtype) -> list[fl.FlowLayer]:
 
 def _autoregressive_model(owner: str, layer_class, event_shape, *, transforms: int,
                           hidden_units: Sequence[int], transform: str, num_bins: int,
-                          bound: float, mixing: str, num_levels: int | None, dtype,
-                          name: str) -> FlowModel:
+                          bound: float, mixing: str, num_levels: int | None, context_shape,
+                          dtype, name: str) -> FlowModel:
     dims = vector_dims(owner, event_shape)
     if int(transforms) < 1:
         raise ValueError(f"{owner}: expected transforms >= 1, got {transforms}.")
     if mixing not in MIXINGS:
         raise ValueError(f"{owner}: mixing must be one of {MIXINGS}, got {mixing!r}.")
     dtype, network_dtype = flow_and_network_dtypes(dtype)
-    parts = gaussian_start(dtype)
+    units = context_units(context_shape)
+    parts = gaussian_start(dtype, units)
     for index in range(int(transforms)):
         if index:
             parts += _mixing(mixing, index, dtype)
         parts.append(layer_class(hidden_units=tuple(hidden_units), transform=transform,
                                  num_bins=num_bins, bound=bound, network_dtype=network_dtype,
-                                 dtype=dtype, name=f"{name}_{index}"))
+                                 context_units=units, dtype=dtype, name=f"{name}_{index}"))
     return FlowModel(fl.ChainLayer(parts, dtype=dtype, name=name), (dims,), name=name,
-                     dtype=dtype, num_levels=num_levels,
+                     dtype=dtype, num_levels=num_levels, context_shape=context_shape,
                      initialization_examples=GAUSSIAN_START_EXAMPLES)
 
 
 def MAF(event_shape, *, transforms: int = 5, hidden_units: Sequence[int] = (128, 128),
         transform: str = "affine", num_bins: int = 8, bound: float = 5.0,
-        mixing: str = "reverse", num_levels: int | None = None, dtype=None,
+        mixing: str = "reverse", num_levels: int | None = None, context_shape=None, dtype=None,
         name: str = "maf") -> FlowModel:
     """Masked autoregressive flow (Papamakarios et al., 2017) as a `FlowModel` on [D] vectors.
 
@@ -70,17 +72,23 @@ def MAF(event_shape, *, transforms: int = 5, hidden_units: Sequence[int] = (128,
       mixing: "reverse", "lu" or "none" between the layers.
       num_levels: quantisation levels of dequantised data (for bits/dim);
         None for continuous data (tables).
+      context_shape: shape of the context c of a conditional model p(x | c)
+        (e.g. (3,)): every MADE sees the (standardised) context, and the
+        Gaussian start is the linear-Gaussian regression of x on c. `fit`
+        then takes (x, c) pairs; `log_prob`, `sample` and the rest take
+        `context=`.
       dtype: "float32", "float64", a mixed-precision policy, or None.
     """
     return _autoregressive_model("MAF", fl.MaskedAutoregressiveLayer, event_shape,
                                  transforms=transforms, hidden_units=hidden_units,
                                  transform=transform, num_bins=num_bins, bound=bound,
-                                 mixing=mixing, num_levels=num_levels, dtype=dtype, name=name)
+                                 mixing=mixing, num_levels=num_levels,
+                                 context_shape=context_shape, dtype=dtype, name=name)
 
 
 def IAF(event_shape, *, transforms: int = 5, hidden_units: Sequence[int] = (128, 128),
         transform: str = "affine", num_bins: int = 8, bound: float = 5.0,
-        mixing: str = "reverse", num_levels: int | None = None, dtype=None,
+        mixing: str = "reverse", num_levels: int | None = None, context_shape=None, dtype=None,
         name: str = "iaf") -> FlowModel:
     """Inverse autoregressive flow (Kingma et al., 2016) as a `FlowModel` on [D] vectors.
 
@@ -91,12 +99,14 @@ def IAF(event_shape, *, transforms: int = 5, hidden_units: Sequence[int] = (128,
     return _autoregressive_model("IAF", fl.InverseAutoregressiveLayer, event_shape,
                                  transforms=transforms, hidden_units=hidden_units,
                                  transform=transform, num_bins=num_bins, bound=bound,
-                                 mixing=mixing, num_levels=num_levels, dtype=dtype, name=name)
+                                 mixing=mixing, num_levels=num_levels,
+                                 context_shape=context_shape, dtype=dtype, name=name)
 
 
 def NSF(event_shape, *, transforms: int = 3, hidden_units: Sequence[int] = (128, 128),
         num_bins: int = 8, bound: float = 5.0, mixing: str = "reverse",
-        num_levels: int | None = None, dtype=None, name: str = "nsf") -> FlowModel:
+        num_levels: int | None = None, context_shape=None, dtype=None,
+        name: str = "nsf") -> FlowModel:
     """Neural Spline Flow (Durkan et al., 2019), autoregressive form, on [D] vectors.
 
     `MAF` with monotone rational-quadratic splines (`num_bins` bins on
@@ -107,4 +117,5 @@ def NSF(event_shape, *, transforms: int = 3, hidden_units: Sequence[int] = (128,
     return _autoregressive_model("NSF", fl.MaskedAutoregressiveLayer, event_shape,
                                  transforms=transforms, hidden_units=hidden_units,
                                  transform="spline", num_bins=num_bins, bound=bound,
-                                 mixing=mixing, num_levels=num_levels, dtype=dtype, name=name)
+                                 mixing=mixing, num_levels=num_levels,
+                                 context_shape=context_shape, dtype=dtype, name=name)

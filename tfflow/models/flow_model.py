@@ -20,6 +20,7 @@ import tensorflow_probability as tfp
 
 from tfflow.bijectors.program import inline_programs
 from tfflow.data.core import bits_per_dim
+from tfflow.layers.autoregressive import StandardizeLayer
 from tfflow.layers.base import FlowContext, FlowLayer, deserialize, serialize
 from tfflow.models import _checks
 
@@ -77,7 +78,7 @@ class FlowModel(keras.Model):
 
     def __init__(self, flow: FlowLayer | dict, event_shape, *, num_levels: int | None = None,
                  num_classes: int | None = None, initialization_examples: int = 512,
-                 **kwargs):
+                 context_shape=None, **kwargs):
         """Builds the model and all its weights.
 
         Args:
@@ -90,6 +91,10 @@ class FlowModel(keras.Model):
           initialization_examples: how many examples `fit` gives the
             data-dependent initialisation (ActNorm, the Gaussian start of
             vector models), taken from the start of the data.
+          context_shape: shape of one example's context for a conditional
+            model p(x | c) (the flow's layers must take a context of
+            `prod(context_shape)` units); None for an unconditional model.
+            The context is standardised inside the model (set by `initialize`).
         """
         super().__init__(**kwargs)
         self.flow = deserialize(flow) if isinstance(flow, dict) else flow
@@ -97,6 +102,16 @@ class FlowModel(keras.Model):
         self.num_levels = None if num_levels is None else int(num_levels)
         self.num_classes = None if num_classes is None else int(num_classes)
         self.initialization_examples = int(initialization_examples)
+        self.context_shape = None if context_shape is None else \
+            tuple(int(d) for d in context_shape)
+        if self.context_shape is not None:
+            if self.num_classes:
+                raise ValueError("FlowModel: expected a context_shape or num_classes, got both; "
+                                 "pass class labels as a one-hot context instead.")
+            # The context's own standardisation, fixed by `initialize` and saved with the model.
+            self.context_standardizer = StandardizeLayer(dtype=self.dtype_policy,
+                                                         name="context_standardize")
+            self.context_standardizer.build((None, self.context_units))
         self.num_dims = int(np.prod(self.event_shape))
         self.latent_shape = tuple(self.flow.output_event_shape(self.event_shape))
         if not self.flow.built:  # deserialised from a config, it comes built
@@ -113,7 +128,8 @@ class FlowModel(keras.Model):
         return {**super().get_config(), "flow": serialize(self.flow),
                 "event_shape": list(self.event_shape), "num_levels": self.num_levels,
                 "num_classes": self.num_classes,
-                "initialization_examples": self.initialization_examples}
+                "initialization_examples": self.initialization_examples,
+                "context_shape": None if self.context_shape is None else list(self.context_shape)}
 
     @classmethod
     def from_config(cls, config):
@@ -127,37 +143,85 @@ class FlowModel(keras.Model):
         """The per-example log-likelihood (nats), so the model can be called like a Keras model."""
         return self._log_prob(x, None, training=bool(training))
 
+    @property
+    def context_units(self) -> int | None:
+        """C = prod(context_shape), the flattened context the layers see; None if unconditional."""
+        return None if self.context_shape is None else int(np.prod(self.context_shape))
+
     # The flow -----------------------------------------------------------------------------------
     @property
     def dtype_name(self) -> str:
         return self.flow.compute_dtype
 
-    def bijector_for(self, labels=None, *, training: bool = False):
-        """The latent -> data bijector from the current weights (labels for class priors)."""
-        return self.flow.bijector(FlowContext(training=training, labels=labels))
+    def bijector_for(self, labels=None, *, training: bool = False, context=None):
+        """The latent -> data bijector from the current weights.
+
+        `labels` for class priors; `context` [..., C] (flattened, in the data's
+        units; standardised here) for a conditional model, broadcastable
+        against the batch the bijector will see.
+        """
+        if context is not None:
+            context = self.context_standardizer.bijector().inverse(
+                tf.cast(context, self.dtype_name))
+        return self.flow.bijector(FlowContext(training=training, labels=labels, context=context))
 
     @property
     def bijector(self):
         """The latent -> data bijector (a `tfb.Bijector`) from the current weights."""
         return self.bijector_for(None)
 
-    def base_distribution(self, temperature: float = 1.0) -> tfd.Distribution:
+    def base_distribution(self, temperature: float = 1.0, batch_shape=()) -> tfd.Distribution:
         dtype = self.dtype_name
-        return tfd.Sample(tfd.Normal(tf.zeros([], dtype), tf.cast(temperature, dtype)),
+        return tfd.Sample(tfd.Normal(tf.zeros(batch_shape, dtype), tf.cast(temperature, dtype)),
                           self.latent_shape)
 
-    def conditional_distribution(self, labels=None, temperature: float = 1.0):
-        """`tfd.TransformedDistribution` of the data given `labels` (class-conditional models)."""
+    def conditional_distribution(self, labels=None, temperature: float = 1.0, *,
+                                 context=None) -> tfd.TransformedDistribution:
+        """`tfd.TransformedDistribution` of the data given `labels` or `context`.
+
+        For a conditional model, `context` [rows, *context_shape] gives a
+        distribution with batch shape [rows]: `log_prob(x)` scores x [rows,
+        *event] row by row and `sample(n)` draws [n, rows, *event].
+        """
         if self.num_classes and labels is None:
             raise ValueError(f"FlowModel: this model is class-conditional ({self.num_classes} "
                              f"classes); pass labels.")
-        return tfd.TransformedDistribution(self.base_distribution(temperature),
-                                           self.bijector_for(labels))
+        context = self._context(context, None, "conditional_distribution")
+        batch_shape = () if context is None else tf.shape(context)[:1]
+        return tfd.TransformedDistribution(self.base_distribution(temperature, batch_shape),
+                                           self.bijector_for(labels, context=context))
 
     @property
     def distribution(self) -> tfd.TransformedDistribution:
-        """The model as a `tfd.TransformedDistribution` built from the current weights."""
+        """The model as a `tfd.TransformedDistribution` built from the current weights.
+
+        Conditional models have none: use `conditional_distribution(context=c)`.
+        """
+        if self.context_shape is not None:
+            raise ValueError(f"FlowModel.distribution: this model is conditional on a context "
+                             f"of shape {self.context_shape}; use "
+                             f"conditional_distribution(context=c).")
         return self.conditional_distribution(None)
+
+    def _context(self, context, n, method: str):
+        """The checked context [n, C] (flattened) of a conditional model; None otherwise."""
+        owner = f"FlowModel.{method}"
+        if self.context_shape is None:
+            if context is not None:
+                raise ValueError(f"{owner}: this model is unconditional (no context_shape); "
+                                 f"got a context.")
+            return None
+        if context is None:
+            raise ValueError(f"{owner}: this model is conditional; expected "
+                             f"context=[batch, {', '.join(map(str, self.context_shape))}], "
+                             f"got none.")
+        context = _checks.floating(owner, "context", context, self.dtype_name)
+        _checks.batch_shape(owner, "context", context, self.context_shape)
+        context = _checks.values(owner, "context", context)
+        context = tf.reshape(context, [-1, self.context_units])
+        if n is not None:
+            context = _checks.rows(owner, "context", context, n)
+        return context
 
     def _check_input(self, x, method: str, what: str = "x") -> tf.Tensor:
         """`x` as a checked [batch, *event_shape] tensor of the model's dtype (see `_checks`)."""
@@ -182,32 +246,36 @@ class FlowModel(keras.Model):
         return tf.reduce_sum(-0.5 * tf.square(z), axis=axes) - \
             0.5 * self.num_dims * math.log(2. * math.pi)
 
-    def _log_prob(self, x, labels, training: bool):
-        bijector = self.bijector_for(labels, training=training)
+    def _log_prob(self, x, labels, training: bool, context=None):
+        bijector = self.bijector_for(labels, training=training, context=context)
         z = bijector.inverse(x)
         ildj = bijector.inverse_log_det_jacobian(x, event_ndims=len(self.event_shape))
         return self._base_log_prob(z) + ildj
 
     # Public API ---------------------------------------------------------------------------------
-    def log_prob(self, x, labels=None) -> tf.Tensor:
-        """log p(x) in nats per example, shape [batch].
+    def log_prob(self, x, labels=None, *, context=None) -> tf.Tensor:
+        """log p(x) (or log p(x | context)) in nats per example, shape [batch].
 
         `x` is [batch, *event_shape], floating point, finite, and for models with
         `num_levels` (dequantised data) in [0, 1] up to a 1e-3 slack; `labels`
         (class-conditional models) are integers in [0, num_classes), one per
         example or a scalar for all. Anything else is a `ValueError` naming
         what was expected (`InvalidArgumentError` when called inside a
-        `tf.function`). Every such `x` gets a finite log-density.
+        `tf.function`). Every such `x` gets a finite log-density. A conditional
+        model needs `context` [batch, *context_shape] (one row per example);
+        an unconditional one refuses it.
         """
-        return self._checked_log_prob(x, labels, "log_prob")
+        return self._checked_log_prob(x, labels, "log_prob", context)
 
-    def _checked_log_prob(self, x, labels, method: str) -> tf.Tensor:
+    def _checked_log_prob(self, x, labels, method: str, context=None) -> tf.Tensor:
         x = self._check_input(x, method)
-        return self._log_prob_fn(x, self._labels(labels, tf.shape(x)[0], method))
+        batch = tf.shape(x)[0]
+        return self._log_prob_fn(x, self._labels(labels, batch, method),
+                                 self._context(context, batch, method))
 
-    def bits_per_dim(self, x, labels=None) -> tf.Tensor:
+    def bits_per_dim(self, x, labels=None, *, context=None) -> tf.Tensor:
         """Per-example bits/dim, with the dequantisation term `D log B` when `num_levels` is set."""
-        nll = -self._checked_log_prob(x, labels, "bits_per_dim")
+        nll = -self._checked_log_prob(x, labels, "bits_per_dim", context)
         return self.nll_to_bits_per_dim(nll / self.num_dims)
 
     def nll_to_bits_per_dim(self, nll_per_dim):
@@ -215,30 +283,43 @@ class FlowModel(keras.Model):
         # tfflow.data.bits_per_dim owns the formula; an NLL per dimension is D = 1.
         return bits_per_dim(nll_per_dim, 1, self.num_levels)
 
-    def encode(self, x, labels=None) -> tf.Tensor:
-        """Data -> latent (`bijector.inverse`); `x` and `labels` are checked as in `log_prob`."""
+    def encode(self, x, labels=None, *, context=None) -> tf.Tensor:
+        """Data -> latent (`bijector.inverse`); inputs are checked as in `log_prob`."""
         x = self._check_input(x, "encode")
-        return self._encode_fn(x, self._labels(labels, tf.shape(x)[0], "encode"))
+        batch = tf.shape(x)[0]
+        return self._encode_fn(x, self._labels(labels, batch, "encode"),
+                               self._context(context, batch, "encode"))
 
-    def decode(self, z, labels=None) -> tf.Tensor:
+    def decode(self, z, labels=None, *, context=None) -> tf.Tensor:
         """Latent -> data (`bijector.forward`); `z` is [batch, *latent_shape], finite."""
         z = _checks.floating("FlowModel.decode", "z", z, self.dtype_name)
         _checks.batch_shape("FlowModel.decode", "z", z, self.latent_shape)
         z = _checks.values("FlowModel.decode", "z", z)
-        return self._decode_fn(z, self._labels(labels, tf.shape(z)[0], "decode"))
+        batch = tf.shape(z)[0]
+        return self._decode_fn(z, self._labels(labels, batch, "decode"),
+                               self._context(context, batch, "decode"))
 
-    def sample(self, n: int, temperature: float = 1.0, seed=None, labels=None) -> tf.Tensor:
+    def sample(self, n: int, temperature: float = 1.0, seed=None, labels=None, *,
+               context=None) -> tf.Tensor:
         """`n` samples; `temperature` scales the latent standard deviation (Glow likes 0.7).
 
         `seed` (an int or an int pair) makes the draw deterministic. `n` must be
         an integer >= 1 and `temperature` finite and >= 0 (0 decodes the mode);
         `labels` (class-conditional models): one per sample, or a scalar for all.
+        A conditional model takes `context` [rows, *context_shape] and returns
+        `n` samples per context row, [rows, n, *event_shape].
         """
         n = _checks.count("FlowModel.sample", "n", n)
         temperature = _checks.temperature("FlowModel.sample", temperature)
         seed = _checks.seed("FlowModel.sample", _as_seed(seed))
-        z = self.sample_latent(n, temperature, seed)
-        return self._decode_fn(z, self._labels(labels, n, "sample"))
+        context = self._context(context, None, "sample")
+        if context is None:
+            z = self.sample_latent(n, temperature, seed)
+            return self._decode_fn(z, self._labels(labels, n, "sample"), None)
+        rows = tf.shape(context)[0]
+        z = self.sample_latent(rows * n, temperature, seed)
+        x = self._decode_fn(z, None, tf.repeat(context, n, axis=0))
+        return tf.reshape(x, tf.concat([[rows, n], tf.constant(self.event_shape, tf.int32)], 0))
 
     def sample_latent(self, n, temperature=1.0, seed=None) -> tf.Tensor:
         """`n` latent draws `temperature * eps`, `eps ~ N(0, I)` of shape `[n, *latent_shape]`.
@@ -256,30 +337,37 @@ class FlowModel(keras.Model):
             tf.random.stateless_normal(shape, seed, dtype=self.dtype_name)
         return eps * tf.cast(temperature, self.dtype_name)
 
-    def interpolate(self, x1, x2, steps: int = 8, labels=None) -> tf.Tensor:
-        """Decodes `steps` points on the straight latent line from `x1` to `x2` (single examples)."""
+    def interpolate(self, x1, x2, steps: int = 8, labels=None, *, context=None) -> tf.Tensor:
+        """Decodes `steps` points on the straight latent line from `x1` to `x2` (single examples).
+
+        A conditional model takes one `context` [*context_shape] for the whole line.
+        """
         steps = _checks.count("FlowModel.interpolate", "steps", steps, minimum=2)
         pair = self._check_input(tf.stack([x1, x2]), "interpolate", "x1/x2")
-        z = self.encode(pair, None if labels is None else tf.fill([2], labels))
+        repeat = lambda value, count: None if value is None else tf.stack(  # noqa: E731
+            [value] * count)
+        z = self.encode(pair, None if labels is None else tf.fill([2], labels),
+                        context=repeat(context, 2))
         alpha = tf.reshape(tf.linspace(0., 1., steps), [-1] + [1] * len(self.latent_shape))
         alpha = tf.cast(alpha, z.dtype)
         line = (1. - alpha) * z[0] + alpha * z[1]
-        return self.decode(line, None if labels is None else tf.fill([steps], labels))
+        return self.decode(line, None if labels is None else tf.fill([steps], labels),
+                           context=repeat(context, steps))
 
     @property
     def _log_prob_fn(self):
-        return self._traced("_log_prob_traced",
-                            lambda x, labels: self._log_prob(x, labels, training=False))
+        return self._traced("_log_prob_traced", lambda x, labels, context: self._log_prob(
+            x, labels, training=False, context=context))
 
     @property
     def _encode_fn(self):
-        return self._traced("_encode_traced",
-                            lambda x, labels: self.bijector_for(labels).inverse(x))
+        return self._traced("_encode_traced", lambda x, labels, context: self.bijector_for(
+            labels, context=context).inverse(x))
 
     @property
     def _decode_fn(self):
-        return self._traced("_decode_traced",
-                            lambda z, labels: self.bijector_for(labels).forward(z))
+        return self._traced("_decode_traced", lambda z, labels, context: self.bijector_for(
+            labels, context=context).forward(z))
 
     def _traced(self, attr: str, fn):
         if attr not in self.__dict__:
@@ -294,9 +382,11 @@ class FlowModel(keras.Model):
 
     @property
     def is_initialized(self) -> bool:
-        return all(float(l.initialized.numpy()) == 1. for l in self._data_initialized_layers())
+        layers = self._data_initialized_layers() + (
+            [] if self.context_shape is None else [self.context_standardizer])
+        return all(float(l.initialized.numpy()) == 1. for l in layers)
 
-    def initialize(self, x, labels=None, *, force: bool = False) -> bool:
+    def initialize(self, x, labels=None, *, force: bool = False, context=None) -> bool:
         """Glow's data-dependent initialisation from a batch (run once).
 
         Every ActNorm's parameters are set so that, on `x`, its output has mean 0
@@ -305,13 +395,23 @@ class FlowModel(keras.Model):
         the moments of their input. Runs in the cross-replica context (outside
         `strategy.run`), so `x` is the global batch and every replica receives
         the same values. Returns False if already initialised (and not `force`).
+
+        A conditional model needs the examples' `context` too: it first sets
+        the context's standardisation from it, and its Gaussian start becomes
+        the linear-Gaussian regression of x on the context.
         """
         if not force and self.is_initialized:
             return False
         x = self._check_input(x, "initialize")
-        records: dict = {}
+        context = self._context(context, x.shape[0], "initialize")
+        if context is not None:
+            records: dict = {}
+            self.context_standardizer.bijector(FlowContext(init_records=records)).inverse(context)
+            self.context_standardizer.assign_initial(*records[self.context_standardizer])
+            context = self.context_standardizer.bijector().inverse(context)
+        records = {}
         self.flow.bijector(FlowContext(labels=self._labels(labels, x.shape[0], "initialize"),
-                                       init_records=records)).inverse(x)
+                                       context=context, init_records=records)).inverse(x)
         for layer, values in records.items():
             layer.assign_initial(*values)
         return True
@@ -349,18 +449,27 @@ class FlowModel(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def _unpack(self, data):
-        if isinstance(data, (tuple, list)):
-            x = data[0]
-            labels = data[1] if len(data) > 1 and self.num_classes else None
-        else:
-            x, labels = data, None
-        if self.num_classes and labels is None:
+        """(x, labels, context) of a batch: `x`, `(x, labels)` or `(x, context)`."""
+        if isinstance(data, (tuple, list)) and len(data) == 1 and \
+                isinstance(data[0], (tuple, list)):
+            data = data[0]  # fit((x, c)) with arrays: Keras hands the pair as one input
+        second = data[1] if isinstance(data, (tuple, list)) and len(data) > 1 else None
+        x = data[0] if isinstance(data, (tuple, list)) else data
+        if self.num_classes and second is None:
             raise ValueError("FlowModel.fit/evaluate: this model is class-conditional; the "
                              "dataset must yield (x, labels).")
+        if self.context_shape is not None and second is None:
+            raise ValueError(f"FlowModel.fit/evaluate: this model is conditional; expected "
+                             f"(x, context) pairs with context [batch, "
+                             f"{', '.join(map(str, self.context_shape))}], got x alone.")
         # In-graph checks (InvalidArgumentError); XLA drops them, so `fit` checks a
         # dataset in its tf.data pipeline as well (`_checks.checked_fit_data`).
         x = self._check_input(x, "fit/evaluate")
-        return x, self._labels(labels, tf.shape(x)[0], "fit/evaluate")
+        batch = tf.shape(x)[0]
+        labels = self._labels(second if self.num_classes else None, batch, "fit/evaluate")
+        context = self._context(second if self.context_shape is not None else None, batch,
+                                "fit/evaluate")
+        return x, labels, context
 
     def _record(self, loss):
         self.loss_tracker.update_state(loss)
@@ -385,9 +494,9 @@ class FlowModel(keras.Model):
             return self._test_step(data)
 
     def _train_step(self, data):
-        x, labels = self._unpack(data)
+        x, labels, context = self._unpack(data)
         with tf.GradientTape() as tape:
-            log_prob = self._log_prob(x, labels, training=True)
+            log_prob = self._log_prob(x, labels, training=True, context=context)
             loss = -tf.reduce_mean(log_prob) / self.num_dims
             # Gradients are summed over replicas: scale so the sum is the global mean.
             scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
@@ -399,8 +508,9 @@ class FlowModel(keras.Model):
         return self._record(loss)
 
     def _test_step(self, data):
-        x, labels = self._unpack(data)
-        loss = -tf.reduce_mean(self._log_prob(x, labels, training=False)) / self.num_dims
+        x, labels, context = self._unpack(data)
+        loss = -tf.reduce_mean(self._log_prob(x, labels, training=False,
+                                              context=context)) / self.num_dims
         return self._record(loss)
 
     def make_train_function(self, force=False):
@@ -424,10 +534,16 @@ class FlowModel(keras.Model):
         """
         x, y, kwargs = _checks.checked_fit_data(self, x, y, kwargs)
         if not self.is_initialized:
-            # Labels passed as `y` (arrays) are needed too: a class prior follows the ActNorms.
+            # Labels or contexts passed as `y` (arrays) are needed too: a class prior
+            # follows the ActNorms, a conditional Gaussian start regresses on the context.
             data = x if y is None else (x, y)
-            self.initialize(*initialization_batch(data, self.num_classes,
-                                                  self.initialization_examples))
+            conditional = self.context_shape is not None
+            first, second = initialization_batch(data, self.num_classes or conditional,
+                                                 self.initialization_examples)
+            if conditional:
+                self.initialize(first, context=second)
+            else:
+                self.initialize(first, second)
         if isinstance(x, tf.data.Dataset) and not args:
             # A dataset orders itself; Keras would warn that its default shuffle=True is ignored.
             kwargs.setdefault("shuffle", False)
@@ -439,7 +555,10 @@ class FlowModel(keras.Model):
 
 
 def initialization_batch(data: Any, num_classes, size: int = 512):
-    """Up to `size` examples (x, labels) from what was passed to `fit`."""
+    """Up to `size` examples (x, second) from what was passed to `fit`.
+
+    `second` is the labels (or contexts) when `num_classes` is truthy, else None.
+    """
     if isinstance(data, tf.data.Dataset):
         xs, labels, count = [], [], 0
         for element in data:
