@@ -5,15 +5,15 @@ of explicit tensors:
 
 * `inverse(x, params) -> (z, ildj)`     the normalising direction (data -> latent);
 * `forward(z, params) -> (x, fldj)`     the generating direction (latent -> data);
-* `inverse_vjp(z, dz, dildj, params) -> (x, dx, dparams)`: rebuilds `x` from
-  the output `z` and back-propagates `(dz, dildj)` through `inverse` at `x`
-  (what `ReversibleChain`'s memory-saving gradient needs).
+
+and gives the bijector itself (`make(params)`, used inside `scope(params)`),
+which `ReversibleChain`'s memory-saving gradient rebuilds and replays.
 
 With `compile=True` each is a `tf.function`: every call with the same shapes
-(e.g. the K identical steps of a Glow level, whatever their weights) reuses one
-traced graph and one traced gradient, so tracing a deep flow costs about as
-much as tracing one step per shape. Parameters being explicit, nothing inside
-reads a variable.
+(e.g. identical couplings of a RealNVP, whatever their weights) reuses one
+traced graph and one traced gradient. Parameters being explicit, nothing
+inside reads a variable. (Glow's K steps per scale no longer need this: they
+are one `StackedSteps` loop.)
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from tensorflow_probability import bijectors as tfb
 from tfflow.bijectors._base import FlowBijector
 
 __all__ = ["BijectorProgram", "ChainProgram", "ProgramBijector", "ProgramChain", "group_repeats",
-           "inline_programs", "replay_inverse"]
+           "inline_programs"]
 
 
 _STATE = threading.local()
@@ -56,38 +56,6 @@ def _inlined() -> bool:
     return getattr(_STATE, "inline", False)
 
 
-def replay_inverse(bijector: tfb.Bijector, y: tf.Tensor, event_ndims: int, tape: tf.GradientTape):
-    """Rebuilds `x = bijector.forward(y)` and replays `inverse(x)` under `tape`.
-
-    Returns `(x, y_again, ildj, extra)`: `x` is watched by `tape`, `y_again` and
-    `ildj` (at `event_ndims`) are recorded on it, and `extra` is a list of
-    `(source, vjp)` pairs: further watched tensors whose gradient `g` adds
-    `vjp(g)` to the gradient of `x` (a coupling's conditioning input, which it
-    reads off `y` rather than off `x` to save a conditioner call).
-    """
-    replay = getattr(bijector, "_replay_inverse", None)
-    if replay is not None and bijector.forward_min_event_ndims == event_ndims:
-        return replay(y, tape)
-    x = tf.stop_gradient(bijector.forward(y))
-    tape.watch(x)
-    y_again = bijector.inverse(x)
-    ildj = bijector.inverse_log_det_jacobian(x, event_ndims=event_ndims)
-    return x, y_again, ildj, []
-
-
-def sum_to_shape(gradient: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
-    """Sums `gradient` (of a broadcast sum) down to `target`'s shape: [N] or a scalar."""
-    if target.shape.rank == 0:
-        return tf.reduce_sum(gradient)
-    if gradient.shape.rank == 0:
-        return tf.broadcast_to(gradient, tf.shape(target))
-    return gradient
-
-
-def _differentiable(t: tf.Tensor) -> bool:
-    return t.dtype.is_floating
-
-
 class BijectorProgram:
     """Pure functions of a bijector family `make(params)`; see the module docstring.
 
@@ -112,7 +80,7 @@ class BijectorProgram:
         self._traced = None
         if compile:
             self._traced = {fn.__name__: tf.function(fn, autograph=False)
-                            for fn in (self._inverse, self._forward, self._inverse_vjp)}
+                            for fn in (self._inverse, self._forward)}
 
     def _function(self, name: str) -> Callable:
         if self._traced is None or _inlined():
@@ -127,9 +95,17 @@ class BijectorProgram:
         """`(x, fldj)`: the bijector's forward (latent -> data) and its log-det at `z`."""
         return self._function("_forward")(z, params)
 
-    def inverse_vjp(self, z, dz, dildj, params):
-        """`(x, dx, dparams)`: rebuilds `x` from `z`, back-propagates `(dz, dildj)`."""
-        return self._function("_inverse_vjp")(z, dz, dildj, params)
+    def make(self, params) -> tfb.Bijector:
+        """The bijector of `params`; build and use it inside `scope(params)`."""
+        return self._make(list(params))
+
+    def scope(self, params):
+        """The context `make(params)`'s bijector must be built and used in."""
+        return self._scope(list(params))
+
+    def leaves(self, params) -> list:
+        """`[(program, params)]`: this program's parts, one per bijector (see `ChainProgram`)."""
+        return [(self, list(params))]
 
     def _inverse(self, x, params):
         with self._scope(list(params)):
@@ -142,31 +118,6 @@ class BijectorProgram:
             bijector = self._make(list(params))
             return (bijector.forward(z),
                     bijector.forward_log_det_jacobian(z, event_ndims=self.event_ndims))
-
-    def _inverse_vjp(self, z, dz, dildj, params):
-        params = list(params)
-        watched = [p for p in params if _differentiable(p)]
-        with self._scope(params):
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(watched)
-                bijector = self._make(params)
-                x, z_again, ildj, extra = replay_inverse(bijector, z, self.event_ndims, tape)
-            sources = [x] + [s for s, _ in extra] + watched
-            grads = tape.gradient([z_again, ildj], sources,
-                                  output_gradients=[dz, sum_to_shape(dildj, ildj)])
-            dx = tf.zeros_like(x) if grads[0] is None else grads[0]
-            for (_, vjp), g in zip(extra, grads[1:1 + len(extra)]):
-                if g is not None:
-                    dx = dx + vjp(g)
-        by_param = iter(grads[1 + len(extra):])
-        dparams = []
-        for p in params:
-            if not _differentiable(p):
-                dparams.append(None)
-                continue
-            g = next(by_param)
-            dparams.append(tf.zeros_like(p) if g is None else tf.convert_to_tensor(g))
-        return tf.stop_gradient(x), dx, dparams
 
 
 class ProgramBijector(FlowBijector):
@@ -241,14 +192,9 @@ class ChainProgram(BijectorProgram):
             fldj = fldj + ldj
         return z, fldj
 
-    def _inverse_vjp(self, z, dz, dildj, params):
-        grads = []
-        for member, p in reversed(list(zip(self._members, self._split(params)))):
-            with tf.control_dependencies([dz]):  # one member's activations at a time
-                z = tf.identity(z)
-            z, dz, dp = member._inverse_vjp(z, dz, dildj, p)  # pylint: disable=protected-access
-            grads = list(dp) + grads
-        return z, dz, grads
+    def leaves(self, params) -> list:
+        return [leaf for member, p in zip(self._members, self._split(params))
+                for leaf in member.leaves(p)]
 
 
 def _chain_program(members, sizes) -> BijectorProgram:

@@ -6,7 +6,7 @@ A flow is invertible, so the input of every step can be rebuilt from its output.
 keeps only the chain's output; the backward pass walks the parts from last to
 first, rebuilds each part's input with its `forward`, replays the part's
 `inverse` under a `tf.GradientTape` and back-propagates through that part alone
-(`BijectorProgram.inverse_vjp`). Memory for the backward pass is then one
+(`inverse_vjp`, shared with `StackedSteps`). Memory for the backward pass is then one
 part's activations, whatever the depth (openai/glow's "memory-saving
 gradients"; TFP has no equivalent).
 
@@ -17,53 +17,89 @@ gradients agree with plain autodiff up to the round-off of the reconstruction.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import tensorflow as tf
 
 from tensorflow_probability import bijectors as tfb
 
-from tfflow.bijectors.program import BijectorProgram, ProgramChain, replay_inverse, sum_to_shape
+from tfflow.bijectors.program import BijectorProgram, ProgramChain
 
-__all__ = ["ReversibleChain", "inverse_vjp"]
+__all__ = ["ReversibleChain", "inverse_vjp", "replay_inverse"]
 
 
-def inverse_vjp(parts: Sequence[tfb.Bijector], y: tf.Tensor, dy: tf.Tensor, dildj: tf.Tensor,
-                params: Sequence[tf.Tensor], event_ndims: int):
-    """Back-propagates through `tfb.Chain(parts).inverse` from its output alone.
+def replay_inverse(bijector: tfb.Bijector, y: tf.Tensor, event_ndims: int, tape: tf.GradientTape):
+    """Rebuilds `x = bijector.forward(y)` and replays `inverse(x)` under `tape`.
 
-    `parts` are bijectors built from the tensors `params` (in `tfb.Chain` order:
-    `inverse` applies `parts[0]` first) and `y` is the chain's output (latent
-    side). Walking the parts from last to first, each part's input is rebuilt
-    from its output (`parts[i].forward`), its `inverse` is replayed under a
-    `tf.GradientTape`, and `(dy, dildj)` (the gradients of the output and of the
-    summed `inverse_log_det_jacobian` at `event_ndims`) are pulled back through
-    that part alone. Only one part's activations are alive at a time.
+    Returns `(x, y_again, ildj, extra)`: `x` is watched by `tape`, `y_again` and
+    `ildj` (at `event_ndims`) are recorded on it, and `extra` is a list of
+    `(source, vjp)` pairs: further watched tensors whose gradient `g` adds
+    `vjp(g)` to the gradient of `x` (a coupling's conditioning input, which it
+    reads off `y` rather than off `x` to save a conditioner call).
+    """
+    replay = getattr(bijector, "_replay_inverse", None)
+    if replay is not None and bijector.forward_min_event_ndims == event_ndims:
+        return replay(y, tape)
+    # A new tensor (not the cached forward output), so TFP's cache cannot answer the replay.
+    x = tf.stop_gradient(bijector.forward(y))
+    tape.watch(x)
+    y_again = bijector.inverse(x)
+    ildj = bijector.inverse_log_det_jacobian(x, event_ndims=event_ndims)
+    return x, y_again, ildj, []
+
+
+def _sum_to_shape(gradient: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+    """Sums `gradient` (of a broadcast sum) down to `target`'s shape: [N] or a scalar."""
+    if target.shape.rank == 0:
+        return tf.reduce_sum(gradient)
+    if gradient.shape.rank == 0:
+        return tf.broadcast_to(gradient, tf.shape(target))
+    return gradient
+
+
+def inverse_vjp(make_parts: Callable[[], Sequence[tfb.Bijector]], y: tf.Tensor, dy: tf.Tensor,
+                dildj: tf.Tensor, params: Sequence[tf.Tensor], event_ndims: int):
+    """Back-propagates through `tfb.Chain(make_parts()).inverse` from its output alone.
+
+    `make_parts()` builds the bijectors from the tensors `params` (in `tfb.Chain`
+    order: `inverse` applies the first part first); it is called under the tape,
+    so whatever a bijector computes from `params` when it is built is
+    differentiated too. `y` is the chain's output (latent side). Walking the
+    parts from last to first, each part's input is rebuilt from its output
+    (`forward`) and its `inverse` replayed (`replay_inverse`); then
+    `(dy, dildj)` (the gradients of the output and of the summed
+    `inverse_log_det_jacobian` at `event_ndims`) are pulled back part by part.
+    Only this chain's activations are alive, not those of the chains around it.
 
     Returns `(x, dx, dparams)`: the rebuilt input, its gradient, and one gradient
     per parameter (zeros where unconnected, None for integer parameters).
     """
     params = list(params)
     watched = [p for p in params if p.dtype.is_floating]
+    with tf.control_dependencies([dy]):  # rebuild once the later chain's gradient exists
+        y = tf.identity(y)
+    replays = []
+    with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
+        tape.watch(watched)
+        for part in reversed(list(make_parts())):
+            replays.append(replay_inverse(part, y, event_ndims, tape))
+            y = replays[-1][0]
     totals = [tf.zeros_like(p) for p in watched]
-    for part in reversed(list(parts)):
-        with tf.control_dependencies([dy]):  # one part's activations at a time
-            y = tf.identity(y)
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(watched)
-            x, y_again, ildj, extra = replay_inverse(part, y, event_ndims, tape)
+    for x, y_again, ildj, extra in replays:
         sources = [x] + [s for s, _ in extra] + watched
         grads = tape.gradient([y_again, ildj], sources,
-                              output_gradients=[dy, sum_to_shape(dildj, ildj)])
+                              output_gradients=[dy, _sum_to_shape(dildj, ildj)])
         dx = tf.zeros_like(x) if grads[0] is None else grads[0]
         for (_, vjp), g in zip(extra, grads[1:1 + len(extra)]):
             if g is not None:
                 dx = dx + vjp(g)
         totals = [t if g is None else t + tf.convert_to_tensor(g)
                   for t, g in zip(totals, grads[1 + len(extra):])]
-        y, dy = tf.stop_gradient(x), dx
+        dy = dx
+    del tape
     by_param = iter(totals)
-    return y, dy, [next(by_param) if p.dtype.is_floating else None for p in params]
+    return tf.stop_gradient(y), dy, [next(by_param) if p.dtype.is_floating else None
+                                     for p in params]
 
 
 class ReversibleChain(ProgramChain):
@@ -142,13 +178,16 @@ class ReversibleChain(ProgramChain):
                 dz = tf.zeros_like(z) if dz is None else dz
                 dildj = tf.zeros_like(ildj) if dildj is None else dildj
                 y, grads = z, []
-                for program, params in reversed(list(zip(programs, split(flat_params)))):
-                    # Rebuild this part only once the later part's gradient exists:
-                    # otherwise the executor, which runs whatever is ready, rebuilds
-                    # every part (and their activations) as soon as z is known.
-                    with tf.control_dependencies([dz]):
-                        y = tf.identity(y)
-                    y, dz, dparams = program.inverse_vjp(y, dz, dildj, params)
+                leaves = [leaf for program, params in zip(programs, split(flat_params))
+                          for leaf in program.leaves(params)]
+                for program, params in reversed(leaves):
+                    # Each part is rebuilt only once the later part's gradient exists
+                    # (inverse_vjp orders it): otherwise the executor, which runs whatever
+                    # is ready, rebuilds every part and holds their activations at once.
+                    with program.scope(params):
+                        y, dz, dparams = inverse_vjp(
+                            lambda make=program.make, p=params: [make(p)], y, dz, dildj, params,
+                            self._event_ndims)
                     grads = list(dparams) + grads
                 return [dz] + grads
 

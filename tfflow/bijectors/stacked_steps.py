@@ -212,13 +212,11 @@ class StackedSteps(FlowBijector):
             per_step = []
             slices = list(zip(*[tf.unstack(p, num=num_steps) for p in params]))
             for k in reversed(range(num_steps)):
-                # Rebuild step k only once step k+1's gradient exists: otherwise the
-                # executor rebuilds every step (and holds its activations) at once.
-                with tf.control_dependencies([dz]):
-                    z = tf.identity(z)
+                # inverse_vjp rebuilds step k only once step k+1's gradient exists:
+                # otherwise the executor rebuilds every step (holding its activations).
                 params_k = list(slices[k])  # the same tensors for the parts and the tape
-                z, dz, grads = inverse_vjp(self._parts(params_k), z, dz, dildj, params_k,
-                                           event_ndims)
+                z, dz, grads = inverse_vjp(lambda p=params_k: self._parts(p), z, dz, dildj,
+                                           params_k, event_ndims)
                 per_step.insert(0, grads)
             dparams = [tf.stack([g[j] for g in per_step]) if _differentiable(p) else None
                        for j, p in enumerate(params)]
@@ -232,7 +230,7 @@ class StackedSteps(FlowBijector):
         def body(i, z, dz, *outs):
             k = num_steps - 1 - i
             params_k = read(k)
-            x, dx, grads = inverse_vjp(self._parts(params_k), z, dz, dildj, params_k,
+            x, dx, grads = inverse_vjp(lambda: self._parts(params_k), z, dz, dildj, params_k,
                                        event_ndims)
             outs = [out.write(k, grads[j]) for out, j in zip(outs, floating)]
             return (i + 1, tf.ensure_shape(x, z_shape), tf.ensure_shape(dx, z_shape), *outs)
