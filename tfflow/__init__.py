@@ -11,26 +11,16 @@ tfflow's classes with Keras, so `keras.models.load_model` reads tfflow's
 
 import importlib
 import sys
-from typing import Any
+
+from tfflow._lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
 __all__ = ["FlowModel", "bijectors", "data", "export", "layers", "models", "testing", "training",
            "__version__"]
 
-_SUBMODULES = ("bijectors", "data", "export", "layers", "models", "testing", "training")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    if name == "FlowModel":
-        return importlib.import_module(f"{__name__}.models").FlowModel
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, {"FlowModel": "models"}, (
+    "bijectors", "data", "export", "layers", "models", "testing", "training"))
 
 
 if "tensorflow" in sys.modules:  # nothing to save by waiting

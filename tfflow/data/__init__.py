@@ -45,9 +45,7 @@ Example:
 17
 """
 
-import importlib
-from typing import Any
-
+from tfflow._lazy import lazy_attributes
 from tfflow.data.names import (EMBEDDED_DATASETS, SPLITS, TABLE_EXTENSIONS, TFDS_IMAGE_DATASETS,
                                TOY_DATASETS)
 
@@ -59,19 +57,8 @@ _LAZY = {
     "TfdsSource": "tfds_images", "ToySource": "toy", "info": "sources", "load": "sources",
     "load_array": "sources", "source": "sources",
 }
-_SUBMODULES = ("core", "digits", "names", "pipelines", "sources", "table", "tfds_images", "toy")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    if name in _SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, (
+    "core", "digits", "names", "pipelines", "sources", "table", "tfds_images", "toy"))
 
 __all__ = [
     "DatasetInfo",

@@ -37,9 +37,7 @@ Example (a tiny run; the defaults train for minutes):
 realnvp on two_moons: test 1.9 bits/dim (NLL 2.6 nats), Gaussian NLL 3.4 nats; 1 epoch ...
 """
 
-import importlib
-from typing import Any
-
+from tfflow._lazy import lazy_attributes
 from tfflow.training.config import (CONFIG_FILE, LOG_DIR, MODEL_FILE, PRECISIONS, EvalResult,
                                     TrainConfig, TrainResult, default_workdir)
 from tfflow.training.errors import TrainingDiverged, UserError
@@ -56,20 +54,9 @@ _LAZY = {
     "RunData": "run_data", "evaluate": "runs", "load_run": "runs", "train": "runs",
     "STRATEGIES": "strategies", "is_chief": "strategies", "make_strategy": "strategies",
 }
-_SUBMODULES = ("callbacks", "checkpoints", "config", "errors", "health", "pictures", "run_data",
-               "runs", "strategies")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    if name in _SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, (
+    "callbacks", "checkpoints", "config", "errors", "health", "pictures", "run_data", "runs",
+    "strategies"))
 
 __all__ = [
     "AnnealLearningRate",
