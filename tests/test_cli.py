@@ -120,6 +120,21 @@ def test_train_on_two_moons_writes_the_density_picture(moons_run):
     assert "bits/dim" in last and "Gaussian NLL" in last, last
 
 
+def test_rerunning_a_finished_run_is_refused_and_more_epochs_continue_it(moons_run):
+    workdir, result = moons_run
+    _check_ok(result)
+    flags = ["--model=realnvp", "--dataset=two_moons", "--num_examples=256", "--num_couplings=2",
+             "--hidden_units=16", f"--workdir={workdir}", "--verbose=0"]
+    again = _run("tfflow-train", *flags, "--epochs=1")
+    assert again.returncode == 2, again.stdout + again.stderr
+    last = _last_line(again.stderr)
+    assert "already holds this run, finished after 1 epoch" in last and "--overwrite" in last
+    longer = _run("tfflow-train", *flags, "--epochs=2", "--verbose=2")  # later flags win
+    _check_ok(longer)
+    assert "Continuing the finished run in" in longer.stdout, longer.stdout
+    assert "2 epochs" in _last_line(longer.stdout), longer.stdout
+
+
 def test_every_train_config_field_has_a_flag_with_the_same_default():
     from absl import flags  # pylint: disable=import-outside-toplevel
     from tfflow import cli, training  # pylint: disable=import-outside-toplevel

@@ -97,3 +97,33 @@ def test_a_workdir_holding_a_different_run_is_refused_and_the_same_run_is_not(tm
     # What changes neither the model nor the arithmetic may differ.
     checkpoints.check_workdir_holds_this_run(
         training.TrainConfig(**{**config.__dict__, "verbose": 2, "num_samples": 9}).resolved())
+
+
+def test_a_finished_run_is_refused_continued_with_more_epochs_or_overwritten(tmp_path, capsys):
+    from tfflow import training  # pylint: disable=import-outside-toplevel
+    config = training.TrainConfig(model="realnvp", dataset="two_moons", num_examples=128,
+                                  num_couplings=1, hidden_units=(4,), epochs=1, batch_size=64,
+                                  max_train_seconds=0, num_samples=4, workdir=str(tmp_path),
+                                  verbose=2)
+    training.train(config)
+    assert (tmp_path / "finished" / "state.json").is_file()
+    assert not (tmp_path / "backup").exists()
+    # The same run again: there is nothing to train, and it says what to do.
+    with pytest.raises(training.UserError, match=r"already holds this run, finished after 1 "
+                       r"epoch; pass a larger --epochs .* or --overwrite"):
+        training.train(config)
+    capsys.readouterr()
+    # More epochs: continued from the state it finished in, not trained again.
+    longer = training.train(training.TrainConfig(**{**config.__dict__, "epochs": 3}))
+    out = capsys.readouterr().out
+    assert "Continuing the finished run in" in out and "epochs 1 -> 3: epochs 2 to 3" in out, out
+    assert "at epoch 2/3" in out, out
+    assert longer.epochs_run == 3 and len(longer.history["loss"]) == 3
+    # Another model in the same workdir: refused, unless --overwrite.
+    other = training.TrainConfig(**{**config.__dict__, "model": "nice", "num_couplings": 2})
+    with pytest.raises(training.UserError, match="or --overwrite to replace that one"):
+        training.train(other)
+    replaced = training.train(other, overwrite=True)
+    assert "Overwriting the run in" in capsys.readouterr().out
+    assert replaced.epochs_run == 1 and replaced.config.model == "nice"
+    assert not (tmp_path / "backup").exists()

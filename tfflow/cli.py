@@ -120,6 +120,10 @@ def define_train_flags(flag_values: flags.FlagValues = FLAGS) -> None:
            "--batch_size is the global batch.")
     string("tpu", d.tpu, "TPU name or address for --strategy=tpu ('local' on a TPU VM).")
     integer("num_samples", d.num_samples, "Samples per picture.")
+    boolean("overwrite", False, "Remove the run already in --workdir (its model, backup, logs "
+            "and pictures) and train from scratch. Without it, a finished run of the same "
+            "flags is refused, and one with more --epochs, --max_train_seconds or --patience "
+            "is continued.")
     integer("verbose", None, "Keras verbosity: 1 progress bars, 2 a line per epoch, "
             "0 silent (the summary line is printed regardless); default: progress bars in a "
             "terminal, a line per epoch when the output goes to a file or pipe.")
@@ -188,7 +192,7 @@ def train_main(argv: Sequence[str]) -> None:
         if values["hidden_units"] is not None:
             values["hidden_units"] = tuple(_int_list("hidden_units", values["hidden_units"]))
         config = training.TrainConfig(**values)
-        result = training.train(config)
+        result = training.train(config, overwrite=FLAGS.overwrite)
         for role, path in sorted(result.files.items()):
             print(f"  {role}: {path}")
         print(result.summary(), flush=True)

@@ -1,10 +1,17 @@
-"""What survives a crash: atomic writes, the per-epoch backup a killed run resumes from."""
+"""What survives a crash: atomic writes, the per-epoch backup a killed run resumes from.
+
+Also what `train` does with a workdir that already holds a run
+(`plan_workdir`): resume it, continue it for longer, overwrite it, or refuse.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import glob
 import json
 import os
+import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -13,14 +20,20 @@ import numpy as np
 import tensorflow as tf
 
 from tfflow.training.callbacks import AnnealLearningRate, ResumableEarlyStopping, TimeBudget
-from tfflow.training.config import CONFIG_FILE, RESUMABLE_DIFFERENCES, TrainConfig
+from tfflow.training.config import (CONFIG_FILE, LOG_DIR, MODEL_FILE, RESUMABLE_DIFFERENCES,
+                                    TrainConfig)
 from tfflow.training.errors import UserError
 
 __all__ = [
     "Backup",
     "BACKUP_DIR",
     "BACKUP_STATE_FILE",
+    "CONTINUABLE_DIFFERENCES",
+    "FINISHED_DIR",
+    "WorkdirPlan",
+    "apply_workdir_plan",
     "check_workdir_holds_this_run",
+    "plan_workdir",
     "read_backup",
     "remove_temporaries",
     "restore_backup",
@@ -35,6 +48,17 @@ BACKUP_DIR = "backup"
 
 
 BACKUP_STATE_FILE = "state.json"
+
+
+# The state a finished run ended in, in the backup's format: a later run of the
+# same config with more epochs (or budget, or patience) continues from it.
+FINISHED_DIR = "finished"
+
+
+# Config fields in which a later run may differ from the finished or
+# interrupted run in its workdir and continue it: they change how long it
+# trains, not what or how.
+CONTINUABLE_DIFFERENCES: tuple[str, ...] = ("epochs", "max_train_seconds", "patience")
 
 
 # Temporary files of the atomic writes start with this; no loader reads them,
@@ -82,30 +106,39 @@ class Backup(keras.callbacks.Callback):
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(np.asarray(value).reshape(-1)[0]))
 
-    def save(self, epochs_done: int) -> None:
-        """Writes the backup of the state after `epochs_done` epochs."""
-        os.makedirs(self.directory, exist_ok=True)
+    def save(self, epochs_done: int, directory: str | None = None) -> None:
+        """Writes the state after `epochs_done` epochs into `directory` (default: the backup's).
+
+        `train` writes the final state of a finished run into its
+        `FINISHED_DIR` this way, so that a longer run can continue it.
+        """
+        directory = directory or self.directory
+        elsewhere = directory != self.directory
+        os.makedirs(directory, exist_ok=True)
         weights_file = f"epoch-{epochs_done:05d}.npz"
-        _save_arrays(os.path.join(self.directory, weights_file),
+        _save_arrays(os.path.join(directory, weights_file),
                      [v.numpy() for v in _training_variables(self.model)])
         stopping = self.early_stopping
-        if stopping.best_weights is not None and stopping.best_epoch != self._best_epoch_saved:
-            self._best_file = f"best-{stopping.best_epoch:05d}.npz"
-            _save_arrays(os.path.join(self.directory, self._best_file), stopping.best_weights)
-            self._best_epoch_saved = stopping.best_epoch
+        best_file = None if elsewhere else self._best_file
+        if stopping.best_weights is not None and (elsewhere or
+                                                  stopping.best_epoch != self._best_epoch_saved):
+            best_file = f"best-{stopping.best_epoch:05d}.npz"
+            _save_arrays(os.path.join(directory, best_file), stopping.best_weights)
+            if not elsewhere:  # written once per best epoch into the backup
+                self._best_file, self._best_epoch_saved = best_file, stopping.best_epoch
         state = {
             "format": 1, "epochs_done": epochs_done, "weights": weights_file,
-            "best_weights": self._best_file, "early_stopping": stopping.state(),
+            "best_weights": best_file, "early_stopping": stopping.state(),
             "anneal_step": None if self.anneal is None else self.anneal.step,
             "train_seconds": self.budget.elapsed(), "history": self.history,
         }
-        write_text_atomically(os.path.join(self.directory, BACKUP_STATE_FILE),
+        write_text_atomically(os.path.join(directory, BACKUP_STATE_FILE),
                                json.dumps(state, indent=1) + "\n")
-        keep = {weights_file, self._best_file, BACKUP_STATE_FILE}
-        for name in os.listdir(self.directory):
+        keep = {weights_file, best_file, BACKUP_STATE_FILE}
+        for name in os.listdir(directory):
             if name not in keep:
                 with contextlib.suppress(OSError):
-                    os.remove(os.path.join(self.directory, name))
+                    os.remove(os.path.join(directory, name))
 
 
 def _training_variables(model: Any) -> list[tf.Variable]:
@@ -113,15 +146,20 @@ def _training_variables(model: Any) -> list[tf.Variable]:
     return list(model.weights) + list(model.optimizer.variables)
 
 
-def check_workdir_holds_this_run(config: TrainConfig) -> None:
+def check_workdir_holds_this_run(config: TrainConfig) -> dict[str, Any] | None:
     """Refuses a workdir whose config.json describes a different run.
 
-    The same run (every field equal but `RESUMABLE_DIFFERENCES`) is resumed
-    from its backup, or trained again when it has none.
+    The same run (every field equal but `RESUMABLE_DIFFERENCES` and
+    `CONTINUABLE_DIFFERENCES`) is accepted: see `plan_workdir` for what
+    `train` does with it.
+
+    Returns:
+      {field: (value there, value here)} for the continuable fields that
+      differ, or None when the workdir holds no run.
     """
     path = os.path.join(config.workdir, CONFIG_FILE)
     if not os.path.exists(path):
-        return
+        return None
     try:
         with open(path, encoding="utf-8") as handle:
             stored = json.load(handle)
@@ -129,20 +167,107 @@ def check_workdir_holds_this_run(config: TrainConfig) -> None:
             raise ValueError("not a JSON object")
     except (OSError, ValueError) as error:
         raise UserError(f"workdir {config.workdir!r} holds an unreadable {CONFIG_FILE} "
-                        f"({error}); use another workdir or remove it.") from None
+                        f"({error}); use another workdir, or --overwrite to replace it.") from None
     wanted = json.loads(config.to_json())
     differences = sorted(key for key in set(stored) | set(wanted)
                          if key not in RESUMABLE_DIFFERENCES
                          and stored.get(key) != wanted.get(key))
-    if not differences:
-        return
+    blocking = [key for key in differences if key not in CONTINUABLE_DIFFERENCES]
+    if not blocking:
+        return {key: (stored.get(key), wanted.get(key)) for key in differences}
     shown = "; ".join(f"{key}: {stored.get(key)!r} there, {wanted.get(key)!r} here"
-                      for key in differences[:4])
-    more = f" and {len(differences) - 4} more" if len(differences) > 4 else ""
+                      for key in blocking[:4])
+    more = f" and {len(blocking) - 4} more" if len(blocking) > 4 else ""
     raise UserError(
         f"workdir {config.workdir!r} holds a different run ({stored.get('model')} on "
         f"{stored.get('dataset')}; this one is {config.model} on {config.dataset}; "
-        f"{shown}{more}); use another workdir or remove that one.")
+        f"{shown}{more}); use another workdir, or --overwrite to replace that one.")
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkdirPlan:
+    """What `train` does with its workdir; `plan_workdir` decides, `apply_workdir_plan` acts.
+
+    Attributes:
+      action: "new" (no run there), "resume" (from an interrupted run's
+        backup), "continue" (a finished run, trained on from its final
+        state) or "overwrite" (the old run's files are removed first).
+      message: The line `train` prints about it, or None.
+    """
+
+    action: str
+    message: str | None = None
+
+
+def plan_workdir(config: TrainConfig, *, overwrite: bool = False) -> WorkdirPlan:
+    """Decides what `train` does with a workdir that may hold a run; changes nothing.
+
+    * overwrite: the run there (if any) is removed first, whatever it was;
+    * a different run (see `check_workdir_holds_this_run`): refused;
+    * an interrupted run (a backup): resumed, with the new `epochs`,
+      `max_train_seconds` or `patience` where they changed;
+    * a finished run of the same config: refused, there is nothing to train;
+    * a finished run, now with more epochs, a larger budget or more
+      patience: continued from the state it finished in.
+
+    Raises:
+      UserError: with a one-line message saying what to do instead.
+    """
+    workdir = config.workdir
+    if overwrite:
+        if not _run_files(workdir):
+            return WorkdirPlan("new")
+        return WorkdirPlan("overwrite", f"Overwriting the run in {workdir} (--overwrite): its "
+                           "model, backup, logs and pictures are removed first.")
+    changed = check_workdir_holds_this_run(config)
+    if changed is None:
+        return WorkdirPlan("new")
+    shown = ", ".join(f"{key} {there!r} -> {here!r}" for key, (there, here) in changed.items())
+    if read_backup(os.path.join(workdir, BACKUP_DIR)) is not None:
+        return WorkdirPlan("resume", f"Continuing the interrupted run in {workdir} with {shown}."
+                           if changed else None)
+    finished = read_backup(os.path.join(workdir, FINISHED_DIR))
+    if finished is None:
+        if os.path.isfile(os.path.join(workdir, MODEL_FILE)):
+            raise UserError(f"workdir {workdir!r} holds a run that cannot be continued (it "
+                            "diverged, or an older tfflow wrote it); use another workdir, or "
+                            "--overwrite to train it again from scratch.")
+        return WorkdirPlan("new")  # killed before its first backup: nothing to keep
+    done = int(finished["epochs_done"])
+    if not changed:
+        raise UserError(f"workdir {workdir!r} already holds this run, finished after {done} "
+                        f"epoch{'s' if done != 1 else ''}; pass a larger --epochs or "
+                        "--max_train_seconds to continue it, or --overwrite to train it again "
+                        "from scratch.")
+    if done >= config.epochs:
+        raise UserError(f"workdir {workdir!r} holds this run, finished after {done} epochs; "
+                        f"--epochs={config.epochs} adds none: pass --epochs above {done} to "
+                        "continue it, or --overwrite to train it again from scratch.")
+    return WorkdirPlan("continue", f"Continuing the finished run in {workdir} with {shown}: "
+                       f"epochs {done + 1} to {config.epochs}.")
+
+
+def apply_workdir_plan(config: TrainConfig, plan: WorkdirPlan) -> None:
+    """Acts on `plan`: removes the old run's files, or turns a finished state into the backup."""
+    workdir = config.workdir
+    if plan.action == "overwrite":
+        for path in _run_files(workdir):
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.remove(path)
+    elif plan.action == "continue":
+        # `train` resumes from a backup; the finished state becomes that backup.
+        os.replace(os.path.join(workdir, FINISHED_DIR), os.path.join(workdir, BACKUP_DIR))
+
+
+def _run_files(workdir: str) -> list[str]:
+    """The files and folders `train` writes in `workdir` that exist (nothing else is touched)."""
+    names = [CONFIG_FILE, MODEL_FILE, BACKUP_DIR, FINISHED_DIR, LOG_DIR, "density.png"]
+    paths = [os.path.join(workdir, name) for name in names]
+    paths += glob.glob(os.path.join(glob.escape(workdir), "samples_T*.png"))
+    return [path for path in paths if os.path.exists(path)]
 
 
 def read_backup(directory: str) -> dict[str, Any] | None:

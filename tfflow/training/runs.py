@@ -24,8 +24,9 @@ import tensorflow as tf
 from tfflow import data as tfdata
 from tfflow.training.callbacks import (AnnealLearningRate, DivergenceGuard, NonFiniteLoss,
     ResumableEarlyStopping, TensorBoardLogger, TimeBudget)
-from tfflow.training.checkpoints import (BACKUP_DIR, Backup, check_workdir_holds_this_run,
-    read_backup, remove_temporaries, restore_backup, save_model, write_text_atomically)
+from tfflow.training.checkpoints import (BACKUP_DIR, FINISHED_DIR, Backup, WorkdirPlan,
+    apply_workdir_plan, plan_workdir, read_backup, remove_temporaries, restore_backup, save_model,
+    write_text_atomically)
 from tfflow.training.config import (ARCHITECTURE_FIELDS, CONFIG_FILE, EvalResult, LOG_DIR,
     MODEL_FILE, TrainConfig, TrainResult)
 from tfflow.training.errors import TrainingDiverged, UserError
@@ -37,7 +38,7 @@ from tfflow.training.strategies import is_chief, make_strategy
 __all__ = ["evaluate", "load_run", "train"]
 
 
-def train(config: TrainConfig) -> TrainResult:
+def train(config: TrainConfig, *, overwrite: bool = False) -> TrainResult:
     """Trains, saves, pictures and evaluates a flow as `config` says.
 
     Resumable: at the start of every epoch the whole training state goes to
@@ -47,24 +48,36 @@ def train(config: TrainConfig) -> TrainResult:
     uninterrupted run would have (the data order and noise of each epoch are
     replayed). A workdir holding a run with a different config is refused.
 
+    A finished run leaves the state it ended in under `<workdir>/finished/`:
+    started again with more `epochs` (or a larger `max_train_seconds`, or more
+    `patience`) it continues from there; with the same config it is refused,
+    as there is nothing to train (`checkpoints.plan_workdir`). `overwrite`
+    removes the run in the workdir first, whatever it was.
+
     A NaN or infinite training loss stops the run at that step: the model
     gets back the weights that produced it, a diagnostic pass names the layer
     at fault when it can, `model.keras` is left holding the last good model
     (the best epoch so far, or the initialised model), and `TrainingDiverged`
     is raised.
 
+    Args:
+      config: The run's settings.
+      overwrite: Remove the run already in `config.workdir` (its model,
+        backup, finished state, logs and pictures) and train from scratch.
+
     Returns:
       The `TrainResult`; its `summary()` is the one-line report.
 
     Raises:
       UserError: for an unknown model, data set or strategy, out-of-range
-        values, or a workdir that holds a different run.
+        values, a workdir that holds a different run, or one that holds this
+        run finished.
       TrainingDiverged: when the loss becomes NaN or infinite.
     """
     start = time.monotonic()
     config = config.resolved()
     data = RunData.from_config(config)
-    check_workdir_holds_this_run(config)
+    workdir_plan = plan_workdir(config, overwrite=overwrite)
     strategy = make_strategy(config.strategy, config.tpu)
     writer = is_chief(strategy)
     keras.utils.set_random_seed(config.seed)
@@ -76,8 +89,10 @@ def train(config: TrainConfig) -> TrainResult:
     _say(config, f"Training {config.model} ({model.count_params():,} parameters) on "
                  f"{config.dataset} {data.info.event_shape}: {plan}; writing to "
                  f"{config.workdir}")
+    if workdir_plan.message:
+        _say(config, workdir_plan.message)
     if writer:  # only now: a run that cannot start (no data, a bad size) leaves no workdir
-        _prepare_workdir(config)
+        _prepare_workdir(config, workdir_plan)
     begin = _start_or_resume(model, config, data, strategy, train_ds)
     fit_callbacks = _callbacks(config, data, begin, plan, writer)
     _fit(model, config, data, (train_ds, validation_ds), begin, fit_callbacks, writer)
@@ -161,8 +176,9 @@ def _fit_data(data: RunData) -> tuple[tf.data.Dataset, tf.data.Dataset]:
     return train_ds, validation_ds
 
 
-def _prepare_workdir(config: TrainConfig) -> None:
-    """Creates the workdir, clears a killed run's temporaries, writes config.json."""
+def _prepare_workdir(config: TrainConfig, plan: WorkdirPlan) -> None:
+    """Acts on `plan`, clears a killed run's temporaries, writes config.json."""
+    apply_workdir_plan(config, plan)
     os.makedirs(config.workdir, exist_ok=True)
     remove_temporaries(config.workdir, _backup_dir(config))
     write_text_atomically(os.path.join(config.workdir, CONFIG_FILE), config.to_json() + "\n")
@@ -261,6 +277,8 @@ def _finish(model: Any, config: TrainConfig, data: RunData, callbacks: _Callback
                  "model": save_model(model, os.path.join(config.workdir, MODEL_FILE)),
                  "logs": os.path.join(config.workdir, LOG_DIR)}
         files.update(write_pictures(model, config, data))
+        # The state it finished in, for a later run with more epochs (`plan_workdir`).
+        callbacks.backup.save(epochs_run, directory=os.path.join(config.workdir, FINISHED_DIR))
         shutil.rmtree(_backup_dir(config), ignore_errors=True)
     # else: a non-chief worker wrote nothing
     test = _evaluate(model, data, split="test", round_trip=False)
