@@ -203,6 +203,10 @@ class FlowModel(keras.Model):
                              f"conditional_distribution(context=c).")
         return self.conditional_distribution(None)
 
+    def _pairs_expected(self, owner: str) -> str:
+        return (f"{owner}: this model is conditional; expected (x, context) pairs with context "
+                f"[batch, {', '.join(map(str, self.context_shape))}], got x alone.")
+
     def _context(self, context, n, method: str):
         """The checked context [n, C] (flattened) of a conditional model; None otherwise."""
         owner = f"FlowModel.{method}"
@@ -459,9 +463,7 @@ class FlowModel(keras.Model):
             raise ValueError("FlowModel.fit/evaluate: this model is class-conditional; the "
                              "dataset must yield (x, labels).")
         if self.context_shape is not None and second is None:
-            raise ValueError(f"FlowModel.fit/evaluate: this model is conditional; expected "
-                             f"(x, context) pairs with context [batch, "
-                             f"{', '.join(map(str, self.context_shape))}], got x alone.")
+            raise ValueError(self._pairs_expected("FlowModel.fit/evaluate"))
         # In-graph checks (InvalidArgumentError); XLA drops them, so `fit` checks a
         # dataset in its tf.data pipeline as well (`_checks.checked_fit_data`).
         x = self._check_input(x, "fit/evaluate")
@@ -540,6 +542,8 @@ class FlowModel(keras.Model):
             conditional = self.context_shape is not None
             first, second = initialization_batch(data, self.num_classes or conditional,
                                                  self.initialization_examples)
+            if conditional and second is None:
+                raise ValueError(self._pairs_expected("FlowModel.fit"))
             if conditional:
                 self.initialize(first, context=second)
             else:
