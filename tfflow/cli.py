@@ -174,7 +174,10 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
     defaults and exits 0, before anything imports TensorFlow.
     """
     if any(arg in _HELP_ARGS for arg in argv[1:]):
-        print(_usage(argv), flush=True)
+        try:
+            print(_usage(argv), flush=True)
+        except BrokenPipeError:  # `--help | head`: the reader has all it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
     try:
         return FLAGS(argv)
