@@ -246,6 +246,68 @@ def test_constant_column_is_left_unscaled(tmp_path, gaussian_table):
     assert np.all(np.isfinite(_concat(data.load(path, batch_size=4096))))
 
 
+def test_table_batches_are_the_rows_shuffled_as_before_without_a_copy_of_the_table():
+    # A shuffle is blind to what it permutes: shuffling row indices and gathering gives the
+    # batches that shuffling the rows themselves gave, for every seed, epoch and remainder.
+    from tfflow.data import core, pipelines
+
+    table = np.random.default_rng(3).standard_normal((103, 4))
+    rows = np.sort(np.random.default_rng(4).permutation(103)[:77])
+    for shuffle, repeat, drop_remainder in ((True, True, False), (True, False, True),
+                                            (False, False, False)):
+        batching = core.Batching(batch_size=10, shuffle=shuffle, seed=7, repeat=repeat,
+                                 drop_remainder=drop_remainder, with_labels=False)
+        gathered = pipelines.gathered_batches(table, rows, batching)
+        copied = pipelines.continuous_batches(table[rows].astype(np.float32), None, batching)
+        assert gathered.element_spec == copied.element_spec
+        # A second pass is a fresh shuffle in both. (Not compared when repeating: how many
+        # epochs a stopped iterator had begun depends on how far its prefetch ran ahead.)
+        for _ in range(1 if repeat else 2):
+            pairs = zip(gathered.take(20).as_numpy_iterator(), copied.take(20).as_numpy_iterator())
+            for x, y in pairs:
+                np.testing.assert_array_equal(x, y)
+
+
+def test_table_is_held_once_in_float32_when_that_is_exact(tmp_path, monkeypatch):
+    # Small chunks, so that reading, checking and narrowing cross chunk boundaries.
+    monkeypatch.setattr(data.table, "_CHUNK_VALUES", 7)
+    rng = np.random.default_rng(5)
+    tables = {
+        "float32_in_float64.npy": rng.standard_normal((50, 3)).astype(np.float32).astype(
+            np.float64),
+        "float32.npy": rng.standard_normal((50, 3)).astype(np.float32),
+        "fortran.npy": np.asfortranarray(rng.standard_normal((50, 3))),
+        "small_ints.npy": rng.integers(-2**24, 2**24, (50, 3)),
+        "big_ints.npy": rng.integers(-2**40, 2**40, (50, 3)),
+        "float64.npy": rng.standard_normal((50, 3)),
+    }
+    stored = {}
+    for name, table in tables.items():
+        np.save(tmp_path / name, table)
+        source = data.source(str(tmp_path / name))
+        stored[name] = source._table.dtype
+        # The splits are the file's rows exactly, in float64, however the table is held.
+        np.testing.assert_array_equal(
+            np.sort(np.concatenate([source.array(split) for split in data.SPLITS]), axis=0),
+            np.sort(table.astype(np.float64), axis=0))
+        batches = _concat(source.dataset("test", batch_size=4))
+        np.testing.assert_array_equal(batches, source.array("test").astype(np.float32))
+    assert stored == {"float32_in_float64.npy": np.float32, "float32.npy": np.float32,
+                      "fortran.npy": np.float64, "small_ints.npy": np.float32,
+                      "big_ints.npy": np.float64, "float64.npy": np.float64}
+
+    csv_path = tmp_path / "halves.csv"
+    np.savetxt(csv_path, np.arange(60.0).reshape(20, 3) / 2, delimiter=",")
+    assert data.source(str(csv_path))._table.dtype == np.float32
+
+    late_nan = rng.standard_normal((40, 2))
+    late_nan[[33, 38], [1, 0]] = np.nan  # found in a later chunk, counted over all chunks
+    np.save(tmp_path / "late_nan.npy", late_nan)
+    with pytest.raises(ValueError, match=r"got 2 NaN/Inf values \(first at data row 33, "
+                                         r"column 1"):
+        data.source(str(tmp_path / "late_nan.npy"))
+
+
 def test_fit_gaussian_nll_matches_analytic_entropy():
     rng = np.random.default_rng(2)
     covariance = np.array([[2.0, 0.8, 0.0], [0.8, 1.0, -0.3], [0.0, -0.3, 0.5]])

@@ -1,8 +1,8 @@
 """From arrays or TFDS examples to batches: shuffling, repeating, dequantising.
 
-Every source ends in one of two pipelines: `image_batches` for integer levels
-(dequantised per batch, `x = (k + u) / B`) and `continuous_batches` for real
-points and rows.
+Every source ends in one of three pipelines: `image_batches` for integer levels
+(dequantised per batch, `x = (k + u) / B`), `continuous_batches` for real
+points, and `gathered_batches` for the rows of a large table held once.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from tfflow.data.core import Batching
 
-__all__ = ["continuous_batches", "image_batches"]
+__all__ = ["continuous_batches", "gathered_batches", "image_batches"]
 
 # (k + u) / B rounds to exactly 1.0 in float32 for the top level when u is
 # within 2**-24 of 1; clamping keeps the promise x < 1.
@@ -70,3 +70,31 @@ def continuous_batches(points: np.ndarray, labels: np.ndarray | None,
         ds = tf.data.Dataset.from_tensor_slices(points)
     ds = _shuffle_repeat_batch(ds, len(points), batching)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def gathered_batches(table: np.ndarray, rows: np.ndarray, batching: Batching) -> tf.data.Dataset:
+    """Batches float32 `table[rows]` without copying the table into TensorFlow.
+
+    The indices `rows` are shuffled, repeated and batched exactly as
+    `continuous_batches` treats points (a shuffle is blind to what it permutes,
+    so the batches are the ones `continuous_batches(table[rows])` gives for the
+    same seed), and each batch of indices gathers its rows from `table` by
+    NumPy fancy indexing. So a table of any size is held once, by the caller:
+    `tf.constant` would copy it (twice its size at peak, measured), and the
+    shuffle buffer holds indices instead of rows.
+
+    Args:
+      table: [N, D] rows, float32 or float64 (cast to float32 per batch).
+      rows: int64 indices into `table`, in the order of an unshuffled pass.
+      batching: The checked batching arguments; `with_labels` must be False.
+    """
+    def gather(index: np.ndarray) -> np.ndarray:
+        return table[index].astype(np.float32, copy=False)
+
+    def gather_batch(index: tf.Tensor) -> tf.Tensor:
+        x = tf.numpy_function(gather, [index], tf.float32, stateful=False)
+        x.set_shape(index.shape.concatenate(table.shape[1:]))
+        return x
+
+    ds = _shuffle_repeat_batch(tf.data.Dataset.from_tensor_slices(rows), len(rows), batching)
+    return ds.map(gather_batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
