@@ -7,7 +7,8 @@ import tensorflow as tf
 
 from tfflow.layers.base import renamed_argument
 
-__all__ = ["GlowConditioner", "MLPConditioner", "ResNetConditioner", "ZeroInitConv"]
+__all__ = ["ContextualConditioner", "GlowConditioner", "MLPConditioner", "ResNetConditioner",
+           "ZeroInitConv"]
 
 
 def _flat_batch(fn, x, event_rank: int):
@@ -23,6 +24,52 @@ def _flat_batch(fn, x, event_rank: int):
     flat = tf.reshape(x, tf.concat([[-1], tf.shape(x)[tf.rank(x) - event_rank:]], 0))
     out = fn(flat)
     return tf.reshape(out, tf.concat([batch_shape, tf.shape(out)[1:]], 0))
+
+
+class ContextualConditioner(keras.layers.Layer):
+    """Base of the conditioner networks: the conditioning part, and optionally a context.
+
+    With `context_units = C`, `call(x, context)` takes a context [..., C]
+    (broadcast against x's batch, and over the pixels of an image) and
+    concatenates it to the network's input channels: the coupling's
+    parameters then depend on the context too (a conditional coupling).
+    """
+
+    #: Rank of one input event: 1 for vectors, 3 for [H, W, C] images.
+    event_rank: int = 1
+
+    def __init__(self, *, context_units: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.context_units = None if context_units is None else int(context_units)
+        if self.context_units is not None and self.context_units < 1:
+            raise ValueError(f"{type(self).__name__}: expected context_units >= 1 or None, got "
+                             f"{context_units}.")
+
+    def input_with_context(self, input_shape) -> tuple:
+        """The first layer's input shape: the conditioning channels plus the context's."""
+        return tuple(input_shape[:-1]) + (input_shape[-1] + (self.context_units or 0),)
+
+    def joined(self, x, context):
+        """`x` with the context concatenated on its channels (checked against context_units)."""
+        if (context is None) != (self.context_units is None):
+            raise ValueError(f"{type(self).__name__}: expected "
+                             f"{'a' if self.context_units else 'no'} context (context_units="
+                             f"{self.context_units}), got {'none' if context is None else 'one'}.")
+        if context is None:
+            return x
+        context = tf.cast(context, x.dtype)
+        rank = x.shape.rank
+        # [..., C] -> [..., 1, 1, C] for images, then over x's batch and pixels.
+        context = tf.reshape(context, tf.concat(
+            [tf.shape(context)[:-1], tf.ones([self.event_rank - 1], tf.int32),
+             [self.context_units]], 0))
+        context = tf.broadcast_to(context, tf.concat([tf.shape(x)[:-1], [self.context_units]],
+                                                     0))
+        return tf.ensure_shape(tf.concat([x, context], -1), x.shape[:rank - 1].concatenate(
+            [None if x.shape[-1] is None else x.shape[-1] + self.context_units]))
+
+    def get_config(self):
+        return {**super().get_config(), "context_units": self.context_units}
 
 
 @keras.saving.register_keras_serializable(package="tfflow")
@@ -60,7 +107,7 @@ class ZeroInitConv(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="tfflow")
-class GlowConditioner(keras.layers.Layer):
+class GlowConditioner(ContextualConditioner):
     """Glow's coupling network: conv3x3 -> ReLU -> conv1x1 -> ReLU -> zero-init conv3x3."""
 
     def __init__(self, hidden_channels: int, out_channels: int, **kwargs):
@@ -74,15 +121,18 @@ class GlowConditioner(keras.layers.Layer):
                                             dtype=policy)
         self.conv_out = ZeroInitConv(self.out_channels, 3, dtype=policy)
 
+    event_rank = 3
+
     def build(self, input_shape):
         hidden_shape = tuple(input_shape[:-1]) + (self.hidden_channels,)
-        self.conv_in.build(input_shape)
+        self.conv_in.build(self.input_with_context(input_shape))
         self.conv_mid.build(hidden_shape)
         self.conv_out.build(hidden_shape)
         super().build(input_shape)
 
-    def call(self, x):
-        return _flat_batch(lambda t: self.conv_out(self.conv_mid(self.conv_in(t))), x, 3)
+    def call(self, x, context=None):
+        return _flat_batch(lambda t: self.conv_out(self.conv_mid(self.conv_in(t))),
+                           self.joined(x, context), 3)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.out_channels,)
@@ -93,7 +143,7 @@ class GlowConditioner(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="tfflow")
-class ResNetConditioner(keras.layers.Layer):
+class ResNetConditioner(ContextualConditioner):
     """RealNVP's conditioner: a small ResNet of 3x3 convs with batch-norm-free residual blocks.
 
     conv3x3 -> [ReLU -> conv3x3 -> ReLU -> conv3x3, + skip] x blocks -> ReLU ->
@@ -101,6 +151,8 @@ class ResNetConditioner(keras.layers.Layer):
     tfflow keeps the conditioner free of batch statistics so that log-densities
     do not depend on the batch, and normalises between couplings instead.)
     """
+
+    event_rank = 3
 
     def __init__(self, hidden_channels: int | None = None, out_channels: int | None = None,
                  blocks: int = 2, *, filters: int | None = None, **kwargs):
@@ -132,15 +184,15 @@ class ResNetConditioner(keras.layers.Layer):
 
     def build(self, input_shape):
         hidden = tuple(input_shape[:-1]) + (self.hidden_channels,)
-        self.conv_in.build(input_shape)
+        self.conv_in.build(self.input_with_context(input_shape))
         for first, second in self.block_convs:
             first.build(hidden)
             second.build(hidden)
         self.conv_out.build(hidden)
         super().build(input_shape)
 
-    def call(self, x):
-        return _flat_batch(self._resnet, x, 3)
+    def call(self, x, context=None):
+        return _flat_batch(self._resnet, self.joined(x, context), 3)
 
     def _resnet(self, x):
         h = self.conv_in(x)
@@ -157,7 +209,7 @@ class ResNetConditioner(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="tfflow")
-class MLPConditioner(keras.layers.Layer):
+class MLPConditioner(ContextualConditioner):
     """Dense ReLU layers with a zero-initialised output layer, for vector events."""
 
     def __init__(self, hidden_units: list[int] | tuple[int, ...], out_features: int, **kwargs):
@@ -171,15 +223,15 @@ class MLPConditioner(keras.layers.Layer):
                                       dtype=policy)
 
     def build(self, input_shape):
-        shape = tuple(input_shape)
+        shape = self.input_with_context(tuple(input_shape))
         for layer in self.hidden:
             layer.build(shape)
             shape = shape[:-1] + (layer.units,)
         self.out.build(shape)
         super().build(input_shape)
 
-    def call(self, x):
-        return _flat_batch(self._mlp, x, 1)
+    def call(self, x, context=None):
+        return _flat_batch(self._mlp, self.joined(x, context), 1)
 
     def _mlp(self, x):
         for layer in self.hidden:

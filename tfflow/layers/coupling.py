@@ -6,7 +6,7 @@ import keras
 
 from tfflow import bijectors as fb
 from tfflow.bijectors.partitions import partition_from_config, partition_to_config
-from tfflow.layers.base import FlowLayer, deserialize, serialize
+from tfflow.layers.base import FlowContext, FlowLayer, deserialize, serialize
 
 __all__ = ["AdditiveCouplingLayer", "AffineCouplingLayer", "LOG_SCALE_FUNCTIONS",
            "SplineCouplingLayer"]
@@ -44,6 +44,22 @@ class _CouplingLayer(FlowLayer):
             self.conditioner.build(cond_shape)
         super().build(input_shape)
 
+    @property
+    def uses_context(self) -> bool:
+        return getattr(self.conditioner, "context_units", None) is not None
+
+    def network(self, context=None):
+        """The conditioner as the bijector's callable, with the context fixed in it if any."""
+        context = context or FlowContext()
+        if not self.uses_context:
+            return self.conditioner
+        if context.context is None:
+            raise ValueError(f"{type(self).__name__} {self.name!r}: this coupling is conditional "
+                             f"({self.conditioner.context_units} context units); its bijector "
+                             f"needs FlowContext(context=...).")
+        values = context.context
+        return lambda x_a: self.conditioner(x_a, values)
+
     def get_config(self):
         return {**super().get_config(), "conditioner": serialize(self.conditioner),
                 "partition": partition_to_config(self.partition),
@@ -65,7 +81,7 @@ class AffineCouplingLayer(_CouplingLayer):
         self.log_scale = log_scale
 
     def bijector(self, context=None):
-        return fb.AffineCoupling(self.conditioner, self.partition,
+        return fb.AffineCoupling(self.network(context), self.partition,
                                  log_scale_fn=LOG_SCALE_FUNCTIONS[self.log_scale],
                                  event_ndims=self.event_ndims, dtype=self.compute_dtype)
 
@@ -80,7 +96,7 @@ class AdditiveCouplingLayer(_CouplingLayer):
     bijector_class = fb.AdditiveCoupling
 
     def bijector(self, context=None):
-        return fb.AdditiveCoupling(self.conditioner, self.partition,
+        return fb.AdditiveCoupling(self.network(context), self.partition,
                                    event_ndims=self.event_ndims, dtype=self.compute_dtype)
 
 
@@ -103,7 +119,7 @@ class SplineCouplingLayer(_CouplingLayer):
 
     def bijector(self, context=None):
         return fb.RationalQuadraticSplineCoupling(
-            self.conditioner, self.partition, num_bins=self.num_bins, bound=self.bound,
+            self.network(context), self.partition, num_bins=self.num_bins, bound=self.bound,
             event_ndims=self.event_ndims, dtype=self.compute_dtype)
 
     def get_config(self):

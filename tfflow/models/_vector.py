@@ -6,7 +6,8 @@ import numpy as np
 
 from tfflow import layers as fl
 
-__all__ = ["GAUSSIAN_START_EXAMPLES", "context_units", "gaussian_start", "vector_dims"]
+__all__ = ["GAUSSIAN_START_EXAMPLES", "conditional_units", "context_units", "gaussian_start",
+           "vector_dims"]
 
 #: Rows the Gaussian start is fitted on when `fit` initialises (a full covariance needs many).
 GAUSSIAN_START_EXAMPLES = 100_000
@@ -29,6 +30,15 @@ def context_units(context_shape) -> int | None:
     if not shape or any(d < 1 for d in shape):
         raise ValueError(f"expected a context_shape of positive sizes, e.g. (3,), got {shape}.")
     return int(np.prod(shape))
+
+
+def conditional_units(owner: str, context_shape, memory_saving: bool = False) -> int | None:
+    """`context_units(context_shape)`, refusing what conditional models do not support yet."""
+    units = context_units(context_shape)
+    if units is not None and memory_saving:
+        raise ValueError(f"{owner}: memory_saving does not support a context_shape yet; "
+                         f"drop one of them.")
+    return units
 
 
 def gaussian_start(dtype, context_units: int | None = None) -> list[fl.FlowLayer]:

@@ -7,15 +7,15 @@ import numpy as np
 from tfflow import bijectors as fb
 from tfflow import layers as fl
 from tfflow.mixed_precision import flow_and_network_dtypes
-from tfflow.models._vector import GAUSSIAN_START_EXAMPLES, gaussian_start
+from tfflow.models._vector import GAUSSIAN_START_EXAMPLES, conditional_units, gaussian_start
 from tfflow.models.flow_model import FlowModel
 
 __all__ = ["NICE"]
 
 
 def NICE(event_shape, *, num_couplings: int = 4, hidden_units=(256, 256, 256),
-         num_levels: int | None = None, memory_saving: bool = False, dtype=None,
-         name: str = "nice") -> FlowModel:
+         num_levels: int | None = None, memory_saving: bool = False, context_shape=None,
+         dtype=None, name: str = "nice") -> FlowModel:
     """NICE (Dinh, Krueger & Bengio, 2015) as a `FlowModel`.
 
     The event is flattened to [D]; `num_couplings` additive couplings with
@@ -30,6 +30,9 @@ def NICE(event_shape, *, num_couplings: int = 4, hidden_units=(256, 256, 256),
       num_levels: quantisation levels for image data (bits/dim); None if continuous.
       memory_saving: train without storing activations (the couplings and the
         scaling form one `tfflow.layers.ReversibleChainLayer`).
+      context_shape: the context of a conditional model p(x | c): every MLP
+        also sees the (standardised) context; on vectors the Gaussian start is
+        the linear regression of x on c. Not with `memory_saving` yet.
       dtype: "float32", "float64", a Keras mixed-precision policy (MLPs in 16
         bits, the flow and the loss in float32), or None for the global policy.
     """
@@ -41,10 +44,13 @@ def NICE(event_shape, *, num_couplings: int = 4, hidden_units=(256, 256, 256),
                          f"{event_shape} and num_couplings={num_couplings}.")
     # Vectors (tables) start from their Gaussian fit; images are flattened as in the paper.
     vector = len(event_shape) == 1
-    parts = gaussian_start(dtype) if vector else [fl.FlattenLayer(event_shape, dtype=dtype)]
+    units = conditional_units("NICE", context_shape, memory_saving)
+    parts = gaussian_start(dtype, units) if vector else \
+        [fl.FlattenLayer(event_shape, dtype=dtype)]
     for k in range(num_couplings):
         parts.append(fl.AdditiveCouplingLayer(
-            fl.MLPConditioner(tuple(hidden_units), dims, dtype=network_dtype),
+            fl.MLPConditioner(tuple(hidden_units), dims, context_units=units,
+                              dtype=network_dtype),
             fb.AlternatingMask(k % 2),
             event_ndims=1, dtype=dtype))
     parts.append(fl.DiagonalScalingLayer(dtype=dtype))
@@ -52,4 +58,5 @@ def NICE(event_shape, *, num_couplings: int = 4, hidden_units=(256, 256, 256),
         parts = fl.group_reversible(parts, event_ndims=1, dtype=dtype, name="reversible")
     start = {"initialization_examples": GAUSSIAN_START_EXAMPLES} if vector else {}
     return FlowModel(fl.ChainLayer(parts, dtype=dtype, name="nice"), event_shape,
-                     num_levels=num_levels, name=name, dtype=dtype, **start)
+                     num_levels=num_levels, name=name, dtype=dtype,
+                     context_shape=context_shape, **start)

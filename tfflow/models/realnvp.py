@@ -6,7 +6,7 @@ from tfflow import bijectors as fb
 from tfflow import layers as fl
 from tfflow.layers.base import renamed_argument
 from tfflow.mixed_precision import flow_and_network_dtypes
-from tfflow.models._vector import GAUSSIAN_START_EXAMPLES, gaussian_start
+from tfflow.models._vector import GAUSSIAN_START_EXAMPLES, conditional_units, gaussian_start
 from tfflow.models.flow_model import FlowModel
 
 __all__ = ["RealNVP"]
@@ -24,7 +24,7 @@ def _coupling(kind: str, conditioner_for, partition, channels: int, num_bins: in
 
 
 def _image_flow(image_shape, scales, hidden_channels, blocks, batch_norm, kind, num_bins,
-                memory_saving, dtype, network_dtype):
+                memory_saving, dtype, network: dict):
     h, w, _ = image_shape
     if h % 2 ** (scales - 1) or w % 2 ** (scales - 1):
         raise ValueError(f"RealNVP: {scales} scales need H and W divisible by "
@@ -32,7 +32,7 @@ def _image_flow(image_shape, scales, hidden_channels, blocks, batch_norm, kind, 
 
     def coupling(partition, channels):
         parts = [_coupling(kind, lambda out: fl.ResNetConditioner(hidden_channels, out, blocks,
-                                                                  dtype=network_dtype),
+                                                                  **network),
                            partition, channels, num_bins, 3, dtype)]
         if batch_norm:
             parts.append(fl.BatchNormLayer(dtype=dtype))
@@ -68,27 +68,27 @@ def _image_flow(image_shape, scales, hidden_channels, blocks, batch_norm, kind, 
 
 
 def _vector_flow(dims, num_couplings, hidden_units, batch_norm, kind, num_bins, memory_saving,
-                 dtype, network_dtype):
+                 dtype, network: dict):
     if dims < 2:
         raise ValueError(f"RealNVP: vector events need at least 2 dimensions, got {dims}.")
     parts = []
     for k in range(num_couplings):
         parts.append(_coupling(kind,
-                               lambda out: fl.MLPConditioner(hidden_units, out,
-                                                             dtype=network_dtype),
+                               lambda out: fl.MLPConditioner(hidden_units, out, **network),
                                fb.AlternatingMask(k % 2), dims, num_bins, 1, dtype))
         if batch_norm and k < num_couplings - 1:
             parts.append(fl.BatchNormLayer(event_ndims=1, dtype=dtype))
     if memory_saving:
         parts = fl.group_reversible(parts, event_ndims=1, dtype=dtype, name="reversible")
-    return fl.ChainLayer(gaussian_start(dtype) + parts, dtype=dtype, name="realnvp")
+    return fl.ChainLayer(gaussian_start(dtype, network["context_units"]) + parts, dtype=dtype,
+                         name="realnvp")
 
 
 def RealNVP(event_shape, *, scales: int = 2, hidden_channels: int | None = None,
             blocks: int = 2, num_couplings: int = 8, hidden_units=(128, 128),
             batch_norm: bool | None = None, coupling: str = "affine", num_bins: int = 8,
-            num_levels: int | None = None, memory_saving: bool = False, dtype=None,
-            name: str = "realnvp", filters: int | None = None) -> FlowModel:
+            num_levels: int | None = None, memory_saving: bool = False, context_shape=None,
+            dtype=None, name: str = "realnvp", filters: int | None = None) -> FlowModel:
     """RealNVP (Dinh, Sohl-Dickstein & Bengio, 2017) as a `FlowModel`.
 
     Images ([H, W, C], data in [0, 1)): logit preprocessing, then per scale 3
@@ -121,6 +121,11 @@ def RealNVP(event_shape, *, scales: int = 2, hidden_channels: int | None = None,
         normalises with batch statistics), so with `batch_norm=True` one
         activation per coupling is still stored (the conditioners' are not);
         without it, memory stops growing with depth.
+      context_shape: the context of a conditional model p(x | c): every
+        conditioner also sees the (standardised) context, broadcast over the
+        pixels of an image; on vectors the Gaussian start is the linear
+        regression of x on c. `fit` then takes (x, c) pairs. Not with
+        `memory_saving` yet.
       dtype: "float32", "float64", a Keras mixed-precision policy
         ("mixed_bfloat16", "mixed_float16": networks in 16 bits, the flow and
         the loss in float32), or None for Keras' global policy.
@@ -133,13 +138,16 @@ def RealNVP(event_shape, *, scales: int = 2, hidden_channels: int | None = None,
     dtype, network_dtype = flow_and_network_dtypes(dtype)
     if batch_norm is None:
         batch_norm = len(event_shape) == 3
+    network = {"dtype": network_dtype,
+               "context_units": conditional_units("RealNVP", context_shape, memory_saving)}
     if len(event_shape) == 3:
         flow = _image_flow(event_shape, scales, hidden_channels, blocks, batch_norm, coupling,
-                           num_bins, memory_saving, dtype, network_dtype)
+                           num_bins, memory_saving, dtype, network)
     elif len(event_shape) == 1:
         flow = _vector_flow(event_shape[0], num_couplings, tuple(hidden_units), batch_norm,
-                            coupling, num_bins, memory_saving, dtype, network_dtype)
+                            coupling, num_bins, memory_saving, dtype, network)
     else:
         raise ValueError(f"RealNVP: expected event_shape (H, W, C) or (D,), got {event_shape}.")
     start = {} if len(event_shape) == 3 else {"initialization_examples": GAUSSIAN_START_EXAMPLES}
-    return FlowModel(flow, event_shape, num_levels=num_levels, name=name, dtype=dtype, **start)
+    return FlowModel(flow, event_shape, num_levels=num_levels, name=name, dtype=dtype,
+                     context_shape=context_shape, **start)
