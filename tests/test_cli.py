@@ -117,7 +117,7 @@ def test_train_on_two_moons_writes_the_density_picture(moons_run):
     assert (workdir / "density.png").is_file()
     assert (workdir / "model.keras").is_file()
     last = _last_line(result.stdout)
-    assert "bits/dim" in last and "Gaussian NLL" in last, last
+    assert "nats per row" in last and "Gaussian fit" in last, last
 
 
 def test_rerunning_a_finished_run_is_refused_and_more_epochs_continue_it(moons_run):

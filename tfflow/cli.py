@@ -106,7 +106,10 @@ def define_train_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     integer("num_couplings", d.num_couplings,
             "RealNVP on vectors and NICE: number of coupling layers.")
     int_list("hidden_units", d.hidden_units,
-             "RealNVP on vectors and NICE: MLP widths, e.g. 128,128.")
+             "RealNVP on vectors, NICE, MAF, IAF, NSF: MLP (MADE) widths, e.g. 128,128.")
+    integer("transforms", d.transforms,
+            "MAF, IAF, NSF: number of autoregressive layers (defaults: 5, 5, 3).")
+    integer("num_bins", d.num_bins, "Spline bins (NSF; coupling=spline in Glow and RealNVP).")
     boolean("memory_saving", d.memory_saving,
             "Rebuild activations from the flow's outputs in the backward pass instead of "
             "storing them: memory stops growing with depth, a step costs ~1 more pass.")

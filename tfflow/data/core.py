@@ -51,12 +51,6 @@ class DatasetInfo:
       true_entropy: Differential entropy of the generating density in nats per
         example where it is known in closed form or to quadrature precision
         (`eight_gaussians`, `checkerboard`); None otherwise.
-      mean: Per-column training mean used to standardise tabular data.
-      std: Per-column training standard deviation used to standardise tabular
-        data (1.0 where a column is constant).
-      standardization_log_det: `-sum(log(std))` for tabular data: with
-        `z = (x - mean) / std`, `log p(x) = log p(z) + standardization_log_det`,
-        so `NLL(x) = NLL(z) - standardization_log_det`. None for other kinds.
     """
 
     name: str
@@ -65,9 +59,6 @@ class DatasetInfo:
     num_levels: int | None
     num_classes: int | None
     true_entropy: float | None = None
-    mean: np.ndarray | None = None
-    std: np.ndarray | None = None
-    standardization_log_det: float | None = None
 
     @property
     def num_dims(self) -> int:
@@ -208,9 +199,9 @@ def fit_gaussian_nll(train_array: np.ndarray, test_array: np.ndarray) -> float:
 
     The baseline a flow has to beat on tabular data: maximum-likelihood mean
     and covariance from `train_array`, average negative log-density of the
-    rows of `test_array`, in nats per example and in the arrays' own units.
-    Compare with a flow's NLL on standardised data minus
-    `info(path).standardization_log_det`.
+    rows of `test_array`, in nats per example and in the arrays' own units
+    (tfflow's vector models score tables in those units too, and start from
+    this fit: `tfflow.models.MAF`).
 
     Args:
       train_array: [N, D] array, N > D.

@@ -122,8 +122,8 @@ def load(
     Images are NHWC in [0, 1): `x = (k + u) / B`, with `k` the integer level
     (after keeping the top `num_bits` bits of 8-bit data: `k = k8 // 2**(8 -
     num_bits)`, `B = 2**num_bits`), `u ~ Uniform[0, 1)` fresh per example and
-    epoch. Toy points are [batch, 2]; tabular rows are standardised with the
-    training split's mean and std (see `info(path).standardization_log_det`).
+    epoch. Toy points are [batch, 2]; tabular rows are the file's numbers as
+    they are (tfflow's vector models standardise inside the model).
 
     Splits: "train", "validation", "test". `digits` carves validation from its
     fixed training rows; toy densities draw each split from its own seed; a

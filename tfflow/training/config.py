@@ -71,6 +71,7 @@ ARCHITECTURE_FIELDS: tuple[str, ...] = (
     "levels", "steps_per_level", "hidden_channels", "coupling", "permutation",  # Glow
     "scales", "filters", "blocks",  # RealNVP on images
     "num_couplings", "hidden_units",  # RealNVP and NICE on vectors (NICE: on anything)
+    "transforms", "num_bins",  # MAF, IAF, NSF (with hidden_units); num_bins: splines
 )
 
 
@@ -120,6 +121,9 @@ class TrainConfig:
       scales, filters, blocks: RealNVP's on images (`tfflow.models.RealNVP`).
       num_couplings, hidden_units: RealNVP's on vectors and NICE's
         (`tfflow.models.NICE`); `hidden_units` is a tuple of MLP widths.
+      transforms, num_bins: the autoregressive layers of MAF, IAF and NSF
+        (`tfflow.models.MAF`; their MADEs take `hidden_units`) and the bins of
+        spline transforms (NSF; RealNVP and Glow with coupling "spline").
       memory_saving: Train without storing activations: the backward pass
         rebuilds each flow step's input from its output (the `memory_saving`
         argument of the factories); peak memory stops growing with depth, at
@@ -166,6 +170,8 @@ class TrainConfig:
     blocks: int | None = None
     num_couplings: int | None = None
     hidden_units: tuple[int, ...] | None = None
+    transforms: int | None = None
+    num_bins: int | None = None
     memory_saving: bool = False
     precision: str = "float32"
     seed: int = 0
@@ -185,7 +191,7 @@ class TrainConfig:
             check_positive_int(name, getattr(config, name))
         check_positive_int("patience", config.patience, allow_zero=True)
         for name in ("num_examples", "levels", "steps_per_level", "hidden_channels", "scales",
-                     "filters", "blocks", "num_couplings"):
+                     "filters", "blocks", "num_couplings", "transforms", "num_bins"):
             check_positive_int(name, getattr(config, name), allow_none=True)
         if config.hidden_units is not None:
             config.hidden_units = tuple(config.hidden_units)
@@ -194,6 +200,9 @@ class TrainConfig:
             for width in config.hidden_units:
                 check_positive_int("every hidden_units width", width)
         check_positive_int("warmup_steps", config.warmup_steps, allow_zero=True)
+        if config.dataset.lower().endswith((".npy", ".csv")):
+            # The run (config.json) names the file itself, wherever it is run from later.
+            config.dataset = os.path.abspath(os.path.expanduser(config.dataset))
         if config.lr_schedule not in LR_SCHEDULES:
             raise UserError(f"unknown lr_schedule {config.lr_schedule!r}; expected one of "
                             f"{', '.join(LR_SCHEDULES)}.")
@@ -273,9 +282,14 @@ class EvalResult:
 
     def summary(self) -> str:
         """One line: bits/dim, NLL, and the baselines that apply."""
-        parts = [f"{self.split} {self.bits_per_dim:.4f} bits/dim (NLL {self.nll:.4f} nats)"]
-        if self.gaussian_nll is not None:
-            parts.append(f"Gaussian NLL {self.gaussian_nll:.4f} nats")
+        if self.gaussian_nll is None:
+            parts = [f"{self.split} {self.bits_per_dim:.4f} bits/dim (NLL {self.nll:.4f} nats "
+                     f"per example)"]
+        else:  # continuous data (tables, 2-D points): nats per row in the data's own units
+            margin = self.gaussian_nll - self.nll
+            parts = [f"{self.split} NLL {self.nll:.4f} nats per row (the data's units), "
+                     f"{abs(margin):.4f} {'better' if margin >= 0 else 'worse'} than the "
+                     f"full-covariance Gaussian fit's {self.gaussian_nll:.4f}"]
         if self.true_entropy is not None:
             parts.append(f"true entropy {self.true_entropy:.4f} nats, gap "
                          f"{self.nll - self.true_entropy:.4f}")
@@ -329,7 +343,8 @@ class TrainResult:
         config = self.config
         return (f"{config.model} on {config.dataset}: {self.test.summary()}; "
                 f"{self.epochs_run} epoch{'s' if self.epochs_run != 1 else ''} "
-                f"({self._stopped()}, best epoch {self.best_epoch}) "
+                f"({self._stopped()}, best epoch {self.best_epoch}"
+                f"{' = the initialised model' if self.best_epoch == 0 else ''}) "
                 f"in {self.train_seconds:.0f} s; "
                 f"{'wrote' if self.files else 'the chief worker writes'} {config.workdir}")
 

@@ -18,7 +18,6 @@ import tensorflow as tf
 
 from tfflow import images
 from tfflow.models import _checks
-from tfflow.data import DatasetInfo
 from tfflow.training.config import TrainConfig, check_positive_int
 from tfflow.training.errors import UserError
 from tfflow.training.run_data import RunData
@@ -48,8 +47,9 @@ def write_samples(model: Any, config: TrainConfig, path: str, *, num_samples: in
                   label: int | None = None) -> str:
     """Samples a trained run's model into `path` and returns `path`.
 
-    `.npy`: the samples in the data's own units (tabular rows un-standardised).
-    `.png`: a grid for images, a 2-D histogram for 2-D data.
+    `.npy`: the samples in the data's own units (the models hold any
+    standardisation). `.png`: a grid for images, a 2-D histogram for 2-D
+    data. Needs only the model: the training data may be gone.
 
     Args:
       model: The run's model.
@@ -61,9 +61,7 @@ def write_samples(model: Any, config: TrainConfig, path: str, *, num_samples: in
       label: Class to sample from a class-conditional model; default: cycle
         through the classes.
     """
-    config = config.resolved()
-    data = RunData.from_config(config)
-    info, num_classes = data.info, data.num_classes
+    num_classes = model.num_classes
     if label is not None:
         if num_classes is None:
             raise UserError(f"a label was given, but the model in {config.workdir!r} is not "
@@ -74,8 +72,6 @@ def write_samples(model: Any, config: TrainConfig, path: str, *, num_samples: in
     else:
         labels = _sample_labels(num_samples, num_classes)
     x = sample(model, num_samples, temperature=temperature, seed=seed, labels=labels)
-    if info.kind == "tabular":
-        x = x * info.std + info.mean
     if path.lower().endswith(".npy"):
         directory = os.path.dirname(path)
         if directory:
@@ -84,11 +80,11 @@ def write_samples(model: Any, config: TrainConfig, path: str, *, num_samples: in
         return path
     if not path.lower().endswith(".png"):
         raise UserError(f"expected an output path ending in .png or .npy, got {path!r}.")
-    if info.kind == "image":
+    if len(model.event_shape) == 3:
         return images.write_image_grid(path, x)
-    if info.event_shape == (2,):
+    if model.event_shape == (2,):
         return images.write_png(path, images.histogram_image(x))
-    raise UserError(f"cannot draw {info.event_shape[0]}-dimensional samples as a PNG; "
+    raise UserError(f"cannot draw {model.event_shape[0]}-dimensional samples as a PNG; "
                     "write them to a .npy file instead.")
 
 
@@ -109,7 +105,7 @@ def epoch_pictures(config: TrainConfig, data: RunData
                     for temperature in SAMPLE_TEMPERATURES}
         if points is not None:
             if id(model) not in traced:
-                traced[id(model)] = _marginal_log_prob_fn(model, info, num_classes)
+                traced[id(model)] = _marginal_log_prob_fn(model, num_classes)
             return {"density": images.density_image(traced[id(model)], points, resolution=64)}
         return {}
     return pictures
@@ -130,32 +126,26 @@ def write_pictures(model: Any, config: TrainConfig, data: RunData) -> dict[str, 
     elif info.event_shape == (2,):
         points = data.array("test")  # in the data's own units
         files["density"] = images.write_density_png(
-            os.path.join(workdir, "density.png"), _marginal_log_prob_fn(model, info, num_classes),
+            os.path.join(workdir, "density.png"), _marginal_log_prob_fn(model, num_classes),
             points)
     return files
 
 
-def _marginal_log_prob_fn(model: Any, info: DatasetInfo,
+def _marginal_log_prob_fn(model: Any,
                           num_classes: int | None) -> Callable[[tf.Tensor], tf.Tensor]:
-    """log p(x) in the data's own units, for pictures of 2-D densities.
+    """log p(x) for pictures of 2-D densities; a class-conditional model mixed over its classes.
 
-    Tabular rows are standardised before the model sees them (the log-det of
-    the standardisation is added back); a class-conditional model is mixed over
-    its classes with equal weights.
+    Models take rows in the data's own units (tables too), so this is log p(x) there.
     """
     log_prob = model.log_prob  # labels are ignored by unconditional models
-    mean = 0.0 if info.mean is None else info.mean.astype(np.float32)
-    std = 1.0 if info.std is None else info.std.astype(np.float32)
-    log_det = info.standardization_log_det or 0.0
 
     def marginal(x: tf.Tensor) -> tf.Tensor:
-        z = (x - mean) / std
         if num_classes is None:
-            return log_prob(z) + log_det
+            return log_prob(x)
         per_class = tf.stack([
-            log_prob(z, tf.fill([tf.shape(z)[0]], tf.constant(label, tf.int32)))
+            log_prob(x, tf.fill([tf.shape(x)[0]], tf.constant(label, tf.int32)))
             for label in range(num_classes)], axis=-1)
-        return tf.reduce_logsumexp(per_class, axis=-1) - math.log(num_classes) + log_det
+        return tf.reduce_logsumexp(per_class, axis=-1) - math.log(num_classes)
     return marginal
 
 

@@ -93,7 +93,7 @@ def train(config: TrainConfig, *, overwrite: bool = False) -> TrainResult:
         _say(config, workdir_plan.message)
     if writer:  # only now: a run that cannot start (no data, a bad size) leaves no workdir
         _prepare_workdir(config, workdir_plan)
-    begin = _start_or_resume(model, config, data, strategy, train_ds)
+    begin = _start_or_resume(model, config, data, strategy, (train_ds, validation_ds))
     fit_callbacks = _callbacks(config, data, begin, plan, writer)
     _fit(model, config, data, (train_ds, validation_ds), begin, fit_callbacks, writer)
     return _finish(model, config, data, fit_callbacks, started=start, writer=writer)
@@ -185,8 +185,14 @@ def _prepare_workdir(config: TrainConfig, plan: WorkdirPlan) -> None:
 
 
 def _start_or_resume(model: Any, config: TrainConfig, data: RunData,
-                     strategy: tf.distribute.Strategy, train_ds: tf.data.Dataset) -> _Begin:
-    """Initialises the model for a fresh start, or restores the backup a killed run left."""
+                     strategy: tf.distribute.Strategy,
+                     datasets: tuple[tf.data.Dataset, tf.data.Dataset]) -> _Begin:
+    """Initialises the model for a fresh start, or restores the backup a killed run left.
+
+    A fresh start's initialised model is epoch 0 of the early stopping (see
+    `ResumableEarlyStopping.start_from`).
+    """
+    train_ds, validation_ds = datasets
     backup_dir = _backup_dir(config)
     backup = read_backup(backup_dir)
     early_stopping = ResumableEarlyStopping(config.patience)
@@ -194,6 +200,8 @@ def _start_or_resume(model: Any, config: TrainConfig, data: RunData,
         # On its own copy of the data, so that epoch e is the e-th pass over
         # `train_ds` in a fresh run and in a resumed one alike.
         _initialize(model, data)
+        initial = model.evaluate(validation_ds, verbose=0, return_dict=True)["loss"]
+        early_stopping.start_from(float(np.mean(initial)), model.get_weights())
         return _Begin(initial_epoch=0, seconds_before=0.0, step_before=0, history={},
                       early_stopping=early_stopping, initial_weights=model.get_weights())
     with strategy.scope():
@@ -290,12 +298,16 @@ def _finish(model: Any, config: TrainConfig, data: RunData, callbacks: _Callback
 
 
 def _initialize(model: Any, data: RunData) -> None:
-    """Glow's data-dependent initialisation on up to 512 training examples."""
+    """The data-dependent initialisation (ActNorm, the Gaussian start of vector models).
+
+    On the first `model.initialization_examples` training examples.
+    """
     if model.is_initialized:
         return
     from tfflow.models import flow_model  # pylint: disable=import-outside-toplevel
     model.initialize(*flow_model.initialization_batch(data.batches("train", shuffle=True),
-                                                       data.num_classes))
+                                                       data.num_classes,
+                                                       model.initialization_examples))
 
 
 def _training_batch(data: RunData, epoch: int, batch: int) -> Any:
@@ -352,9 +364,9 @@ def evaluate(model: Any, config: TrainConfig, *, split: str = "test",
 
     The data is dequantised with a fixed seed (`config.seed`, also set as
     TensorFlow's global seed), so repeated calls, in any process, agree. For
-    tabular files the standardisation's log-det is added back, so the NLL is in
-    the file's units, and a Gaussian fitted to the training rows is scored
-    beside it; 2-D toy data gets the Gaussian too.
+    tabular files the NLL is in the file's units (the models standardise
+    inside), and a Gaussian fitted to the training rows is scored beside it;
+    2-D toy data gets the Gaussian too.
 
     Args:
       model: A tfflow `FlowModel`.
@@ -386,8 +398,6 @@ def _evaluate(model: Any, data: RunData, *, split: str, round_trip: bool,
             worst = max(worst, float(round_trip_error(x, labels)))
     nll = -total / count
     gaussian = None
-    if info.kind == "tabular":
-        nll -= info.standardization_log_det
     if info.kind in ("tabular", "toy2d"):
         gaussian = tfdata.fit_gaussian_nll(data.array("train"), data.array(split))
     return EvalResult(
