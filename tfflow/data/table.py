@@ -9,9 +9,10 @@ in the file's own units: the vector models hold the standardisation inside
 Memory: the table is held once, as one array (float32 when every value is a
 float32 exactly, as in a float32 `.npy` file; float64 otherwise). A split is an
 array of row indices into it, and batches are gathered from it per batch, so
-making the train, validation and test datasets copies no rows. A `.npy` file is
-read in chunks, so its peak is the table plus a chunk; a CSV file is parsed to
-float64 first (NumPy's parser), so it peaks at the float64 table.
+making the train, validation and test datasets copies no rows. A C-order `.npy`
+file is read in chunks, so its peak is the table plus a chunk (a Fortran-order
+one is read whole first); a CSV file is parsed to float64 first (NumPy's
+parser), so it peaks at the float64 table plus the float32 one when it narrows.
 """
 
 from __future__ import annotations
