@@ -11,7 +11,10 @@ and dtype declared, batch size variable):
 * `encode`: `x` -> `z`; `decode`: `z` -> `x`.
 
 Class-conditional models take a `label` (int32 [N], or [n] for `sample`) in
-each signature. Bad inputs are rejected by the SavedModel itself (core TF
+each signature; conditional models (`context_shape`) a `context` [N,
+*context_shape] of the model's dtype, one row per example, in the data's own
+units (the model standardises it): `sample` then draws `n` samples per context
+row, `samples` [rows, n, *event]. Bad inputs are rejected by the SavedModel itself (core TF
 `Assert` ops, no Python) with an `InvalidArgumentError` that names the
 signature and what it expected: the wrong shape, rank or dtype, an empty batch,
 NaN or Inf values, data outside [0, 1] (models with `num_levels`; 1e-3 slack),
@@ -61,6 +64,7 @@ def _signature_functions(module: _ServingModule) -> dict:
     z_spec = tf.TensorSpec([None, *model.latent_shape], dtype, name="z")
     label_spec = tf.TensorSpec([None], tf.int32, name="label")
     conditional = bool(model.num_classes)
+    contextual = model.context_shape is not None
 
     def checked(tensor, shape):
         # A loaded signature does not enforce its declared shape; without this a
@@ -74,35 +78,51 @@ def _signature_functions(module: _ServingModule) -> dict:
         return _checks.labels(f"SavedModel signature {name}", checked(label, [None]),
                               model.num_classes, batch)
 
-    def check_x(name, x, label):
+    def check_context(name, context, batch):
+        """[N, C] (flattened), finite, one row per example (`batch`; None: any number)."""
+        if context is None:
+            return None
+        owner = f"SavedModel signature {name}"
+        context = _checks.values(owner, "context", checked(context, [None, *model.context_shape]))
+        context = tf.reshape(context, [-1, model.context_units])
+        return context if batch is None else _checks.rows(owner, "context", context, batch)
+
+    def check_x(name, x, label, context=None):
         x = _checks.values(f"SavedModel signature {name}",
                            "x", checked(x, [None, *model.event_shape]),
                            _checks.data_range(model.num_levels))
-        return x, check_label(name, label, tf.shape(x)[0])
+        batch = tf.shape(x)[0]
+        return x, check_label(name, label, batch), check_context(name, context, batch)
 
-    def log_prob(x, label=None):
-        x, label = check_x("log_prob", x, label)
-        lp = model._log_prob(x, label, training=False)  # pylint: disable=protected-access
+    def log_prob(x, label=None, context=None):
+        x, label, context = check_x("log_prob", x, label, context)
+        lp = model._log_prob(x, label, training=False,  # pylint: disable=protected-access
+                             context=context)
         bpd = model.nll_to_bits_per_dim(-lp / model.num_dims)
         return {"log_prob": lp, "bits_per_dim": bpd}
 
-    def encode(x, label=None):
-        x, label = check_x("encode", x, label)
-        return {"z": model.bijector_for(label).inverse(x)}
+    def encode(x, label=None, context=None):
+        x, label, context = check_x("encode", x, label, context)
+        return {"z": model.bijector_for(label, context=context).inverse(x)}
 
-    def decode(z, label=None):
+    def decode(z, label=None, context=None):
         z = _checks.values("SavedModel signature decode", "z",
                            checked(z, [None, *model.latent_shape]))
-        label = check_label("decode", label, tf.shape(z)[0])
-        return {"x": model.bijector_for(label).forward(z)}
+        batch = tf.shape(z)[0]
+        label, context = check_label("decode", label, batch), check_context("decode", context,
+                                                                            batch)
+        return {"x": model.bijector_for(label, context=context).forward(z)}
 
-    def sample(n, seed, temperature, label=None):
+    def sample(n, seed, temperature, label=None, context=None):
         owner = "SavedModel signature sample"
         n = _checks.count(owner, "n", n)
         temperature = _checks.temperature(owner, temperature)
         label = check_label("sample", label, n)
-        z = model.sample_latent(n, temperature, seed)
-        return {"samples": model.bijector_for(label).forward(z)}
+        context = check_context("sample", context, None)
+        def decode_latent(z, labels, rows_context):
+            return model.bijector_for(labels, context=rows_context).forward(z)
+        return {"samples": model.draw(n, temperature, seed, decode_latent, labels=label,
+                                      context=context)}
 
     n_spec = tf.TensorSpec([], tf.int32, name="n")
     seed_spec = tf.TensorSpec([2], tf.int32, name="seed")
@@ -112,6 +132,14 @@ def _signature_functions(module: _ServingModule) -> dict:
                  "encode": (encode, [x_spec, label_spec]),
                  "decode": (decode, [z_spec, label_spec]),
                  "sample": (sample, [n_spec, seed_spec, t_spec, label_spec])}
+    elif contextual:
+        c_spec = tf.TensorSpec([None, *model.context_shape], dtype, name="context")
+        specs = {"log_prob": (lambda x, context: log_prob(x, context=context), [x_spec, c_spec]),
+                 "encode": (lambda x, context: encode(x, context=context), [x_spec, c_spec]),
+                 "decode": (lambda z, context: decode(z, context=context), [z_spec, c_spec]),
+                 "sample": (lambda n, seed, temperature, context: sample(
+                     n, seed, temperature, context=context),
+                     [n_spec, seed_spec, t_spec, c_spec])}
     else:
         specs = {"log_prob": (log_prob, [x_spec]), "encode": (encode, [x_spec]),
                  "decode": (decode, [z_spec]), "sample": (sample, [n_spec, seed_spec, t_spec])}

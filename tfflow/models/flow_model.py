@@ -317,12 +317,22 @@ class FlowModel(keras.Model):
         temperature = _checks.temperature("FlowModel.sample", temperature)
         seed = _checks.seed("FlowModel.sample", _as_seed(seed))
         context = self._context(context, None, "sample")
+        labels = None if context is not None else self._labels(labels, n, "sample")
+        return self.draw(n, temperature, seed, self._decode_fn, labels=labels, context=context)
+
+    def draw(self, n, temperature, seed, decode, *, labels=None, context=None) -> tf.Tensor:
+        """Samples through `decode(z, labels, context)`: [n, *event], or [rows, n, *event].
+
+        The one rule for a batch of contexts [rows, C] (checked, flattened):
+        `n` latent draws per row, decoded with the row repeated, reshaped to
+        [rows, n, *event]. `sample` and the SavedModel's `sample` signature
+        both use it; the arguments are checked by them.
+        """
         if context is None:
-            z = self.sample_latent(n, temperature, seed)
-            return self._decode_fn(z, self._labels(labels, n, "sample"), None)
+            return decode(self.sample_latent(n, temperature, seed), labels, None)
         rows = tf.shape(context)[0]
         z = self.sample_latent(rows * n, temperature, seed)
-        x = self._decode_fn(z, None, tf.repeat(context, n, axis=0))
+        x = decode(z, None, tf.repeat(context, n, axis=0))
         return tf.reshape(x, tf.concat([[rows, n], tf.constant(self.event_shape, tf.int32)], 0))
 
     def sample_latent(self, n, temperature=1.0, seed=None) -> tf.Tensor:
