@@ -56,7 +56,11 @@ import common  # noqa: E402  pylint: disable=wrong-import-position
 
 GB = 1e9
 PEERS = {"glow": "tfb.Glow", "realnvp": "tfb.RealNVP"}
-SECTIONS = ("images32", "digits", "deep", "depth", "memory", "mixed", "vectors")
+SECTIONS = ("images32", "digits", "deep", "depth", "paper_depth", "memory", "mixed", "vectors")
+# Issue 13's absolute first-step targets (s) and the growth allowed from the first to the
+# last depth of the sweep: the default digits Glow, and the paper's depth (L=3, K=32).
+FIRST_STEP_TARGETS_S = {"digits": 2.0, "paper_depth": 4.0}
+DEPTH_GROWTH_TARGET = 1.3
 # Names tfflow's memory-saving (recompute-in-backward) switch might have; the first one
 # found as a keyword of tfflow.models.Glow or FlowModel.compile is used.
 MEMORY_SAVING_NAMES = ("memory_saving", "recompute", "recompute_activations",
@@ -302,9 +306,11 @@ def worker(spec: dict) -> dict:
     tensors = common.TensorMemory("GPU:0" if spec["device"] == "gpu" else "CPU:0")
     out["tensor_before_train"] = tensors.current()
     tensors.reset()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     losses.append(train())
     out["first_step_s"] = time.perf_counter() - start
+    # CPU seconds (all threads): the work, robust to other jobs on a shared machine.
+    out["first_step_cpu_s"] = time.process_time() - cpu_start
     out["peak_first_step_rss"] = common.peak_rss_bytes()
     out["rss_after_first_step"] = common.rss_bytes()
     out["tensor_peak_first_step"] = tensors.peak()
@@ -470,7 +476,9 @@ def summary_line(result) -> str:
         return "n/a: " + result["na"]
     if "error" in result:
         return "ERROR: " + result["error"]
-    parts = [f"first step {result['first_step_s']:.1f} s",
+    cpu = result.get("first_step_cpu_s")
+    parts = [f"first step {result['first_step_s']:.1f} s"
+             + (f" ({cpu:.1f} s CPU)" if cpu is not None else ""),
              f"train {common.median(result['train_ms']):.1f} ms"]
     if "log_prob_ms" in result:
         parts += [f"log_prob {common.median(result['log_prob_ms']):.1f} ms",
@@ -496,20 +504,27 @@ def plan(args) -> dict:
     digits = glow_config((8, 8, 1), 2, 8, 64)
     deep = glow_config((32, 32, 3), 3, 4 if quick else 16, 32)
 
+    libraries = ("tfflow",) if args.tfflow_only else ("tfflow", "tfp")
+
     def pair(config, phases="all", mode_list=None):
         return [job(lib, "glow", xla=xla, phases=phases, **config)
                 for xla in (modes if mode_list is None else mode_list)
-                for lib in ("tfflow", "tfp")]
+                for lib in libraries]
 
     sections["images32"] = {"config": images32, "specs": pair(images32)}
     sections["digits"] = {"config": digits, "specs": pair(digits)}
     sections["deep"] = {"config": deep, "specs": pair(deep, "train")}
-    depths = (4, 8) if quick else (4, 8, 16)
+    depths = tuple(args.depths) if args.depths else ((4, 8) if quick else (4, 8, 16))
     depth_modes = modes if args.depth_xla else [False]
     sections["depth"] = {
         "depths": depths, "modes": depth_modes,
         "specs": [s for k in depths
                   for s in pair(glow_config((32, 32, 3), 2, k, 32), "train", depth_modes)]}
+    # The paper's depth (Glow: L=3, K=32) on 32x32x3: tfflow only (tfb.Glow takes minutes
+    # to trace it), first step and training.
+    paper = glow_config((32, 32, 3), 3, 32, 32)
+    sections["paper_depth"] = {"config": paper, "specs": [
+        job("tfflow", "glow", xla=xla, phases="train", **paper) for xla in modes]}
     memory_depths = (4, 8) if quick else (4, 32)
     memory_specs = []
     for k in memory_depths:
@@ -740,6 +755,16 @@ def report_depth(section, runner, modes, targets_out):
                     + " -> ".join(f"{s:.2f}" for s in slopes)
                     + f", exponent {exponent:.2f} (target: slower than linear, marginal cost "
                       "falling): " + ("pass" if sublinear else "MISS"), sublinear))
+                growth = times[-1] / times[0]
+                cpus = [_median(runner.get(job(lib, "glow", xla=xla, phases="train",
+                                               **glow_config((32, 32, 3), 2, k, 32))),
+                                "first_step_cpu_s") for k in (depths[0], depths[-1])]
+                flat = growth <= DEPTH_GROWTH_TARGET
+                targets_out.append((
+                    f"[depth, issue 13] first step K={depths[0]} -> K={depths[-1]} "
+                    f"({'XLA' if xla else 'graph'}): {growth:.2f}x wall, "
+                    f"{cpus[1] / cpus[0]:.2f}x CPU (target <= {DEPTH_GROWTH_TARGET}x): "
+                    + ("pass" if flat else "MISS"), flat))
     common.print_table(header, rows)
     print("(growth exponent: log(t_last / t_first) / log(K_last / K_first); 1 = linear. "
           "Marginal seconds per added step, between consecutive K.)")
@@ -881,6 +906,22 @@ def report(args, sections, runner, device):
         report_glow_pair("deep", sections["deep"], runner, modes, targets)
     if "depth" in sections:
         report_depth(sections["depth"], runner, sections["depth"]["modes"], targets)
+    for name in ("digits", "paper_depth"):
+        if name not in sections:
+            continue
+        config = sections[name]["config"]
+        for xla in modes:
+            phases = "all" if name == "digits" else "train"
+            result = runner.get(job("tfflow", "glow", xla=xla, phases=phases, **config))
+            first = _median(result, "first_step_s")
+            cpu = _median(result, "first_step_cpu_s")
+            want = FIRST_STEP_TARGETS_S[name]
+            ok = None if math.isnan(first) else first <= want
+            targets.append((
+                f"[{name}, issue 13] tfflow first step ({'XLA' if xla else 'graph'}), "
+                f"{describe({'model': 'glow', **config})}: {_fmt(first, ' s')} wall, "
+                f"{_fmt(cpu, ' s')} CPU (target <= {want} s): "
+                + {True: "pass", False: "MISS", None: "n/a"}[ok], ok))
     if "memory" in sections:
         report_memory(sections["memory"], runner, targets)
     if "mixed" in sections:
@@ -910,6 +951,13 @@ def parse_args(argv=None):
     parser.add_argument("--depth_xla", action="store_true",
                         help="also sweep the XLA trace time over depth (slow: XLA compiles "
                              "grow with K)")
+    parser.add_argument("--depths", type=lambda v: [int(k) for k in v.split(",")],
+                        default=None,
+                        help="K values of the depth sweep, e.g. 4,8,32 (default 4,8,16; "
+                             "--quick 4,8)")
+    parser.add_argument("--tfflow_only", action="store_true",
+                        help="skip the tfb.Glow peers (e.g. a depth sweep to K=32, which "
+                             "tfb.Glow takes many minutes to trace on 2 shared cores)")
     parser.add_argument("--sections", default=",".join(SECTIONS),
                         help=f"comma-separated subset of: {', '.join(SECTIONS)}")
     parser.add_argument("--xla", choices=("both", "off", "on"), default="both",
