@@ -7,7 +7,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from tfflow.bijectors import Invertible1x1Conv, LUInvertible1x1Conv
 from tfflow.layers.base import FlowContext
+from tfflow.layers.glow_steps import GlowStepsLayer
 from tfflow.layers.mixing import Invertible1x1ConvLayer, LUInvertible1x1ConvLayer
 
 __all__ = ["conv1x1_condition_numbers", "find_non_finite_layer"]
@@ -86,17 +88,34 @@ def conv1x1_condition_numbers(model: Any) -> dict[str, float]:
     Glow trained by `log_prob`) amplifies round-off by up to that factor.
     """
     numbers: dict[str, float] = {}
-    for _, layer in model.flow.walk():
-        if not isinstance(layer, (LUInvertible1x1ConvLayer, Invertible1x1ConvLayer)):
-            continue
-        bijector = layer.bijector()
-        channels = int(layer.weights[-1].shape[-1])
-        basis = np.eye(channels, dtype=layer.compute_dtype)
-        if layer.event_ndims == 3:
+
+    def measure(name: str, bijector: Any, channels: int, event_ndims: int, dtype: Any) -> None:
+        basis = np.eye(channels, dtype=dtype)
+        if event_ndims == 3:
             basis = basis.reshape(channels, 1, 1, channels)
         matrix = np.asarray(bijector.forward(basis), np.float64).reshape(channels, channels)
-        name = layer.name
         while name in numbers:
             name += "'"
         numbers[name] = float(np.linalg.cond(matrix))
+
+    for _, layer in model.flow.walk():
+        if isinstance(layer, (LUInvertible1x1ConvLayer, Invertible1x1ConvLayer)):
+            measure(layer.name, layer.bijector(), int(layer.weights[-1].shape[-1]),
+                    layer.event_ndims, layer.compute_dtype)
+        elif isinstance(layer, GlowStepsLayer):
+            for step, bijector in enumerate(_stacked_1x1_convs(layer)):
+                channels = int(layer.step_weights["actnorm_loc"].shape[-1])  # [K, C]
+                measure(f"{layer.name}/step_{step}", bijector, channels, 3, layer.compute_dtype)
     return numbers
+
+
+def _stacked_1x1_convs(layer: GlowStepsLayer) -> list[Any]:
+    """The 1x1 convolution of every step of a `GlowStepsLayer` (none for other mixings)."""
+    weights = {name: weight.numpy() for name, weight in layer.step_weights.items()}
+    if layer.permutation == "lu":
+        return [LUInvertible1x1Conv(*(weights[name][step] for name in
+                                      ("permutation", "lower", "upper", "sign_s", "log_abs_s")))
+                for step in range(layer.num_steps)]
+    if layer.permutation == "conv":
+        return [Invertible1x1Conv(weights["kernel"][step]) for step in range(layer.num_steps)]
+    return []
