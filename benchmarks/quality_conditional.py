@@ -348,7 +348,8 @@ def parse_args(argv=None):
     parser.add_argument("--calibration_samples", type=int, default=256,
                         help="draws S from the model per calibration row")
     parser.add_argument("--data_seed", type=int, default=1234,
-                        help="seed of the simulated pairs and evaluation points (fixed per problem)")
+                        help="seed of the simulated pairs and evaluation points (plus the problem's "
+                             "index in PROBLEMS)")
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--warmup_steps", type=int, default=200)
@@ -390,8 +391,11 @@ def main(argv=None):
           f"{args.calibration_rows:,d} held-out pairs x {args.calibration_samples} model draws")
 
     rows = []
-    for index, name in enumerate(problems):
+    for name in problems:
         problem = make_problem(name)
+        # Seeded by the problem's place in PROBLEMS, not in --problems: a problem
+        # run alone draws the same pairs and evaluation points as in a full run.
+        index = PROBLEMS.index(name)
         arrays = problem_arrays(name, problem, args, args.data_seed + index)
         truth_rng = np.random.default_rng(args.data_seed + 100 + index)
         cal_c = arrays["cal_c"]
@@ -430,7 +434,7 @@ def main(argv=None):
             runs = results[model_name]
             med = lambda key, runs=runs: common.median([r[key] for r in runs])  # noqa: E731
             rows.append([name, LABELS[model_name], f"{runs[0]['params']:,d}",
-                         f"{med('kl'):.3f} ± {med('kl_se'):.3f}", med("kl_max"),
+                         f"{med('kl'):.4f} ± {med('kl_se'):.4f}", f"{med('kl_max'):.4f}",
                          f"{med('cov50'):.1f}", f"{med('cov90'):.1f}",
                          int(med("steps")), f"{med('epochs'):.0f} ({med('best_epoch'):.0f})",
                          f"{med('train_s'):.0f}", f"{med('cpu_s'):.0f}"])
