@@ -20,10 +20,9 @@ from tfflow.bijectors.glow_steps import (GLOW_COUPLINGS, GLOW_PERMUTATIONS, Gath
                                          GlowSteps, ParameterSpec, glow_network,
                                          glow_steps_parameters)
 from tfflow.bijectors.coupling import (AdditiveCoupling, AffineCoupling, Coupling,
-                                       RationalQuadraticSplineCoupling, glow_log_scale,
-                                       tanh_log_scale)
+                                       RationalQuadraticSplineCoupling)
 from tfflow.bijectors.elementwise import (AffineTransform, ElementwiseTransform,
-                                          SplineTransform)
+                                          SplineTransform, glow_log_scale, tanh_log_scale)
 from tfflow.bijectors.invertible_1x1_conv import (Invertible1x1Conv, LUInvertible1x1Conv,
                                                   lu_parameters)
 from tfflow.bijectors.logit import LogitPreprocessing

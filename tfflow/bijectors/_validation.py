@@ -88,3 +88,16 @@ def event_positions(x: tf.Tensor, event_ndims: int, dtype) -> tf.Tensor:
     if static.is_fully_defined():
         return tf.constant(static.num_elements(), dtype)
     return tf.cast(tf.reduce_prod(tf.shape(x)[-event_ndims:-1]), dtype)
+
+
+def check_conditioner_output(owner: str, h: tf.Tensor, per_unit: int, units: int,
+                             unit: str) -> None:
+    """Raises if a conditioner's static output width is not `per_unit * units`.
+
+    `unit` names what gets `per_unit` values ("transformed channel", "entry").
+    """
+    want = per_unit * units
+    got = h.shape[-1] if h.shape.rank else None
+    if got is not None and got != want:
+        raise ValueError(f"{owner}: the conditioner must return {want} values ({per_unit} per "
+                         f"{unit}, {units} {unit}s), got output shape {h.shape.as_list()}.")

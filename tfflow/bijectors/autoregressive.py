@@ -62,30 +62,23 @@ class _Autoregressive(FlowBijector):
     def transform(self) -> ElementwiseTransform:
         return self._transform
 
-    def _check(self, x):
-        owner = type(self).__name__
-        _validation.check_rank(owner, x, 1)
+    def _validate_input(self, x, *, inverse):
+        x = super()._validate_input(x, inverse=inverse)
         if x.shape[-1] is None:
-            raise ValueError(f"{owner}: the event size (last axis) must be known when the "
-                             f"graph is built, got shape {x.shape.as_list()}.")
-        return _validation.with_finite_check(owner, x, self.validate_args)
+            raise ValueError(f"{type(self).__name__}: the event size (last axis) must be known "
+                             f"when the graph is built, got shape {x.shape.as_list()}.")
+        return x
 
     def _params(self, u):
         """The network's parameters for every entry, [..., D, params_per_dim]."""
         h = self._conditioner(u)
         dims, per_dim = u.shape[-1], self._transform.params_per_dim
-        got = h.shape[-1] if h.shape.rank else None
-        if got is not None and got != dims * per_dim:
-            raise ValueError(
-                f"{type(self).__name__}: the conditioner must return {dims * per_dim} values "
-                f"({per_dim} per entry for {dims} entries), got output shape "
-                f"{h.shape.as_list()}.")
+        _validation.check_conditioner_output(type(self).__name__, h, per_dim, dims, "entry")
         h = tf.cast(h, u.dtype)
         return tf.reshape(h, tf.concat([tf.shape(h)[:-1], [dims, per_dim]], 0))
 
     def _one_pass(self, u):
         """`v = tau(u; theta(u))` and `log|det dv/du|`, one network pass."""
-        u = self._check(u)
         v, log_deriv = self._transform.apply(u, self._params(u))
         return v, tf.reduce_sum(log_deriv, axis=-1)
 
@@ -99,7 +92,6 @@ class _Autoregressive(FlowBijector):
         TF's vectorised Jacobians cannot compile the gradient of a loop under
         XLA); above it a `tf.while_loop` keeps the graph one pass long.
         """
-        v = self._check(v)
         dims = v.shape[-1]
         u = tf.zeros_like(v)
         if dims - 1 <= UNROLL_LIMIT:

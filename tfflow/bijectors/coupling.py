@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-import numpy as np
 import tensorflow as tf
-from tensorflow_probability import bijectors as tfb
 
+from tfflow.bijectors import _validation
 from tfflow.bijectors._base import FlowBijector
+from tfflow.bijectors.elementwise import SplineTransform, glow_log_scale, tanh_log_scale
 from tfflow.bijectors.partitions import ChannelSplit, Partition
 
 __all__ = [
@@ -22,30 +22,9 @@ __all__ = [
     "AffineCoupling",
     "Coupling",
     "RationalQuadraticSplineCoupling",
-    "glow_log_scale",
-    "tanh_log_scale",
 ]
 
 Conditioner = Callable[[tf.Tensor], tf.Tensor]
-
-
-def glow_log_scale(h: tf.Tensor) -> tf.Tensor:
-    """Glow's scale: `log(sigmoid(h + 2))`, in (-inf, 0).
-
-    The data -> latent direction multiplies by a scale below 1, so nothing can
-    overflow there; `h = 0` gives scale 0.88, not the identity.
-    """
-    return tf.math.log_sigmoid(h + 2.)
-
-
-def tanh_log_scale(h: tf.Tensor) -> tf.Tensor:
-    """A soft-clamped log-scale: `2 * tanh(h / 2)`, in (-2, 2).
-
-    Bounded in both directions (a factor of at most e^2 = 7.4 per coupling), and
-    the identity at `h = 0`, so a zero-initialised conditioner starts the flow
-    as the identity. tfflow's default.
-    """
-    return 2. * tf.tanh(h / 2.)
 
 
 class Coupling(FlowBijector):
@@ -115,13 +94,9 @@ class Coupling(FlowBijector):
 
     def _conditioner_params(self, conditioning, channels):
         h = self._conditioner(conditioning)
-        want = self.params_per_channel * self._partition.transformed_channels(channels)
-        got = h.shape[-1] if h.shape.rank else None
-        if got is not None and got != want:
-            raise ValueError(
-                f"{type(self).__name__}: the conditioner must return {want} channels "
-                f"({self.params_per_channel} per transformed channel), got output shape "
-                f"{h.shape.as_list()}.")
+        _validation.check_conditioner_output(
+            type(self).__name__, h, self.params_per_channel,
+            self._partition.transformed_channels(channels), "transformed channel")
         return tf.cast(h, conditioning.dtype)
 
     def _normalize(self, x_t, h):
@@ -301,7 +276,7 @@ class RationalQuadraticSplineCoupling(Coupling):
     With `(x_a, x_b) = partition.split(x)` and spline parameters from
     `conditioner(x_a)`:
 
-    Inverse:  `z_a = x_a`,  `z_b = g(x_b)`, `g = tfb.RationalQuadraticSpline`
+    Inverse:  `z_a = x_a`,  `z_b = g(x_b)`, `g` a `SplineTransform`
               with `num_bins` bins on [-bound, bound] (identity outside)
     Forward:  `x_b = g^{-1}(z_b)`
     Log-det:  `inverse_log_det_jacobian = sum log g'(x_b)`.
@@ -335,11 +310,9 @@ class RationalQuadraticSplineCoupling(Coupling):
           name: name scope.
         """
         parameters = dict(locals())
-        if int(num_bins) < 2 or not float(bound) > 0.:
-            raise ValueError(f"RationalQuadraticSplineCoupling: expected num_bins >= 2 and "
-                             f"bound > 0, got num_bins={num_bins}, bound={bound}.")
-        self._num_bins = int(num_bins)
-        self._bound = float(bound)
+        self._transform = SplineTransform(num_bins, bound,
+                                          owner="RationalQuadraticSplineCoupling")
+        self._num_bins, self._bound = self._transform.num_bins, self._transform.bound
         self.params_per_channel = self.params_per_channel_for(num_bins=self._num_bins)
         super().__init__(conditioner, partition, event_ndims=event_ndims,
                          is_constant_jacobian=False, validate_args=validate_args,
@@ -349,27 +322,14 @@ class RationalQuadraticSplineCoupling(Coupling):
     def params_per_channel_for(cls, *, num_bins: int = 8, **options) -> int:
         """`3 * num_bins - 1`: `num_bins` widths and heights, `num_bins - 1` inner slopes."""
         del options
-        return 3 * int(num_bins) - 1
+        return SplineTransform.params_for(num_bins)
 
-    def _spline(self, h, channels):
-        k, bound = self._num_bins, self._bound
-        shape = tf.concat([tf.shape(h)[:-1], [channels, self.params_per_channel]], 0)
-        h = tf.reshape(h, shape)
-        min_size, min_slope = 1e-3, 1e-3
-        dtype = h.dtype
-        span = tf.constant(2. * bound - k * min_size, dtype)
-        widths = tf.math.softmax(h[..., :k], axis=-1) * span + min_size
-        heights = tf.math.softmax(h[..., k:2 * k], axis=-1) * span + min_size
-        # softplus(0 + c) = 1 - min_slope: a zero network output gives slope 1.
-        offset = tf.constant(np.log(np.expm1(1. - min_slope)), dtype)
-        slopes = tf.math.softplus(h[..., 2 * k:] + offset) + min_slope
-        return tfb.RationalQuadraticSpline(widths, heights, slopes,
-                                           range_min=tf.constant(-bound, dtype))
+    def _per_channel(self, h, channels):
+        """[..., C_b * (3K-1)] -> [..., C_b, 3K-1]: the parameters of each transformed channel."""
+        return tf.reshape(h, tf.concat([tf.shape(h)[:-1], [channels, self.params_per_channel]], 0))
 
     def _normalize(self, x_t, h):
-        spline = self._spline(h, x_t.shape[-1])
-        return spline.forward(x_t), spline.forward_log_det_jacobian(x_t, event_ndims=0)
+        return self._transform.apply(x_t, self._per_channel(h, x_t.shape[-1]))
 
     def _generate(self, z_t, h):
-        spline = self._spline(h, z_t.shape[-1])
-        return spline.inverse(z_t), spline.inverse_log_det_jacobian(z_t, event_ndims=0)
+        return self._transform.invert(z_t, self._per_channel(h, z_t.shape[-1]))

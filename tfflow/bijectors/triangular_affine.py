@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfflow.bijectors import _validation
-from tfflow.bijectors._base import FlowBijector, as_parameter, common_dtype, read
+from tfflow.bijectors._base import FlowBijector, read
 
 __all__ = ["TriangularAffine", "triangular_affine_parameters"]
 
@@ -41,20 +41,18 @@ class TriangularAffine(FlowBijector):
         """
         parameters = dict(locals())
         owner = "TriangularAffine"
-        dtype = common_dtype({"loc": loc, "log_diag": log_diag, "lower": lower}, owner=owner)
         with tf.name_scope(name) as name:
-            self._loc = as_parameter(loc, dtype, "loc", owner=owner)
-            self._log_diag = as_parameter(log_diag, dtype, "log_diag", owner=owner)
-            self._lower = as_parameter(lower, dtype, "lower", owner=owner)
-            self._dims = _validation.check_same_channels(
+            dtype, (self._loc, self._log_diag, self._lower) = self._convert_parameters(
+                loc=loc, log_diag=log_diag, lower=lower)
+            dims = _validation.check_same_channels(
                 owner, {"loc": self._loc, "log_diag": self._log_diag, "lower": self._lower})
             shape = _validation.static_shape(self._lower)
             if shape.rank is not None and (shape.rank != 2 or shape[0] != shape[1]):
                 raise ValueError(f"{owner}: expected `lower` of shape [D, D], got "
                                  f"{shape.as_list()}.")
-            super().__init__(forward_min_event_ndims=1, is_constant_jacobian=True,
-                             validate_args=validate_args, dtype=dtype, parameters=parameters,
-                             name=name)
+            super().__init__(channels=dims, forward_min_event_ndims=1,
+                             is_constant_jacobian=True, validate_args=validate_args,
+                             dtype=dtype, parameters=parameters, name=name)
 
     def scale_tril(self) -> tf.Tensor:
         """The current `L`, [D, D]."""
@@ -62,21 +60,14 @@ class TriangularAffine(FlowBijector):
         lower = tf.linalg.set_diag(lower, tf.zeros_like(read(self._log_diag)))
         return lower + tf.linalg.diag(tf.exp(read(self._log_diag)))
 
-    def _check(self, x):
-        _validation.check_rank("TriangularAffine", x, 1)
-        _validation.check_channels("TriangularAffine", x, self._dims)
-        return _validation.with_finite_check("TriangularAffine", x, self.validate_args)
-
     def _log_det(self):
         return tf.reduce_sum(read(self._log_diag))
 
     def _forward_and_log_det(self, z):
-        z = self._check(z)
         x = read(self._loc) + tf.linalg.matvec(self.scale_tril(), z)
         return x, self._log_det()
 
     def _inverse_and_log_det(self, x):
-        x = self._check(x)
         dims = x.shape[-1]
         centred = tf.reshape(x - read(self._loc), [-1, dims])
         # One solve for the whole batch: L Z^T = (X - loc)^T.
@@ -84,12 +75,10 @@ class TriangularAffine(FlowBijector):
                                                     lower=True))
         return tf.reshape(z, tf.shape(x)), -self._log_det()
 
-    def _forward_log_det_jacobian(self, z):
-        self._check(z)
+    def _forward_log_det(self, z):
         return self._log_det()
 
-    def _inverse_log_det_jacobian(self, x):
-        self._check(x)
+    def _inverse_log_det(self, x):
         return -self._log_det()
 
 

@@ -22,6 +22,7 @@ from tfflow.bijectors.program import inline_programs
 from tfflow.data.core import bits_per_dim
 from tfflow.layers.autoregressive import StandardizeLayer
 from tfflow.layers.base import FlowContext, FlowLayer, deserialize, serialize
+from tfflow.layers.structure import ChainLayer
 from tfflow.models import _checks
 
 tfd = tfp.distributions
@@ -394,6 +395,16 @@ class FlowModel(keras.Model):
     def _data_initialized_layers(self) -> list:
         return [layer for _, layer in self.flow.walk() if layer.needs_data_init]
 
+    def _initialization_prefix(self) -> list:
+        """The top-level parts the initialisation pass runs: up to the last data-initialised one.
+
+        A vector model's Gaussian start is its first two layers: the pass stops
+        there instead of running every later layer on (up to) 100,000 rows.
+        """
+        parts = self.flow.flow_layers if isinstance(self.flow, ChainLayer) else [self.flow]
+        needs = [any(layer.needs_data_init for _, layer in part.walk()) for part in parts]
+        return parts[:max((i + 1 for i, need in enumerate(needs) if need), default=0)]
+
     @property
     def is_initialized(self) -> bool:
         layers = self._data_initialized_layers() + (
@@ -424,8 +435,10 @@ class FlowModel(keras.Model):
             self.context_standardizer.assign_initial(*records[self.context_standardizer])
             context = self.context_standardizer.bijector().inverse(context)
         records = {}
-        self.flow.bijector(FlowContext(labels=self._labels(labels, x.shape[0], "initialize"),
-                                       context=context, init_records=records)).inverse(x)
+        init = FlowContext(labels=self._labels(labels, x.shape[0], "initialize"),
+                           context=context, init_records=records)
+        for layer in self._initialization_prefix():
+            x = layer.bijector(init).inverse(x)
         for layer, values in records.items():
             layer.assign_initial(*values)
         return True
