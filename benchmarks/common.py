@@ -516,3 +516,32 @@ def torch_peer(python: str, model: str, arrays: dict, seconds: float, *, seed: i
             "epochs": result["epochs"], "best_epoch": result["best_epoch"],
             "train_s": result.get("train_seconds", math.nan), "cpu_s": math.nan,
             "diverged": False}
+
+
+def fit_tfp_flow(dist, trainable: Sequence, dims: int, train_dataset, val_batches: Sequence,
+                 test_batches: Sequence, clock: Clock, seconds: float, *,
+                 learning_rate: float = 1e-3, warmup_steps: int = 200) -> dict[str, Any]:
+    """Trains a TFP distribution's `trainable` variables by NLL under `train_custom`'s protocol.
+
+    tf_keras Adam with tfflow's warm-up; the best validation weights are kept;
+    returns the stats with `test_nll` (nats per example on `test_batches`).
+    """
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    optimizer = tf_keras_warmup_adam(learning_rate, warmup_steps)
+
+    @tf.function
+    def log_prob(x):
+        return dist.log_prob(x)
+
+    @tf.function
+    def train_step(x):
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_mean(dist.log_prob(x)) / dims
+        optimizer.apply_gradients(zip(tape.gradient(loss, trainable), trainable))
+        return loss
+
+    stats = train_custom(train_step, lambda: mean_nll(log_prob, val_batches) / dims, trainable,
+                         train_dataset, clock, seconds)
+    stats["test_nll"] = mean_nll(log_prob, test_batches)
+    return stats

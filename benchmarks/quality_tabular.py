@@ -114,26 +114,13 @@ def main(argv=None):
         dist = tfd.TransformedDistribution(tfd.Sample(tfd.Normal(0., 1.), [dims]),
                                            tfb.Chain(layers[::-1]))
         trainable = [v for net in nets for v in net.trainable_variables]
-        optimizer = common.tf_keras_warmup_adam()
-
-        @tf.function
-        def log_prob(x):
-            return dist.log_prob(x)
-
-        @tf.function
-        def train_step(x):
-            with tf.GradientTape() as tape:
-                loss = -tf.reduce_mean(dist.log_prob(x)) / dims
-            optimizer.apply_gradients(zip(tape.gradient(loss, trainable), trainable))
-            return loss
-
         train = tf.data.Dataset.from_tensor_slices(standardise(arrays["train"])).shuffle(
             len(arrays["train"]), seed=seed).batch(batch_size)
-        val = [tf.constant(standardise(arrays["validation"]))]
-        test = [tf.constant(standardise(arrays["test"]))]
-        stats = common.train_custom(train_step, lambda: common.mean_nll(log_prob, val) / dims,
-                                    trainable, train, clock, args.seconds)
-        stats["test_nll"] = common.mean_nll(log_prob, test) + log_det
+        stats = common.fit_tfp_flow(dist, trainable, dims, train,
+                                    [tf.constant(standardise(arrays["validation"]))],
+                                    [tf.constant(standardise(arrays["test"]))], clock,
+                                    args.seconds)
+        stats["test_nll"] += log_det  # back to the file's units
         return stats
 
     def run(name, seed, arrays):

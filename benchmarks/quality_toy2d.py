@@ -215,27 +215,9 @@ def main(argv=None):
                 batch_size=args.batch_size, learning_rate=args.learning_rate,
                 warmup_steps=args.warmup_steps, seed=seed)
         dist, trainable = build_tfp(name, seed)
-        optimizer = common.tf_keras_warmup_adam(args.learning_rate, args.warmup_steps)
-
-        @tf.function
-        def log_prob(x):
-            return dist.log_prob(x)
-
-        @tf.function
-        def train_step(x):
-            with tf.GradientTape() as tape:
-                loss = -tf.reduce_mean(dist.log_prob(x)) / 2.
-            gradients = tape.gradient(loss, trainable)
-            optimizer.apply_gradients(zip(gradients, trainable))
-            return loss
-
-        def val_loss():
-            return common.mean_nll(log_prob, val_batches) / 2.
-
-        stats = common.train_custom(train_step, val_loss, trainable, train_dataset, clock,
-                                    args.seconds)
-        stats["test_nll"] = common.mean_nll(log_prob, test_batches)
-        return stats
+        return common.fit_tfp_flow(dist, trainable, 2, train_dataset, val_batches, test_batches,
+                                   clock, args.seconds, learning_rate=args.learning_rate,
+                                   warmup_steps=args.warmup_steps)
 
     summary_rows = []
     for dataset in datasets:
