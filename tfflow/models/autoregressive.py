@@ -6,8 +6,8 @@ from typing import Sequence
 
 from tfflow import layers as fl
 from tfflow.mixed_precision import flow_and_network_dtypes
-from tfflow.models._vector import (GAUSSIAN_START_EXAMPLES, context_units, gaussian_start,
-                                   vector_dims)
+from tfflow.models._vector import (GAUSSIAN_START_EXAMPLES, context_units, vector_dims,
+                                   with_gaussian_start)
 from tfflow.models.flow_model import FlowModel
 
 __all__ = ["IAF", "MAF", "NSF"]
@@ -36,13 +36,14 @@ def _autoregressive_model(owner: str, layer_class, event_shape, *, transforms: i
         raise ValueError(f"{owner}: mixing must be one of {MIXINGS}, got {mixing!r}.")
     dtype, network_dtype = flow_and_network_dtypes(dtype)
     units = context_units(context_shape)
-    parts = gaussian_start(dtype, units)
+    parts = []
     for index in range(int(transforms)):
         if index:
             parts += _mixing(mixing, index, dtype)
         parts.append(layer_class(hidden_units=tuple(hidden_units), transform=transform,
                                  num_bins=num_bins, bound=bound, network_dtype=network_dtype,
                                  context_units=units, dtype=dtype, name=f"{name}_{index}"))
+    parts = with_gaussian_start(parts, dtype, units)
     return FlowModel(fl.ChainLayer(parts, dtype=dtype, name=name), (dims,), name=name,
                      dtype=dtype, num_levels=num_levels, context_shape=context_shape,
                      initialization_examples=GAUSSIAN_START_EXAMPLES)
@@ -54,11 +55,12 @@ def MAF(event_shape, *, transforms: int = 5, hidden_units: Sequence[int] = (128,
         name: str = "maf") -> FlowModel:
     """Masked autoregressive flow (Papamakarios et al., 2017) as a `FlowModel` on [D] vectors.
 
-    Data -> latent: the data's standardisation and a full affine map (both set
-    from the data by `initialize`, so an untrained model is the Gaussian fit),
-    then `transforms` autoregressive layers, each a MADE (`hidden_units`) and
-    an affine (or spline) map per entry, with the entry order reversed between
-    them (`mixing="reverse"`; `"lu"` learns a linear mixing instead).
+    Data -> latent: the data's standardisation, `transforms` autoregressive
+    layers, each a MADE (`hidden_units`) and an affine (or spline) map per
+    entry, with the entry order reversed between them (`mixing="reverse"`;
+    `"lu"` learns a linear mixing instead), and a full affine map. The first
+    and last are set from the data by `initialize` and the layers between
+    start as the identity, so an untrained model is the Gaussian fit.
 
     Speed: `log_prob` and training take one MADE pass per layer; `sample`
     takes D passes per layer (use `IAF` where sampling must be fast).

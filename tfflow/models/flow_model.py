@@ -29,6 +29,9 @@ tfd = tfp.distributions
 
 __all__ = ["FlowModel", "LinearWarmup", "initialization_batch"]
 
+# Rows per chunk of the initialisation pass through parts that take no statistics.
+_INIT_CHUNK = 8192
+
 
 @keras.saving.register_keras_serializable(package="tfflow")
 class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
@@ -398,8 +401,9 @@ class FlowModel(keras.Model):
     def _initialization_prefix(self) -> list:
         """The top-level parts the initialisation pass runs: up to the last data-initialised one.
 
-        A vector model's Gaussian start is its first two layers: the pass stops
-        there instead of running every later layer on (up to) 100,000 rows.
+        Parts between data-initialised ones run in chunks of rows (a vector
+        model's flow between its standardisation and its Gaussian fit sees up
+        to 100,000 rows).
         """
         parts = self.flow.flow_layers if isinstance(self.flow, ChainLayer) else [self.flow]
         needs = [any(layer.needs_data_init for _, layer in part.walk()) for part in parts]
@@ -435,10 +439,16 @@ class FlowModel(keras.Model):
             self.context_standardizer.assign_initial(*records[self.context_standardizer])
             context = self.context_standardizer.bijector().inverse(context)
         records = {}
-        init = FlowContext(labels=self._labels(labels, x.shape[0], "initialize"),
-                           context=context, init_records=records)
-        for layer in self._initialization_prefix():
-            x = layer.bijector(init).inverse(x)
+        labels = self._labels(labels, x.shape[0], "initialize")
+        for part in self._initialization_prefix():
+            if any(layer.needs_data_init for _, layer in part.walk()):
+                x = part.bijector(FlowContext(labels=labels, context=context,
+                                              init_records=records)).inverse(x)
+            else:  # statistics-free: in chunks of rows, so memory stays flat in the batch
+                chunk = lambda t, i: None if t is None else t[i:i + _INIT_CHUNK]  # noqa: E731
+                x = tf.concat([part.bijector(FlowContext(
+                    labels=chunk(labels, i), context=chunk(context, i))).inverse(chunk(x, i))
+                    for i in range(0, int(x.shape[0]), _INIT_CHUNK)], 0)
         for layer, values in records.items():
             layer.assign_initial(*values)
         return True

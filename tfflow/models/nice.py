@@ -7,7 +7,7 @@ import numpy as np
 from tfflow import bijectors as fb
 from tfflow import layers as fl
 from tfflow.mixed_precision import flow_and_network_dtypes
-from tfflow.models._vector import GAUSSIAN_START_EXAMPLES, conditional_units, gaussian_start
+from tfflow.models._vector import GAUSSIAN_START_EXAMPLES, conditional_units, with_gaussian_start
 from tfflow.models.flow_model import FlowModel
 
 __all__ = ["NICE"]
@@ -45,8 +45,7 @@ def NICE(event_shape, *, num_couplings: int = 4, hidden_units=(256, 256, 256),
     # Vectors (tables) start from their Gaussian fit; images are flattened as in the paper.
     vector = len(event_shape) == 1
     units = conditional_units("NICE", context_shape, memory_saving)
-    parts = gaussian_start(dtype, units) if vector else \
-        [fl.FlattenLayer(event_shape, dtype=dtype)]
+    parts = [] if vector else [fl.FlattenLayer(event_shape, dtype=dtype)]
     for k in range(num_couplings):
         parts.append(fl.AdditiveCouplingLayer(
             fl.MLPConditioner(tuple(hidden_units), dims, context_units=units,
@@ -56,6 +55,8 @@ def NICE(event_shape, *, num_couplings: int = 4, hidden_units=(256, 256, 256),
     parts.append(fl.DiagonalScalingLayer(dtype=dtype))
     if memory_saving:
         parts = fl.group_reversible(parts, event_ndims=1, dtype=dtype, name="reversible")
+    if vector:
+        parts = with_gaussian_start(parts, dtype, units)
     start = {"initialization_examples": GAUSSIAN_START_EXAMPLES} if vector else {}
     return FlowModel(fl.ChainLayer(parts, dtype=dtype, name="nice"), event_shape,
                      num_levels=num_levels, name=name, dtype=dtype,

@@ -6,7 +6,7 @@ from tfflow import bijectors as fb
 from tfflow import layers as fl
 from tfflow.layers.base import renamed_argument
 from tfflow.mixed_precision import flow_and_network_dtypes
-from tfflow.models._vector import GAUSSIAN_START_EXAMPLES, conditional_units, gaussian_start
+from tfflow.models._vector import GAUSSIAN_START_EXAMPLES, conditional_units, with_gaussian_start
 from tfflow.models.flow_model import FlowModel
 
 __all__ = ["RealNVP"]
@@ -80,8 +80,8 @@ def _vector_flow(dims, num_couplings, hidden_units, batch_norm, kind, num_bins, 
             parts.append(fl.BatchNormLayer(event_ndims=1, dtype=dtype))
     if memory_saving:
         parts = fl.group_reversible(parts, event_ndims=1, dtype=dtype, name="reversible")
-    return fl.ChainLayer(gaussian_start(dtype, network["context_units"]) + parts, dtype=dtype,
-                         name="realnvp")
+    return fl.ChainLayer(with_gaussian_start(parts, dtype, network["context_units"]),
+                         dtype=dtype, name="realnvp")
 
 
 def RealNVP(event_shape, *, scales: int = 2, hidden_channels: int | None = None,
