@@ -301,7 +301,7 @@ def test_layer_describes_itself_truthfully(name):
     labels = None if case.labels is None else tf.constant(case.labels)
     context = FlowContext(training=True, labels=labels)
     z = layer.bijector(context).inverse(x)
-    if layer.flow_children:
+    if layer.flow_children():
         # The container's own composition of its children is its bijector.
         composed = layer.apply_children(x, lambda child, v: child.bijector(context).inverse(v))
         np.testing.assert_allclose(composed, z, rtol=1e-5, atol=1e-5)
@@ -319,7 +319,7 @@ def test_batch_norm_is_not_per_example_and_containers_name_their_children():
     inner = fl.ChainLayer([fl.SqueezeLayer(), fl.ActNormLayer(), fl.UnsqueezeLayer()],
                           name="inner")
     outer = fl.FactorOutLayer(2, inner, name="outer")
-    assert outer.flow_children == [inner]
+    assert outer.flow_children() == [inner]
     assert [path for path, _ in outer.walk()] == [
         "outer", "outer/inner", "outer/inner/" + inner.flow_layers[0].name,
         "outer/inner/" + inner.flow_layers[1].name, "outer/inner/" + inner.flow_layers[2].name]

@@ -89,11 +89,13 @@ class FlowLayer(keras.layers.Layer):
     #: bijector records those values when `FlowContext.init_records` is a dict.
     needs_data_init: bool = False
 
-    @property
     def flow_children(self) -> list[FlowLayer]:
         """The flow layers this layer is made of (a container's parts); `[]` for a leaf.
 
-        A container also implements `apply_children`.
+        A container also implements `apply_children`. A method, not a property:
+        Keras saves a layer's weights under the first attribute path (by name)
+        that reaches them, so a property listing the parts would move them in
+        `.keras` files and break loading the files saved before it.
         """
         return []
 
@@ -115,7 +117,7 @@ class FlowLayer(keras.layers.Layer):
         """
         path = self.name if path is None else path
         yield path, self
-        for child in self.flow_children:
+        for child in self.flow_children():
             yield from child.walk(f"{path}/{child.name}")
 
     def bijector(self, context: FlowContext | None = None) -> tfb.Bijector:

@@ -84,7 +84,7 @@ def group_reversible(layers: list, *, event_ndims: int = 3, dtype=None,
             run.clear()
 
     for layer in layers:
-        if layer.flow_children or not layer.keeps_event_shape or not layer.per_example:
+        if layer.flow_children() or not layer.keeps_event_shape or not layer.per_example:
             close_run()
             grouped.append(layer)
         else:

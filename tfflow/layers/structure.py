@@ -49,7 +49,6 @@ class ChainLayer(FlowLayer):
         """The parts, so that `model.summary(expand_nested=True)` lists them."""
         return list(self.flow_layers)
 
-    @property
     def flow_children(self) -> list:
         return list(self.flow_layers)
 
@@ -161,7 +160,6 @@ class FactorOutLayer(FlowLayer):
         """`[inner]`, so that `model.summary(expand_nested=True)` lists it."""
         return [self.inner]
 
-    @property
     def flow_children(self) -> list:
         return [self.inner]
 

@@ -43,7 +43,7 @@ def find_non_finite_layer(model: Any, x: Any, labels: Any = None) -> str | None:
     largest_growth: list[Any] = ["", 0.0]  # [path, max|out| / max|in|] of the worst layer
 
     def run(layer: Any, path: str, value: tf.Tensor) -> tf.Tensor:
-        if layer.flow_children:
+        if layer.flow_children():
             return layer.apply_children(
                 value, lambda child, v: run(child, f"{path}/{child.name}", v))
         bijector = layer.bijector(context)
@@ -62,7 +62,7 @@ def find_non_finite_layer(model: Any, x: Any, labels: Any = None) -> str | None:
 
     try:
         for path, layer in model.flow.walk():
-            if not layer.flow_children:
+            if not layer.flow_children():
                 check_weights(layer, path)
         x = tf.cast(tf.convert_to_tensor(x), model.dtype_name)
         if not np.all(np.isfinite(x.numpy())):
