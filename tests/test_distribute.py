@@ -38,7 +38,9 @@ weight_diff = max(float(np.max(np.abs(a.numpy() - b.numpy())))
 # ActNorm parameters as each replica holds them.
 replica_spread = 0.0
 for layer in mirrored._data_initialized_layers():
-    for weight in (layer.loc, layer.log_scale):
+    # ActNormLayer's loc/log_scale, or a GlowStepsLayer's stacked actnorm_loc/actnorm_log_scale.
+    for weight in [w for w in layer.weights if w.name.split("/")[-1] in
+                   ("loc", "log_scale", "actnorm_loc", "actnorm_log_scale")]:
         copies = [v.numpy() for v in weight.value.values]
         replica_spread = max(replica_spread, max(float(np.max(np.abs(c - copies[0])))
                                                  for c in copies))

@@ -83,7 +83,7 @@ def test_maf_fit_beats_the_gaussian_fit_on_a_non_gaussian_table():
     train, test = x[:1200], x[1200:]
     model = _small("maf")
     model.compile(learning_rate=3e-3, warmup_steps=10)
-    model.fit(train, batch_size=128, epochs=15, verbose=0)
+    model.fit(train, batch_size=128, epochs=30, verbose=0)
     gaussian = -_gaussian_log_prob(train, test).mean()
     flow = -model.log_prob(test).numpy().mean()
     assert flow < gaussian - 0.1, (flow, gaussian)

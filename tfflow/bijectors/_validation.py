@@ -90,14 +90,12 @@ def event_positions(x: tf.Tensor, event_ndims: int, dtype) -> tf.Tensor:
     return tf.cast(tf.reduce_prod(tf.shape(x)[-event_ndims:-1]), dtype)
 
 
-def check_conditioner_output(owner: str, h: tf.Tensor, per_unit: int, units: int,
-                             unit: str) -> None:
-    """Raises if a conditioner's static output width is not `per_unit * units`.
+def check_conditioner_output(owner: str, h: tf.Tensor, want: int, what: str) -> None:
+    """Raises if a conditioner's static output width is not `want`.
 
-    `unit` names what gets `per_unit` values ("transformed channel", "entry").
+    `what` completes "must return {want} ...", e.g. "channels (2 per transformed channel)".
     """
-    want = per_unit * units
     got = h.shape[-1] if h.shape.rank else None
     if got is not None and got != want:
-        raise ValueError(f"{owner}: the conditioner must return {want} values ({per_unit} per "
-                         f"{unit}, {units} {unit}s), got output shape {h.shape.as_list()}.")
+        raise ValueError(f"{owner}: the conditioner must return {want} {what}, got output shape "
+                         f"{h.shape.as_list()}.")

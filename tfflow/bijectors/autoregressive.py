@@ -73,7 +73,8 @@ class _Autoregressive(FlowBijector):
         """The network's parameters for every entry, [..., D, params_per_dim]."""
         h = self._conditioner(u)
         dims, per_dim = u.shape[-1], self._transform.params_per_dim
-        _validation.check_conditioner_output(type(self).__name__, h, per_dim, dims, "entry")
+        _validation.check_conditioner_output(type(self).__name__, h, dims * per_dim,
+                                             f"values ({per_dim} per entry for {dims} entries)")
         h = tf.cast(h, u.dtype)
         return tf.reshape(h, tf.concat([tf.shape(h)[:-1], [dims, per_dim]], 0))
 

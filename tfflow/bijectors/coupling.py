@@ -95,8 +95,9 @@ class Coupling(FlowBijector):
     def _conditioner_params(self, conditioning, channels):
         h = self._conditioner(conditioning)
         _validation.check_conditioner_output(
-            type(self).__name__, h, self.params_per_channel,
-            self._partition.transformed_channels(channels), "transformed channel")
+            type(self).__name__, h,
+            self.params_per_channel * self._partition.transformed_channels(channels),
+            f"channels ({self.params_per_channel} per transformed channel)")
         return tf.cast(h, conditioning.dtype)
 
     def _normalize(self, x_t, h):
