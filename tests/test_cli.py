@@ -7,6 +7,7 @@ by the tests that read their workdirs (`tfflow-sample`, `tfflow-evaluate`).
 import dataclasses
 import json
 import os
+import pathlib
 import pty
 import subprocess
 import sys
@@ -234,9 +235,21 @@ def test_the_cli_module_and_the_config_load_without_tensorflow():
             "tfflow.cli.define_train_flags(); print(sorted(m for m in ('tensorflow', 'keras') "
             "if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=TIMEOUT_S, check=False)
+                            timeout=TIMEOUT_S, check=False,
+                            env={**os.environ, "TFFLOW_DEFER_IMPORTS": "1"})  # as bin/ sets it
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_import_tfflow_is_all_keras_needs_to_load_a_tfflow_model():
+    path = pathlib.Path(__file__).parent / "data" / "saved_29d194f" / "nice.keras"
+    code = ("import tfflow, keras; "
+            f"print(type(keras.models.load_model({str(path)!r})).__name__)")
+    env = {k: v for k, v in os.environ.items() if k != "TFFLOW_DEFER_IMPORTS"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=TIMEOUT_S, check=False, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "FlowModel", result.stdout
 
 
 @pytest.fixture(scope="module")

@@ -1,15 +1,16 @@
 """tfflow: normalizing flows for TensorFlow and Keras, built on TensorFlow Probability.
 
-The submodules (`bijectors`, `data`, `export`, `layers`, `models`, `testing`,
-`training`) load on first use, and TensorFlow with them, so that `import
-tfflow` and the command-line apps' `--help` are instant. When TensorFlow is
-already loaded, `import tfflow` loads `tfflow.models` at once: that registers
-tfflow's classes with Keras, so `keras.models.load_model` reads tfflow's
-`.keras` files (in a fresh process, any use of `tfflow.models`,
-`tfflow.FlowModel` or `tfflow.training.load_run` does the same).
+`import tfflow` loads `tfflow.models` (and TensorFlow) at once: that registers
+tfflow's classes with Keras, so `import tfflow` is all `keras.models.load_model`
+needs to read tfflow's `.keras` files. The other submodules (`bijectors`,
+`data`, `export`, `layers`, `testing`, `training`) load on first use. The
+command-line apps set `TFFLOW_DEFER_IMPORTS=1` before importing tfflow, so that
+their `--help` answers without loading TensorFlow; they load the models when
+they run.
 """
 
 import importlib
+import os
 import sys
 
 from tfflow._lazy import lazy_attributes
@@ -23,5 +24,5 @@ __getattr__, __dir__ = lazy_attributes(__name__, {"FlowModel": "models"}, (
     "bijectors", "data", "export", "layers", "models", "testing", "training"))
 
 
-if "tensorflow" in sys.modules:  # nothing to save by waiting
+if os.environ.get("TFFLOW_DEFER_IMPORTS") != "1" or "tensorflow" in sys.modules:
     importlib.import_module(f"{__name__}.models")
