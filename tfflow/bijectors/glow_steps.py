@@ -24,7 +24,7 @@ from tfflow.bijectors.permute import PermuteChannels
 from tfflow.bijectors.stacked_steps import StackedSteps
 
 __all__ = ["GLOW_COUPLINGS", "GLOW_PERMUTATIONS", "GatherChannels", "GlowSteps", "ParameterSpec",
-           "glow_network", "glow_steps_parameters"]
+           "context_projection", "glow_network", "glow_steps_parameters"]
 
 GLOW_COUPLINGS = ("affine", "additive", "spline")
 GLOW_PERMUTATIONS = ("lu", "conv", "reverse", "shuffle")
@@ -50,7 +50,8 @@ def _params_per_channel(coupling: str, num_bins: int) -> int:
 
 
 def glow_steps_parameters(channels: int, hidden_channels: int, *, coupling: str = "affine",
-                          permutation: str = "lu", num_bins: int = 8) -> dict:
+                          permutation: str = "lu", num_bins: int = 8,
+                          context_units: int | None = None) -> dict:
     """`{name: ParameterSpec}` of one Glow step on `channels` channels (without the K axis).
 
     ActNorm: `actnorm_loc`, `actnorm_log_scale` [C]. Mixing: "lu" has
@@ -59,7 +60,9 @@ def glow_steps_parameters(channels: int, hidden_channels: int, *, coupling: str 
     "reverse" nothing. Network (C_a = conditioning channels, P = its outputs):
     `conv_in_kernel` [3, 3, C_a, H], `conv_in_bias` [H], `conv_mid_kernel`
     [1, 1, H, H], `conv_mid_bias` [H], `conv_out_kernel` [3, 3, H, P],
-    `conv_out_bias` [P], `log_gain` [P].
+    `conv_out_bias` [P], `log_gain` [P]. With `context_units` C_c (a
+    conditional Glow): `context_kernel` [C_c, H], the context's projection
+    added to the first hidden layer (`glow_network`).
     """
     if coupling not in GLOW_COUPLINGS:
         raise ValueError(f"GlowSteps: coupling must be one of {GLOW_COUPLINGS}, got "
@@ -71,6 +74,9 @@ def glow_steps_parameters(channels: int, hidden_channels: int, *, coupling: str 
     if c < 2 or h < 1:
         raise ValueError(f"GlowSteps: expected >= 2 channels and hidden_channels >= 1, got "
                          f"{c} and {h}.")
+    if context_units is not None and int(context_units) < 1:
+        raise ValueError(f"GlowSteps: expected context_units >= 1 or None, got "
+                         f"{context_units}.")
     split = ChannelSplit(0)
     c_a = split.conditioning_channels(c)
     out = _params_per_channel(coupling, num_bins) * split.transformed_channels(c)
@@ -88,15 +94,41 @@ def glow_steps_parameters(channels: int, hidden_channels: int, *, coupling: str 
                  conv_mid_kernel=ParameterSpec((1, 1, h, h)), conv_mid_bias=ParameterSpec((h,)),
                  conv_out_kernel=ParameterSpec((3, 3, h, out)), conv_out_bias=ParameterSpec((out,)),
                  log_gain=ParameterSpec((out,)))
+    if context_units is not None:
+        specs["context_kernel"] = ParameterSpec((int(context_units), h))
     return specs
 
 
+def context_projection(context: tf.Tensor, context_kernel: tf.Tensor) -> tf.Tensor:
+    """The K steps' context terms `context @ context_kernel[k]`: [K, ..., H] from [..., C_c].
+
+    One batched matmul for all K steps, outside the loop over the steps; the
+    loop then slices step k's [..., H] like any stacked parameter (and its
+    memory-saving gradient returns the gradient of this tensor, from which
+    autodiff reaches both the kernel and the context).
+    """
+    context = tf.cast(context, context_kernel.dtype)
+    return tf.einsum("...c,kch->k...h", context, context_kernel)
+
+
 def glow_network(x: tf.Tensor, params: Mapping[str, tf.Tensor], *,
-                 compute_dtype: tf.DType | None = None) -> tf.Tensor:
+                 compute_dtype: tf.DType | None = None,
+                 context_term: tf.Tensor | None = None) -> tf.Tensor:
     """Glow's coupling network on `x` [..., H, W, C_a] with one step's `params`.
 
     `relu(conv3x3(x)) -> relu(conv1x1(.)) -> conv3x3(.) * exp(3 log_gain)`, all
     convolutions 'same' with bias (the math of `tfflow.layers.GlowConditioner`).
+    A conditional step adds `context_term` [..., H] (its row of
+    `context_projection`, broadcastable against x's batch) to the first
+    layer's pre-activation, the same at every pixel:
+
+        relu(conv3x3(x) + conv_in_bias + context @ context_kernel) -> ...
+
+    Why a projection and not the context as extra input channels (what
+    `ContextualConditioner` does for RealNVP): both keep the coupling exact
+    (the network sees only x_a and c), but a 3x3 conv over C_c constant
+    channels costs 9 C_c H multiply-adds per pixel, where this costs C_c H
+    per example, done for all K steps in one matmul before the loop.
     `compute_dtype` (e.g. bfloat16 under mixed precision) is the arithmetic's
     dtype; the result comes back in it (the coupling casts it).
     """
@@ -109,8 +141,13 @@ def glow_network(x: tf.Tensor, params: Mapping[str, tf.Tensor], *,
     batch_shape = tf.shape(x)[:rank - 3]
     h = tf.cast(tf.reshape(x, tf.concat([[-1], tf.shape(x)[rank - 3:]], 0)) if rank != 4
                 else x, dtype)
-    h = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(h, get("conv_in_kernel"), 1, "SAME"),
-                                  get("conv_in_bias")))
+    h = tf.nn.bias_add(tf.nn.conv2d(h, get("conv_in_kernel"), 1, "SAME"), get("conv_in_bias"))
+    if context_term is not None:
+        # [..., H] -> x's batch, flattened as h's: [N, 1, 1, H].
+        term = tf.broadcast_to(tf.cast(context_term, dtype),
+                               tf.concat([batch_shape, tf.shape(context_term)[-1:]], 0))
+        h = h + tf.reshape(term, tf.concat([[-1, 1, 1], tf.shape(term)[-1:]], 0))
+    h = tf.nn.relu(h)
     h = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(h, get("conv_mid_kernel"), 1, "SAME"),
                                   get("conv_mid_bias")))
     h = tf.nn.bias_add(tf.nn.conv2d(h, get("conv_out_kernel"), 1, "SAME"), get("conv_out_bias"))
@@ -168,6 +205,12 @@ class GlowSteps(StackedSteps):
     plus the coupling's; the total is the sum over k. `inverse` applies step 0
     first; `forward` undoes step K-1 first.
 
+    Conditional (a `context_kernel` [K, C_c, H] among the parameters and a
+    `context` [..., C_c]): `NN_k(b_a, c)` adds `c @ context_kernel[k]` to its
+    first hidden layer (`glow_network`). For a fixed context this is the same
+    bijection of x, with the same triangular log-det; the context is
+    broadcast against the batch of x.
+
     #### Examples
 
     ```python
@@ -188,12 +231,14 @@ class GlowSteps(StackedSteps):
                  log_scale_fn: Callable[[tf.Tensor], tf.Tensor] = tanh_log_scale,
                  num_bins: int = 8, bound: float = 3.0, network_dtype=None,
                  memory_saving: bool = False, unroll: bool | None = None,
+                 context: tf.Tensor | None = None,
                  validate_args: bool = False, name: str = "glow_steps"):
         """Builds the bijector.
 
         Args:
           params: `{name: [K, ...] tensor}`, exactly the names of
-            `glow_steps_parameters(C, H, coupling=..., permutation=...)`.
+            `glow_steps_parameters(C, H, coupling=..., permutation=...,
+            context_units=...)`.
           coupling: "affine", "additive" or "spline" (`num_bins` bins on
             [-bound, bound]).
           permutation: "lu", "conv", "reverse" or "shuffle".
@@ -202,6 +247,8 @@ class GlowSteps(StackedSteps):
           network_dtype: the network's arithmetic dtype (bfloat16/float16
             under mixed precision); default the parameters' dtype.
           memory_saving, unroll, validate_args, name: as `StackedSteps`.
+          context: [..., C_c], required with a `context_kernel` parameter
+            (a conditional Glow) and refused without one.
         """
         owner = type(self).__name__
         names = sorted(params)
@@ -211,11 +258,27 @@ class GlowSteps(StackedSteps):
                              f"got names {names}.")
         channels = int(params["actnorm_loc"].shape[-1])
         hidden = int(kernel.shape[-1])
+        context_kernel = params.get("context_kernel")
+        units = None if context_kernel is None or context_kernel.shape.rank != 3 else \
+            int(context_kernel.shape[1])
         specs = glow_steps_parameters(channels, hidden, coupling=coupling,
-                                      permutation=permutation, num_bins=num_bins)
+                                      permutation=permutation, num_bins=num_bins,
+                                      context_units=units)
         if set(specs) != set(params):
             raise ValueError(f"{owner}: expected parameters {sorted(specs)} for coupling="
                              f"{coupling!r}, permutation={permutation!r}, got {names}.")
+        if units is None and context is not None:
+            raise ValueError(f"{owner}: expected no context (the parameters have no "
+                             f"`context_kernel`), got one.")
+        if units is not None:
+            got = None if context is None else tf.convert_to_tensor(context)
+            if got is None or got.shape.rank == 0 or got.shape[-1] not in (None, units):
+                shape = "none" if got is None else \
+                    f"shape {got.shape.as_list() if got.shape.rank is not None else '?'}"
+                raise ValueError(f"{owner}: expected a context [..., {units}] (context_kernel "
+                                 f"is [K, {units}, {hidden}]), got {shape}.")
+            context = got
+        self._context = context
         for what, spec in specs.items():
             got = tuple(params[what].shape[1:])
             if got != spec.shape:
@@ -234,8 +297,25 @@ class GlowSteps(StackedSteps):
                          memory_saving=memory_saving, unroll=unroll,
                          validate_args=validate_args, name=name)
 
+    @property
+    def context(self) -> tf.Tensor | None:
+        """The fixed context [..., C_c] of a conditional Glow's steps; None otherwise."""
+        return self._context
+
+    def _loop_params(self) -> list:
+        # A conditional step's `context_kernel` slot carries its context term
+        # [K, ..., H] instead, computed here (when the bijector runs, so under the
+        # caller's tape): the loop then slices it as any stacked parameter.
+        if self._context is None:
+            return self._params
+        index = self._names.index("context_kernel")
+        params = list(self._params)
+        params[index] = context_projection(self._context, params[index])
+        return params
+
     def _glow_step(self, values):
         p = dict(zip(self._names, values))
+        context_term = p.pop("context_kernel", None)  # the slot holds c @ context_kernel[k]
         dtype = p["actnorm_loc"].dtype
         parts = [ActNorm(p["actnorm_loc"], p["actnorm_log_scale"])]
         if self._permutation == "lu":
@@ -249,7 +329,8 @@ class GlowSteps(StackedSteps):
             parts.append(PermuteChannels.reverse(self._channels))
 
         def network(conditioning):
-            return glow_network(conditioning, p, compute_dtype=self._network_dtype)
+            return glow_network(conditioning, p, compute_dtype=self._network_dtype,
+                                context_term=context_term)
 
         split = ChannelSplit(0)
         if self._coupling == "affine":

@@ -243,13 +243,24 @@ class StackedSteps(FlowBijector):
             dparams[j] = out.stack()
         return result[2], dparams
 
+    def _loop_params(self) -> list:
+        """The stacked `[K, ...]` tensors the steps are run with: `params` here.
+
+        A subclass may derive some when the bijector runs (a conditional Glow's
+        per-step context term, which depends on the batch); the memory-saving
+        gradient then returns the gradient of each, and autodiff takes it on to
+        whatever they were computed from.
+        """
+        return self._params
+
     # TFP hooks ----------------------------------------------------------------------------------
     def _forward_and_log_det(self, z):
-        return self._run(z, self._params, inverse=False)
+        return self._run(z, self._loop_params(), inverse=False)
 
     def _inverse_and_log_det(self, x):
+        params = self._loop_params()
         if not self._memory_saving:
-            return self._run(x, self._params, inverse=True)
+            return self._run(x, params, inverse=True)
 
         @tf.custom_gradient
         def inverse(x, *params):
@@ -264,4 +275,4 @@ class StackedSteps(FlowBijector):
 
             return (z, ildj), gradient
 
-        return inverse(x, *self._params)
+        return inverse(x, *params)

@@ -26,7 +26,10 @@ def _stacked(initializer, num_steps: int):
 
 
 _NETWORK_PARAMETERS = ("conv_in_kernel", "conv_in_bias", "conv_mid_kernel", "conv_mid_bias",
-                       "conv_out_kernel", "conv_out_bias", "log_gain")
+                       "conv_out_kernel", "conv_out_bias", "log_gain",
+                       # Conditional Glow only (last, so unconditional weights keep their order).
+                       "context_kernel")
+_GLOROT = ("conv_in_kernel", "conv_mid_kernel", "context_kernel")
 
 
 @keras.saving.register_keras_serializable(package="tfflow")
@@ -37,7 +40,10 @@ class StackedGlowNetworks(keras.layers.Layer):
     "mixed_bfloat16": float32 weights, bfloat16 arithmetic) while the flow's
     weights stay in the flow's dtype; `tfflow.bijectors.glow_network` computes.
     Glorot-uniform first two kernels (drawn per step), zero biases, and a zero
-    last conv and gain: each coupling starts as the identity.
+    last conv and gain: each coupling starts as the identity. A conditional
+    Glow's `context_kernel` [K, C_c, H] (the context's projection into the
+    first hidden layer) is Glorot-uniform per step too, as the first layer's
+    other input.
     """
 
     def __init__(self, num_steps: int, **kwargs):
@@ -49,7 +55,9 @@ class StackedGlowNetworks(keras.layers.Layer):
         glorot = _stacked(keras.initializers.GlorotUniform(), self.num_steps)
         self.stacked = {}
         for name in _NETWORK_PARAMETERS:
-            initializer = glorot if name in ("conv_in_kernel", "conv_mid_kernel") else "zeros"
+            if name not in specs:  # context_kernel: conditional only
+                continue
+            initializer = glorot if name in _GLOROT else "zeros"
             self.stacked[name] = self.add_weight(
                 name=name, shape=(self.num_steps,) + specs[name].shape, initializer=initializer,
                 trainable=True)
@@ -68,10 +76,11 @@ class _InitializingGlowSteps(FlowBijector):
     `layer.assign_initial` (`FlowModel.initialize`).
     """
 
-    def __init__(self, layer: "GlowStepsLayer", params: dict, records: dict):
+    def __init__(self, layer: "GlowStepsLayer", params: dict, records: dict, context=None):
         self._layer = layer
         self._params = params
         self._records = records
+        self._context = context
         super().__init__(forward_min_event_ndims=3, validate_args=False, parameters={},
                          name=f"initializing_{layer.name}")
 
@@ -86,7 +95,8 @@ class _InitializingGlowSteps(FlowBijector):
             loc, log_scale = fb.actnorm_initial_parameters(y, epsilon=self._layer.epsilon)
             params = {name: p[k:k + 1] for name, p in self._params.items()}
             params["actnorm_loc"], params["actnorm_log_scale"] = loc[None], log_scale[None]
-            y, ldj = self._layer.steps_bijector(params, unroll=True)._inverse_and_log_det(y)
+            y, ldj = self._layer.steps_bijector(params, unroll=True,
+                                                context=self._context)._inverse_and_log_det(y)
             locs.append(loc)
             log_scales.append(log_scale)
             ildj = ildj + ldj
@@ -113,6 +123,11 @@ class GlowStepsLayer(FlowLayer):
     identity with `log_scale="tanh"`), which sit in the sub-layer `networks`
     (a `StackedGlowNetworks` with the networks' dtype policy).
 
+    With `context_units = C_c` the steps are conditional: every coupling
+    network adds `c @ context_kernel[k]` to its first hidden layer
+    (`tfflow.bijectors.glow_network`), and `bijector(FlowContext(context=c))`
+    needs the (standardised) context c [..., C_c].
+
     Args:
       num_steps: K.
       hidden_channels: width of the coupling networks.
@@ -124,6 +139,8 @@ class GlowStepsLayer(FlowLayer):
       network_dtype: the networks' dtype policy ("mixed_bfloat16"...); default
         the layer's.
       epsilon: ActNorm initialisation's smallest divided-out standard deviation.
+      context_units: C_c, the flattened context of a conditional Glow; None
+        (the default) for an unconditional one.
     """
 
     needs_data_init = True  # its ActNorms (FlowModel.initialize, `assign_initial`)
@@ -131,7 +148,7 @@ class GlowStepsLayer(FlowLayer):
     def __init__(self, num_steps: int, hidden_channels: int, *, coupling: str = "affine",
                  permutation: str = "lu", log_scale: str = "tanh", num_bins: int = 8,
                  seed: int = 0, memory_saving: bool = False, network_dtype=None,
-                 epsilon: float = 1e-6, **kwargs):
+                 epsilon: float = 1e-6, context_units: int | None = None, **kwargs):
         super().__init__(**kwargs)
         if int(num_steps) < 1 or int(hidden_channels) < 1:
             raise ValueError(f"GlowStepsLayer: num_steps and hidden_channels must be >= 1, got "
@@ -149,15 +166,18 @@ class GlowStepsLayer(FlowLayer):
         self.memory_saving = bool(memory_saving)
         self.network_dtype = network_dtype
         self.epsilon = float(epsilon)
+        self.context_units = None if context_units is None else int(context_units)
         self.networks = StackedGlowNetworks(self.num_steps, name="networks",
                                             dtype=network_dtype or self.dtype_policy)
-        fb.glow_steps_parameters(2, 1, coupling=coupling, permutation=permutation)  # checks
+        fb.glow_steps_parameters(2, 1, coupling=coupling, permutation=permutation,
+                                 context_units=self.context_units)  # checks
 
     def build(self, input_shape):
         channels = int(input_shape[-1])
         specs = fb.glow_steps_parameters(channels, self.hidden_channels,
                                          coupling=self.coupling, permutation=self.permutation,
-                                         num_bins=self.num_bins)
+                                         num_bins=self.num_bins,
+                                         context_units=self.context_units)
         k = self.num_steps
         seeds = [self.seed + step for step in range(k)]
         fixed = {}
@@ -187,19 +207,32 @@ class GlowStepsLayer(FlowLayer):
     def _network_compute_dtype(self):
         return self.networks.compute_dtype
 
-    def steps_bijector(self, params: dict, *, unroll: bool | None = None) -> fb.GlowSteps:
+    @property
+    def uses_context(self) -> bool:
+        return self.context_units is not None
+
+    def steps_bijector(self, params: dict, *, unroll: bool | None = None,
+                       context=None) -> fb.GlowSteps:
         """`GlowSteps` of this layer's architecture with the given stacked `params`."""
         return fb.GlowSteps(params, coupling=self.coupling, permutation=self.permutation,
                             log_scale_fn=LOG_SCALE_FUNCTIONS[self.log_scale],
                             num_bins=self.num_bins, network_dtype=self._network_compute_dtype(),
-                            memory_saving=self.memory_saving, unroll=unroll, name=self.name)
+                            memory_saving=self.memory_saving, unroll=unroll, context=context,
+                            name=self.name)
 
     def bijector(self, context: FlowContext | None = None) -> fb.GlowSteps:
         context = context or FlowContext()
+        values = None
+        if self.uses_context:
+            if context.context is None:
+                raise ValueError(f"GlowStepsLayer {self.name!r}: these steps are conditional "
+                                 f"({self.context_units} context units); their bijector needs "
+                                 f"FlowContext(context=[..., {self.context_units}]), got none.")
+            values = context.context
         params = {name: tf.convert_to_tensor(w) for name, w in self.step_weights.items()}
         if context.init_records is not None:
-            return _InitializingGlowSteps(self, params, context.init_records)
-        return self.steps_bijector(params)
+            return _InitializingGlowSteps(self, params, context.init_records, values)
+        return self.steps_bijector(params, context=values)
 
     def program(self, context=None, *, compile=True):
         return None  # its steps are one traced step already
@@ -217,4 +250,4 @@ class GlowStepsLayer(FlowLayer):
                 "permutation": self.permutation, "log_scale": self.log_scale,
                 "num_bins": self.num_bins, "seed": self.seed,
                 "memory_saving": self.memory_saving, "network_dtype": self.network_dtype,
-                "epsilon": self.epsilon}
+                "epsilon": self.epsilon, "context_units": self.context_units}

@@ -187,14 +187,22 @@ class LearnedPriorLayer(FlowLayer):
 
     In the data -> latent direction, `z = (x - mean) * exp(-log_scale)` where
     `mean`, `log_scale` = learned constants + (if `num_classes`) a learned
-    embedding of the label. All start at zero: a standard normal prior.
+    embedding of the label + (if `context_units`) a learned linear map of the
+    (standardised) context, `c @ context_kernel` [C_c, 2 channels]. All start
+    at zero: a standard normal prior.
     """
 
-    def __init__(self, num_classes: int | None = None, event_ndims: int = 3, **kwargs):
+    def __init__(self, num_classes: int | None = None, event_ndims: int = 3, *,
+                 context_units: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = None if num_classes is None else int(num_classes)
         self.event_ndims = int(event_ndims)
         self.uses_labels = bool(self.num_classes)
+        self.context_units = None if context_units is None else int(context_units)
+
+    @property
+    def uses_context(self) -> bool:
+        return self.context_units is not None
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -204,6 +212,10 @@ class LearnedPriorLayer(FlowLayer):
         if self.num_classes:
             self.class_embedding = self.add_weight(
                 name="class_embedding", shape=(self.num_classes, 2 * channels),
+                initializer="zeros")
+        if self.context_units is not None:
+            self.context_kernel = self.add_weight(
+                name="context_kernel", shape=(self.context_units, 2 * channels),
                 initializer="zeros")
         super().build(input_shape)
 
@@ -221,11 +233,24 @@ class LearnedPriorLayer(FlowLayer):
                                [2 * self.channels]], 0)
             d_mean, d_log_scale = tf.split(tf.reshape(offsets, shape), 2, axis=-1)
             mean, log_scale = mean + d_mean, log_scale + d_log_scale
+        if self.context_units is not None:
+            if context.context is None:
+                raise ValueError(f"LearnedPriorLayer {self.name!r}: this prior is conditional "
+                                 f"({self.context_units} context units); its bijector needs "
+                                 f"FlowContext(context=[..., {self.context_units}]), got none.")
+            values = tf.cast(context.context, mean.dtype)
+            offsets = tf.tensordot(values, tf.convert_to_tensor(self.context_kernel),
+                                   [[-1], [0]])
+            # [..., 2C] -> [..., 1, ..., 2C]: the same offset at every pixel.
+            shape = tf.concat([tf.shape(offsets)[:-1], [1] * (self.event_ndims - 1),
+                               [2 * self.channels]], 0)
+            d_mean, d_log_scale = tf.split(tf.reshape(offsets, shape), 2, axis=-1)
+            mean, log_scale = mean + d_mean, log_scale + d_log_scale
         return fb.ElementwiseAffine(mean, log_scale, event_ndims=self.event_ndims)
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes,
-                "event_ndims": self.event_ndims}
+                "event_ndims": self.event_ndims, "context_units": self.context_units}
 
 
 @keras.saving.register_keras_serializable(package="tfflow")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from tfflow import bijectors as fb
 from tfflow import layers as fl
 from tfflow.mixed_precision import flow_and_network_dtypes
+from tfflow.models._vector import context_units as _context_units
 from tfflow.models.flow_model import FlowModel
 
 __all__ = ["Glow", "glow_flow"]
@@ -36,7 +37,7 @@ def glow_flow(image_shape, *, levels: int, steps_per_level: int, hidden_channels
               coupling: str = "affine", permutation: str = "lu", log_scale: str = "tanh",
               learn_top: bool = True, num_classes: int | None = None, seed: int = 0,
               num_bins: int = 8, memory_saving: bool = False,
-              dtype=None) -> fl.ChainLayer:
+              dtype=None, context_units: int | None = None) -> fl.ChainLayer:
     """The Glow flow (data -> latent) as a `ChainLayer`; see `Glow` for the arguments."""
     _check_glow_arguments(image_shape, levels, steps_per_level, hidden_channels, coupling,
                           permutation)
@@ -49,17 +50,18 @@ def glow_flow(image_shape, *, levels: int, steps_per_level: int, hidden_channels
             steps_per_level, hidden_channels, coupling=coupling, permutation=permutation,
             log_scale=log_scale, num_bins=num_bins, seed=seed * 100_003 + index * 1_009,
             memory_saving=memory_saving, network_dtype=network_dtype, dtype=dtype,
-            name=f"steps_{index}")
+            context_units=context_units, name=f"steps_{index}")
         parts: list = [fl.SqueezeLayer(dtype=dtype), steps]
         if index == levels - 1:
-            if learn_top or num_classes:
-                parts.append(fl.LearnedPriorLayer(num_classes, dtype=dtype, name="top_prior"))
+            if learn_top or num_classes or context_units:
+                parts.append(fl.LearnedPriorLayer(num_classes, context_units=context_units,
+                                                  dtype=dtype, name="top_prior"))
         else:
             # Glow's split prior: the factored half's Gaussian mean and scale are
             # predicted from the kept half (an affine coupling with a zero-init conv).
             split = fb.ChannelSplit(0)
             prior_net = fl.ZeroInitConv(2 * split.transformed_channels(c), 3,
-                                        dtype=network_dtype)
+                                        context_units=context_units, dtype=network_dtype)
             parts.append(fl.AffineCouplingLayer(prior_net, split, log_scale=log_scale,
                                                 dtype=dtype, name=f"split_prior_{index}"))
             kept = split.conditioning_channels(c)
@@ -75,7 +77,7 @@ def Glow(image_shape, *, levels: int = 2, steps_per_level: int = 8, hidden_chann
          coupling: str = "affine", permutation: str = "lu", log_scale: str = "tanh",
          learn_top: bool = True, num_classes: int | None = None, num_levels: int | None = 256,
          seed: int = 0, num_bins: int = 8, memory_saving: bool = False, dtype=None,
-         name: str = "glow") -> FlowModel:
+         context_shape=None, name: str = "glow") -> FlowModel:
     """Glow (Kingma & Dhariwal, 2018) as a `FlowModel`.
 
     Data x in [0, 1) -> centre (x - 0.5) -> L levels of: squeeze, K steps of
@@ -84,6 +86,13 @@ def Glow(image_shape, *, levels: int = 2, steps_per_level: int = 8, hidden_chann
     while the other half goes on to the next level. The last level ends in a
     learned (optionally class-conditional) top prior. The latent has the data's
     shape; the base is a standard normal.
+
+    Conditional Glow, p(x | c) (`context_shape`): the standardised context c
+    reaches every coupling network (a per-step projection `c @ W_k` added to
+    its first hidden layer, the same at every pixel; see
+    `tfflow.bijectors.glow_network`), every split prior and the top prior
+    (mean and log-scale shifted by linear maps of c). `fit` takes (x, c)
+    pairs; `log_prob`, `sample`, `encode`, `decode` take `context=`.
 
     Args:
       image_shape: (H, W, C); H and W divisible by 2**levels.
@@ -96,7 +105,7 @@ def Glow(image_shape, *, levels: int = 2, steps_per_level: int = 8, hidden_chann
         (full 1x1 conv), or the baselines "reverse" / "shuffle".
       log_scale: affine scale: "tanh" (identity at init, bounded) or "glow"
         (sigmoid(h + 2)).
-      learn_top: learn the top prior's mean/scale.
+      learn_top: learn the top prior's mean/scale (always with a context).
       num_classes: class-conditional top prior; labels required in
         `log_prob`/`sample`/`fit` data.
       num_levels: quantisation levels of the data (256 for 8-bit images).
@@ -106,12 +115,16 @@ def Glow(image_shape, *, levels: int = 2, steps_per_level: int = 8, hidden_chann
         step at a time (`tfflow.bijectors.StackedSteps`). Peak training memory
         stops growing with K; a step costs about one more pass through the
         steps. Same weights (a checkpoint loads either way) and values;
-        gradients equal to round-off.
+        gradients equal to round-off. Works with a context too (the
+        gradient reaches the context's projections, and the context itself).
       dtype: "float32", "float64", a Keras mixed-precision policy
         ("mixed_bfloat16", "mixed_float16": coupling networks in 16 bits, the
         flow, its log-dets and the loss in float32; see
         `tfflow.mixed_precision`), or None (the default) for Keras' global
         policy, which is "float32" unless set.
+      context_shape: the shape of one example's context for a conditional
+        model p(x | c) (e.g. `(3,)`); not with `num_classes` (pass labels as
+        a one-hot context instead). None: unconditional.
       name: model name.
 
     The last conv of every coupling network starts at zero, so with
@@ -123,10 +136,16 @@ def Glow(image_shape, *, levels: int = 2, steps_per_level: int = 8, hidden_chann
     Models saved before this layout (a `ChainLayer` of per-step ActNorm, 1x1
     conv and coupling layers) still load and run as they were saved.
     """
+    try:
+        units = _context_units(context_shape)
+    except ValueError as error:
+        raise ValueError(f"Glow: {error}") from None
     flow = glow_flow(image_shape, levels=levels, steps_per_level=steps_per_level,
                      hidden_channels=hidden_channels, coupling=coupling,
                      permutation=permutation, log_scale=log_scale, learn_top=learn_top,
                      num_classes=num_classes, seed=seed, num_bins=num_bins,
-                     memory_saving=memory_saving, dtype=dtype)
+                     memory_saving=memory_saving, dtype=dtype,
+                     context_units=units)
     return FlowModel(flow, image_shape, num_levels=num_levels, num_classes=num_classes,
-                     name=name, dtype=flow_and_network_dtypes(dtype)[0])
+                     context_shape=context_shape, name=name,
+                     dtype=flow_and_network_dtypes(dtype)[0])
