@@ -93,6 +93,11 @@ def define_train_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     integer("num_bits", d.num_bits, "Bits kept per 8-bit pixel (TFDS images).")
     integer("image_size", d.image_size, "Crop and resize TFDS images to this side.")
     boolean("conditional", d.conditional, "Class-conditional model (uses labels).")
+    flags.DEFINE_list("context_columns", d.context_columns,
+                      "Tables: columns (CSV header names, or 0-based indices) that are the "
+                      "context c; trains p(other columns | c) with a vector model "
+                      "(maf, iaf, nsf, realnvp, nice). Sample with tfflow-sample --context.",
+                      flag_values=flag_values)
     integer("levels", d.levels, "Glow: number of scales L.")
     integer("steps_per_level", d.steps_per_level, "Glow: flow steps K per scale.")
     integer("hidden_channels", d.hidden_channels, "Glow: width of the coupling networks.")
@@ -141,6 +146,12 @@ def define_sample_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     integer("seed", 0, "Sampling seed.")
     integer("label", None, "Class to sample (class-conditional models); default: "
             "cycle through the classes.")
+    string("context", None, "Models trained with --context_columns: one context row, "
+           "comma-separated numbers in the order of those columns, e.g. 1.5,2.0; --output "
+           "gets --num_samples rows [n, D] of the other columns.")
+    string("context_file", None, "Like --context for many rows: a .csv (header optional; if "
+           "present, the context columns' names in order) or .npy file [R, C]; the .npy "
+           "output is [R, n, D].")
     string("output", None,
            "A .png (image grid, or 2-D histogram for 2-D data) or .npy (raw "
            "samples in the data's units) file; default <workdir>/samples.png.")
@@ -161,6 +172,10 @@ def define_export_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     string("export_dir", None, "Base folder of the SavedModel; the export goes to "
            "<export_dir>/<version>/ (default <workdir>/export).")
     integer("version", None, "Version number (default: one more than the largest present).")
+    # The default is tfflow.export.DEFAULT_MAX_SAMPLES (not imported: it loads TensorFlow).
+    integer("max_samples", 1024, "The most samples one request to the exported sample "
+            "signature may draw (n, times the context rows of a conditional model); larger "
+            "requests are refused. Memory grows linearly in it.", lower_bound=1)
 
 
 def _definers(flag_values: flags.FlagValues) -> tuple[Callable[..., Any], ...]:
@@ -213,10 +228,12 @@ def sample_main(argv: Sequence[str]) -> None:
         if not output.lower().endswith((".png", ".npy")):
             raise UserError(f"expected --output ending in .png or .npy, got {output!r}.")
         model, config = training.load_run(FLAGS.workdir)
+        context = _sample_context(config)
         path = training.write_samples(model, config, output, num_samples=FLAGS.num_samples,
                                       temperature=FLAGS.temperature, seed=FLAGS.seed,
-                                      label=FLAGS.label)
-        print(f"wrote {FLAGS.num_samples} samples at T={FLAGS.temperature:g} to {path}")
+                                      label=FLAGS.label, context=context)
+        given = "" if context is None else f" for each of {len(context)} context rows"
+        print(f"wrote {FLAGS.num_samples} samples{given} at T={FLAGS.temperature:g} to {path}")
     _run_reporting_user_errors(argv, run)
 
 
@@ -245,7 +262,8 @@ def export_main(argv: Sequence[str]) -> None:
         model, _ = training.load_run(FLAGS.workdir)
         base = FLAGS.export_dir or os.path.join(FLAGS.workdir, "export")
         try:
-            path = export.export_saved_model(model, base, version=FLAGS.version)
+            path = export.export_saved_model(model, base, version=FLAGS.version,
+                                             max_samples=FLAGS.max_samples)
         except ValueError as error:
             raise UserError(str(error)) from None
         print(f"exported to {path} (signatures: {', '.join(export.SIGNATURES)})", flush=True)
@@ -257,6 +275,29 @@ def export_main(argv: Sequence[str]) -> None:
 
 def _train_config_fields() -> list[str]:
     return [field for field in run_config.TrainConfig.__dataclass_fields__ if field in FLAGS]
+
+
+def _sample_context(config: Any) -> Any:
+    """The rows of `--context` or `--context_file` [R, C] (float64), or None; checked by
+    `write_samples` against the model (count, finiteness)."""
+    if FLAGS.context is not None and FLAGS.context_file is not None:
+        raise UserError("expected --context or --context_file, got both.")
+    if FLAGS.context is not None:
+        try:
+            return [[float(value) for value in FLAGS.context.split(",")]]
+        except ValueError:
+            raise UserError(f"expected --context as comma-separated numbers, e.g. 1.5,2.0, "
+                            f"got {FLAGS.context!r}.") from None
+    if FLAGS.context_file is not None:
+        from tfflow.data import table  # pylint: disable=import-outside-toplevel
+        columns = config.context_columns or ()
+        # A header must list the columns by name (indices name no header).
+        named = columns if columns and not any(c.isdigit() for c in columns) else None
+        try:
+            return table.read_rows("--context_file", FLAGS.context_file, names=named)
+        except ValueError as error:
+            raise UserError(str(error)) from None
+    return None
 
 
 def _int_list(name: str, values: Sequence[str]) -> list[int]:

@@ -16,7 +16,7 @@ import tensorflow as tf
 from tfflow import bijectors as fb
 from tfflow.bijectors._base import FlowBijector
 from tfflow.layers.base import FlowContext, FlowLayer, deserialize, serialize
-from tfflow.layers.normalization import ActNormLayer
+from tfflow.layers.normalization import ActNormLayer, _InitializingActNorm
 
 __all__ = ["InverseAutoregressiveLayer", "MADE", "MaskedAutoregressiveLayer", "StandardizeLayer",
            "TriangularAffineLayer", "elementwise_transform"]
@@ -223,6 +223,32 @@ class StandardizeLayer(ActNormLayer):
     def __init__(self, event_ndims: int = 1, epsilon: float = 1e-6, **kwargs):
         kwargs.setdefault("trainable", False)
         super().__init__(event_ndims=event_ndims, epsilon=epsilon, **kwargs)
+
+    def bijector(self, context=None):
+        # Initialised from float64 moments with the table column rules (no `epsilon`
+        # floor: a column at 1e-13 scale is standardised as exactly as one at 1).
+        if context is not None and context.init_records is not None:
+            return _InitializingStandardize(self, context.init_records)
+        return super().bijector(context)
+
+
+class _InitializingStandardize(_InitializingActNorm):
+    """`(mean, log std)` of each column from float64 moments; columns a float32 flow cannot
+    model (constant, unresolved by float32, beyond its range) are a ValueError naming them
+    (`tfflow.data.table.check_columns`, the one owner of those rules)."""
+
+    def values_from(self, y):
+        from tfflow.data.table import check_columns  # pylint: disable=import-outside-toplevel
+        owner = (f"StandardizeLayer {self._layer.name!r} (initialised by FlowModel.initialize "
+                 f"or fit on {y.shape[0]} rows),")
+
+        def moments(values):
+            mean, std = check_columns(owner, values)
+            return mean.astype(values.dtype), np.log(std).astype(values.dtype)
+
+        if tf.executing_eagerly():
+            return tuple(tf.constant(v) for v in moments(np.asarray(y)))
+        return tuple(tf.numpy_function(moments, [y], [y.dtype, y.dtype], stateful=False))
 
 
 class _InitializingTriangularAffine(FlowBijector):

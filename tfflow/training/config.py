@@ -116,6 +116,10 @@ class TrainConfig:
       num_bits: Bits kept per 8-bit pixel (TFDS image sets only).
       image_size: Side to crop and resize TFDS images to.
       conditional: Train a class-conditional model on the labels.
+      context_columns: Tables only: the columns (CSV header names or 0-based
+        indices) that are the context c; the run trains p(other columns | c)
+        with a vector model's `context_shape=(C,)`. Stored in config.json, so
+        evaluate, sample, export and resume need only the workdir.
       levels, steps_per_level, hidden_channels, coupling, permutation: Glow's
         architecture (`tfflow.models.Glow`); None: the factory's default.
       scales, filters, blocks: RealNVP's on images (`tfflow.models.RealNVP`).
@@ -160,6 +164,7 @@ class TrainConfig:
     num_bits: int | None = None
     image_size: int | None = None
     conditional: bool = False
+    context_columns: tuple[str, ...] | None = None
     levels: int | None = None
     steps_per_level: int | None = None
     hidden_channels: int | None = None
@@ -200,6 +205,7 @@ class TrainConfig:
             for width in config.hidden_units:
                 check_positive_int("every hidden_units width", width)
         check_positive_int("warmup_steps", config.warmup_steps, allow_zero=True)
+        config.context_columns = _context_columns(config)
         if config.dataset.lower().endswith((".npy", ".csv")):
             # The run (config.json) names the file itself, wherever it is run from later.
             config.dataset = os.path.abspath(os.path.expanduser(config.dataset))
@@ -264,7 +270,12 @@ class EvalResult:
       bits_per_dim: `tfflow.data.bits_per_dim(nll, D, num_levels)`.
       max_round_trip_error: max |x - decode(encode(x))| over the split, or None.
       gaussian_nll: Test NLL of a full-covariance Gaussian fitted to the
-        training rows (tabular and 2-D data), or None.
+        training rows (tabular and 2-D data), or None; for a conditional
+        table, of the conditional Gaussian (the linear-Gaussian regression
+        of x on the context columns).
+      gaussian_name: What `gaussian_nll` is, for the summary.
+      gaussian_note: Why a continuous data set has no Gaussian baseline
+        (e.g. a singular training covariance), or None.
       true_entropy: Entropy of the generating density where known, or None.
       conv_condition_numbers: {layer name: condition number of its 1x1
         convolution's matrix W} (`conv1x1_condition_numbers`), or None when not
@@ -279,17 +290,22 @@ class EvalResult:
     gaussian_nll: float | None = None
     true_entropy: float | None = None
     conv_condition_numbers: dict[str, float] | None = None
+    gaussian_name: str = "the full-covariance Gaussian fit"
+    gaussian_note: str | None = None
 
     def summary(self) -> str:
         """One line: bits/dim, NLL, and the baselines that apply."""
-        if self.gaussian_nll is None:
+        if self.gaussian_nll is None and self.gaussian_note is not None:
+            parts = [f"{self.split} NLL {self.nll:.4f} nats per row (the data's units); "
+                     f"{self.gaussian_note}"]
+        elif self.gaussian_nll is None:
             parts = [f"{self.split} {self.bits_per_dim:.4f} bits/dim (NLL {self.nll:.4f} nats "
                      f"per example)"]
         else:  # continuous data (tables, 2-D points): nats per row in the data's own units
             margin = self.gaussian_nll - self.nll
             parts = [f"{self.split} NLL {self.nll:.4f} nats per row (the data's units), "
-                     f"{abs(margin):.4f} {'better' if margin >= 0 else 'worse'} than the "
-                     f"full-covariance Gaussian fit's {self.gaussian_nll:.4f}"]
+                     f"{abs(margin):.4f} {'better' if margin >= 0 else 'worse'} than "
+                     f"{self.gaussian_name}'s {self.gaussian_nll:.4f}"]
         if self.true_entropy is not None:
             parts.append(f"true entropy {self.true_entropy:.4f} nats, gap "
                          f"{self.nll - self.true_entropy:.4f}")
@@ -347,6 +363,29 @@ class TrainResult:
                 f"{' = the initialised model' if self.best_epoch == 0 else ''}) "
                 f"in {self.train_seconds:.0f} s; "
                 f"{'wrote' if self.files else 'the chief worker writes'} {config.workdir}")
+
+
+def _context_columns(config: TrainConfig) -> tuple[str, ...] | None:
+    """`context_columns` as a tuple of strings, checked where the file is not needed.
+
+    Which names and indices exist is checked when the table is read
+    (`tfflow.data.table.resolve_columns`).
+    """
+    columns = config.context_columns
+    if columns is None:
+        return None
+    if isinstance(columns, str):
+        columns = columns.split(",")
+    columns = tuple(str(column).strip() for column in columns)
+    if not columns or any(not column for column in columns):
+        raise UserError(f"expected context_columns as one or more column names or 0-based "
+                        f"indices, e.g. a,b or 0,3, got {','.join(columns)!r}.")
+    if not config.dataset.lower().endswith((".npy", ".csv")):
+        raise UserError(f"context_columns applies to .npy/.csv tables, got dataset "
+                        f"{config.dataset!r}.")
+    if config.conditional:
+        raise UserError("expected conditional (class labels) or context_columns, got both.")
+    return columns
 
 
 def default_workdir(model: str, dataset: str) -> str:

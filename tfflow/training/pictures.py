@@ -29,8 +29,11 @@ SAMPLE_TEMPERATURES: tuple[float, ...] = (0.7, 1.0)
 
 
 def sample(model: Any, num_samples: int, *, temperature: float = 1.0, seed: int | None = 0,
-           labels: Any = None) -> np.ndarray:
-    """Draws `num_samples` samples at `temperature` as a NumPy array (data space)."""
+           labels: Any = None, context: Any = None) -> np.ndarray:
+    """Draws `num_samples` samples at `temperature` as a NumPy array (data space).
+
+    With `context` [rows, C] (a conditional model), `num_samples` per row: [rows, n, D].
+    """
     check_positive_int("num_samples", num_samples)
     try:  # the model's own rule (0 decodes the latent mode), as in the API and the export
         temperature = _checks.temperature("sample", temperature)
@@ -39,12 +42,14 @@ def sample(model: Any, num_samples: int, *, temperature: float = 1.0, seed: int 
     kwargs = {"temperature": temperature, "seed": seed}
     if labels is not None:
         kwargs["labels"] = tf.constant(labels, tf.int32)
+    if context is not None:
+        kwargs["context"] = context
     return np.asarray(model.sample(num_samples, **kwargs))
 
 
 def write_samples(model: Any, config: TrainConfig, path: str, *, num_samples: int = 64,
                   temperature: float = 1.0, seed: int | None = 0,
-                  label: int | None = None) -> str:
+                  label: int | None = None, context: np.ndarray | None = None) -> str:
     """Samples a trained run's model into `path` and returns `path`.
 
     `.npy`: the samples in the data's own units (the models hold any
@@ -60,8 +65,13 @@ def write_samples(model: Any, config: TrainConfig, path: str, *, num_samples: in
       seed: Sampling seed.
       label: Class to sample from a class-conditional model; default: cycle
         through the classes.
+      context: The contexts [rows, C] of a conditional model (a table with
+        `context_columns`), in the data's own units: `num_samples` samples per
+        row, saved as [num_samples, D] for one row and [rows, num_samples, D]
+        for more. Required for a conditional model, refused otherwise.
     """
     num_classes = model.num_classes
+    context = _checked_context(model, config, context)
     if label is not None:
         if num_classes is None:
             raise UserError(f"a label was given, but the model in {config.workdir!r} is not "
@@ -71,7 +81,10 @@ def write_samples(model: Any, config: TrainConfig, path: str, *, num_samples: in
         labels = np.full([num_samples], label, np.int32)
     else:
         labels = _sample_labels(num_samples, num_classes)
-    x = sample(model, num_samples, temperature=temperature, seed=seed, labels=labels)
+    x = sample(model, num_samples, temperature=temperature, seed=seed, labels=labels,
+               context=context)
+    if context is not None and len(context) == 1:
+        x = x[0]  # one context row: [n, D], as an unconditional table's samples
     if path.lower().endswith(".npy"):
         directory = os.path.dirname(path)
         if directory:
@@ -82,10 +95,36 @@ def write_samples(model: Any, config: TrainConfig, path: str, *, num_samples: in
         raise UserError(f"expected an output path ending in .png or .npy, got {path!r}.")
     if len(model.event_shape) == 3:
         return images.write_image_grid(path, x)
-    if model.event_shape == (2,):
-        return images.write_png(path, images.histogram_image(x))
+    if model.event_shape == (2,):  # several context rows: their samples pooled
+        return images.write_png(path, images.histogram_image(x.reshape(-1, 2)))
     raise UserError(f"cannot draw {model.event_shape[0]}-dimensional samples as a PNG; "
                     "write them to a .npy file instead.")
+
+
+def _checked_context(model: Any, config: TrainConfig,
+                     context: np.ndarray | None) -> np.ndarray | None:
+    """The contexts as the model takes them, or a `UserError` saying what was expected."""
+    columns = ",".join(config.context_columns or ())
+    if model.context_shape is None:
+        if context is not None:
+            raise UserError(f"a context was given, but the model in {config.workdir!r} is not "
+                            "conditional (it was trained without --context_columns).")
+        return None
+    expected = (f"{model.context_units} number{'s' if model.context_units != 1 else ''} per "
+                f"row{f' (columns {columns})' if columns else ''}")
+    if context is None:
+        raise UserError(f"the model in {config.workdir!r} is conditional: expected a context "
+                        f"of {expected}, e.g. --context=... or --context_file=rows.csv.")
+    context = np.asarray(context, np.float64)
+    if context.ndim != 2 or context.shape[1] != model.context_units or len(context) < 1:
+        got = (f"{context.shape[-1]} per row" if context.ndim == 2 and len(context) else
+               f"shape {context.shape}")
+        raise UserError(f"expected a context of {expected}, got {got}.")
+    if not np.all(np.isfinite(context)):
+        row = int(np.argwhere(~np.isfinite(context))[0][0])
+        raise UserError(f"expected a context of finite numbers ({expected}), got NaN/Inf "
+                        f"(first in row {row}, counting from 0).")
+    return context.astype(model.dtype_name)
 
 
 def epoch_pictures(config: TrainConfig, data: RunData
@@ -94,7 +133,9 @@ def epoch_pictures(config: TrainConfig, data: RunData
     info, num_classes = data.info, data.num_classes
     num_samples = min(config.num_samples, 36)
     labels = _sample_labels(num_samples, num_classes)
-    points = data.array("test") if info.event_shape == (2,) else None
+    # p(x | c) changes with c: no single density picture of a conditional table.
+    points = data.array("test") if info.event_shape == (2,) and data.context_shape is None \
+        else None
     traced: dict[int, Callable[[tf.Tensor], tf.Tensor]] = {}  # trace once per model
 
     def pictures(model: keras.Model) -> dict[str, tf.Tensor]:
@@ -123,7 +164,7 @@ def write_pictures(model: Any, config: TrainConfig, data: RunData) -> dict[str, 
                        labels=labels)
             files[f"samples_T{temperature:.1f}"] = images.write_image_grid(
                 os.path.join(workdir, f"samples_T{temperature:.1f}.png"), x)
-    elif info.event_shape == (2,):
+    elif info.event_shape == (2,) and data.context_shape is None:
         points = data.array("test")  # in the data's own units
         files["density"] = images.write_density_png(
             os.path.join(workdir, "density.png"), _marginal_log_prob_fn(model, num_classes),

@@ -305,9 +305,13 @@ def _initialize(model: Any, data: RunData) -> None:
     if model.is_initialized:
         return
     from tfflow.models import flow_model  # pylint: disable=import-outside-toplevel
-    model.initialize(*flow_model.initialization_batch(data.batches("train", shuffle=True),
-                                                       data.num_classes,
-                                                       model.initialization_examples))
+    x, second = flow_model.initialization_batch(
+        data.batches("train", shuffle=True), data.num_classes or data.context_shape is not None,
+        model.initialization_examples)
+    if data.context_shape is not None:  # the context's standardisation and the regression start
+        model.initialize(x, context=second)
+    else:
+        model.initialize(x, second)
 
 
 def _training_batch(data: RunData, epoch: int, batch: int) -> Any:
@@ -328,8 +332,9 @@ def _diverged(model: Any, config: TrainConfig, data: RunData, stop: NonFiniteLos
     layer = None
     try:
         element = _training_batch(data, stop.epoch, stop.batch)
-        x, labels = element if data.conditional else (element, None)
-        layer = find_non_finite_layer(model, x, labels)
+        x, labels, context = data.unpack(element)
+        # The walk takes no context: a conditional model's diagnosis names no layer.
+        layer = None if context is not None else find_non_finite_layer(model, x, labels)
     except Exception:  # pylint: disable=broad-except  # a diagnosis must not hide the stop
         layer = None
     path = os.path.join(config.workdir, MODEL_FILE)
@@ -391,21 +396,31 @@ def _evaluate(model: Any, data: RunData, *, split: str, round_trip: bool,
     round_trip_error = _round_trip_fn(model) if round_trip else None
     total, count, worst = 0.0, 0, 0.0
     for batch in ds:
-        x, labels = batch if data.conditional else (batch, None)
-        total += float(tf.reduce_sum(tf.cast(model.log_prob(x, labels), tf.float64)))
+        x, labels, context = data.unpack(batch)
+        total += float(tf.reduce_sum(tf.cast(model.log_prob(x, labels, context=context),
+                                             tf.float64)))
         count += int(x.shape[0])
         if round_trip_error is not None:
-            worst = max(worst, float(round_trip_error(x, labels)))
+            worst = max(worst, float(round_trip_error(x, labels, context)))
     nll = -total / count
-    gaussian = None
+    gaussian, gaussian_note = None, None
     if info.kind in ("tabular", "toy2d"):
-        gaussian = tfdata.fit_gaussian_nll(data.array("train"), data.array(split))
+        try:  # a report after a run: a singular fit is a note, never a crash
+            gaussian = tfdata.fit_gaussian_nll(data.array("train"), data.array(split),
+                                               train_context=data.context_array("train"),
+                                               test_context=data.context_array(split))
+        except ValueError as error:
+            reason = str(error).removeprefix("fit_gaussian_nll: ")
+            gaussian_note = f"no Gaussian baseline ({reason})"
     return EvalResult(
         split=split, num_examples=count, nll=nll,
         bits_per_dim=float(tfdata.bits_per_dim(nll, info.num_dims, info.num_levels)),
         max_round_trip_error=worst if round_trip else None, gaussian_nll=gaussian,
         true_entropy=info.true_entropy,
-        conv_condition_numbers=conv1x1_condition_numbers(model) if round_trip else None)
+        conv_condition_numbers=conv1x1_condition_numbers(model) if round_trip else None,
+        gaussian_note=gaussian_note, **({} if data.context_shape is None else {
+            "gaussian_name": "the conditional Gaussian fit"  # x regressed linearly on c
+        }))
 
 
 def load_run(workdir: str) -> tuple[Any, TrainConfig]:
@@ -473,6 +488,11 @@ def _build_model(config: TrainConfig, data: RunData) -> Any:
             raise UserError(f"{config.model} has no class-conditional form; drop conditional "
                             "or use glow.")
         kwargs["num_classes"] = num_classes
+    if data.context_shape is not None:
+        if "context_shape" not in accepted:
+            raise UserError(f"{config.model} has no conditional form; context_columns needs "
+                            "a vector model (maf, iaf, nsf, realnvp, nice).")
+        kwargs["context_shape"] = data.context_shape
     try:
         return models.build(config.model, info.event_shape, num_levels=info.num_levels,
                             **kwargs)
@@ -508,9 +528,10 @@ def _steps_per_epoch(ds: tf.data.Dataset) -> int | None:
 
 
 def _round_trip_fn(model: Any) -> Callable[..., tf.Tensor]:
-    """max |x - decode(encode(x))| over a batch (labels for conditional models)."""
-    def worst_error(x: tf.Tensor, labels: Any = None) -> tf.Tensor:
-        return tf.reduce_max(tf.abs(x - model.decode(model.encode(x, labels), labels)))
+    """max |x - decode(encode(x))| over a batch (labels or contexts for conditional models)."""
+    def worst_error(x: tf.Tensor, labels: Any = None, context: Any = None) -> tf.Tensor:
+        return tf.reduce_max(tf.abs(x - model.decode(model.encode(x, labels, context=context),
+                                                     labels, context=context)))
     return worst_error
 
 
