@@ -51,6 +51,9 @@ class DatasetInfo:
       true_entropy: Differential entropy of the generating density in nats per
         example where it is known in closed form or to quadrature precision
         (`eight_gaussians`, `checkerboard`); None otherwise.
+      context_shape: Shape of one example's context c when the data are
+        `(x, c)` pairs for a conditional density p(x | c) (a table with
+        context columns); None otherwise.
     """
 
     name: str
@@ -59,6 +62,7 @@ class DatasetInfo:
     num_levels: int | None
     num_classes: int | None
     true_entropy: float | None = None
+    context_shape: tuple[int, ...] | None = None
 
     @property
     def num_dims(self) -> int:
@@ -194,7 +198,9 @@ def bits_per_dim(nll_nats: Any, num_dims: int, num_levels: int | None) -> Any:
     return (nll_nats + offset) / (num_dims * math.log(2.0))
 
 
-def fit_gaussian_nll(train_array: np.ndarray, test_array: np.ndarray) -> float:
+def fit_gaussian_nll(train_array: np.ndarray, test_array: np.ndarray, *,
+                     train_context: np.ndarray | None = None,
+                     test_context: np.ndarray | None = None) -> float:
     """Test NLL of a full-covariance Gaussian fitted to the training rows.
 
     The baseline a flow has to beat on tabular data: maximum-likelihood mean
@@ -203,12 +209,25 @@ def fit_gaussian_nll(train_array: np.ndarray, test_array: np.ndarray) -> float:
     (tfflow's vector models score tables in those units too, and start from
     this fit: `tfflow.models.MAF`).
 
+    With contexts, the conditional Gaussian: the linear-Gaussian regression
+    `x | c ~ N(a + B c, S)`, with `a`, `B` by least squares on the training
+    pairs (minimum-norm where context columns are redundant) and `S` the
+    maximum-likelihood covariance of the residuals; the test rows are scored
+    given their own contexts. It is what a conditional vector model starts
+    from (its Gaussian start is this regression).
+
     Args:
-      train_array: [N, D] array, N > D.
+      train_array: [N, D] array, N > D (+ C with contexts).
       test_array: [M, D] array.
+      train_context: [N, C] contexts of the training rows, or None.
+      test_context: [M, C] contexts of the test rows (with `train_context`).
 
     Returns:
       Mean NLL over the test rows (nats per example).
+
+    Raises:
+      ValueError: for mismatched shapes, NaN/Inf, too few rows, or a singular
+        (residual) covariance.
     """
     train = _as_finite_matrix(train_array, "train_array")
     test = _as_finite_matrix(test_array, "test_array")
@@ -217,14 +236,36 @@ def fit_gaussian_nll(train_array: np.ndarray, test_array: np.ndarray) -> float:
             "fit_gaussian_nll: expected train_array and test_array with the same number of "
             f"columns, got {train.shape[1]} and {test.shape[1]}."
         )
+    if (train_context is None) != (test_context is None):
+        raise ValueError("fit_gaussian_nll: expected train_context and test_context together "
+                         "(or neither), got only one.")
     num_rows, num_dims = train.shape
-    if num_rows <= num_dims:
+    num_context = 0
+    if train_context is not None:
+        c_train = _as_finite_matrix(train_context, "train_context")
+        c_test = _as_finite_matrix(test_context, "test_context")
+        if c_train.shape[1] != c_test.shape[1] or len(c_train) != num_rows or \
+                len(c_test) != len(test):
+            raise ValueError(
+                "fit_gaussian_nll: expected train_context [N, C] and test_context [M, C] with "
+                f"the rows of train_array {train.shape} and test_array {test.shape}, got "
+                f"{c_train.shape} and {c_test.shape}.")
+        num_context = c_train.shape[1]
+    if num_rows <= num_dims + num_context:
         raise ValueError(
             "fit_gaussian_nll: expected more training rows than columns to fit a covariance, "
-            f"got {num_rows} rows and {num_dims} columns."
+            f"got {num_rows} rows and {num_dims} columns"
+            f"{f' and {num_context} context columns' if num_context else ''}."
         )
-    mean = train.mean(axis=0)
-    covariance = np.atleast_2d(np.cov(train, rowvar=False, bias=True))
+    if num_context:
+        design = np.concatenate([np.ones((num_rows, 1)), c_train], axis=1)
+        coefficients, *_ = np.linalg.lstsq(design, train, rcond=None)
+        residuals = train - design @ coefficients
+        test_residuals = test - np.concatenate([np.ones((len(test), 1)), c_test],
+                                               axis=1) @ coefficients
+    else:
+        residuals, test_residuals = train - train.mean(axis=0), test - train.mean(axis=0)
+    covariance = np.atleast_2d(residuals.T @ residuals / num_rows)
     try:
         cholesky = np.linalg.cholesky(covariance)
     except np.linalg.LinAlgError:
@@ -232,7 +273,7 @@ def fit_gaussian_nll(train_array: np.ndarray, test_array: np.ndarray) -> float:
             "fit_gaussian_nll: the training covariance is singular (a constant column, or "
             "columns that are exact linear combinations of others); drop those columns."
         ) from None
-    whitened = np.linalg.solve(cholesky, (test - mean).T)
+    whitened = np.linalg.solve(cholesky, test_residuals.T)
     log_det = 2.0 * np.sum(np.log(np.diag(cholesky)))
     nll = 0.5 * (num_dims * math.log(2.0 * math.pi) + log_det + np.sum(whitened**2, axis=0))
     return float(np.mean(nll))

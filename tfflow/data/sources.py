@@ -10,6 +10,7 @@ arguments apply to which kind is checked here, in one place.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ def source(
     num_bits: int | None = None,
     validation_fraction: float = 0.1,
     num_examples: int | None = None,
+    context_columns: Sequence[str | int] | str | None = None,
 ) -> Source:
     """Resolves a data set name (or file path) into its `Source`, once.
 
@@ -53,6 +55,9 @@ def source(
         "validation", in [0, 1).
       num_examples: Size of the training split of a toy density (toy
         densities only; default 20,000).
+      context_columns: Tables only: the columns that are the context c of a
+        conditional density p(x | c), by CSV header name or 0-based index;
+        batches are then `(x, c)` pairs and `info().context_shape` is (C,).
 
     Returns:
       A `DigitsSource`, `ToySource`, `TableSource` or `TfdsSource`.
@@ -69,7 +74,7 @@ def source(
     """
     return _resolve("source", name, data_dir=data_dir, image_size=image_size,
                     num_bits=num_bits, validation_fraction=validation_fraction,
-                    num_examples=num_examples)
+                    num_examples=num_examples, context_columns=context_columns)
 
 
 def info(
@@ -116,6 +121,7 @@ def load(
     drop_remainder: bool = False,
     validation_fraction: float = 0.1,
     num_examples: int | None = None,
+    context_columns: Sequence[str | int] | str | None = None,
 ) -> tf.data.Dataset:
     """Loads a data set as batched, prefetched float32 tensors.
 
@@ -151,9 +157,11 @@ def load(
         (digits and tabular files), in [0, 1).
       num_examples: Size of the requested split (toy densities only; defaults
         20,000 / 2,000 / 5,000 for train / validation / test).
+      context_columns: Tables only: context columns, as in `source`; the
+        dataset then yields `(x, c)` pairs.
 
     Returns:
-      A `tf.data.Dataset` of `x` or `(x, label)`.
+      A `tf.data.Dataset` of `x`, `(x, label)` or `(x, c)`.
 
     Raises:
       ValueError: for an unknown name or split, arguments out of range, a
@@ -164,7 +172,8 @@ def load(
                              drop_remainder=drop_remainder)
     resolved = _resolve("load", name, data_dir=data_dir, image_size=image_size,
                         num_bits=num_bits, validation_fraction=validation_fraction,
-                        num_examples=num_examples, num_examples_split=split)
+                        num_examples=num_examples, num_examples_split=split,
+                        context_columns=context_columns)
     return resolved.read(split, batching)
 
 
@@ -198,7 +207,8 @@ def load_array(
 def _resolve(where: str, name: Any, *, data_dir: str | None = None,
              image_size: int | None = None, num_bits: int | None = None,
              validation_fraction: float = 0.1, num_examples: int | None = None,
-             num_examples_split: str = "train") -> Source:
+             num_examples_split: str = "train",
+             context_columns: Sequence[str | int] | str | None = None) -> Source:
     """The one place a name becomes a source; `where` starts every error message."""
     _check_common_args(where, num_bits=num_bits, image_size=image_size,
                        validation_fraction=validation_fraction)
@@ -210,6 +220,9 @@ def _resolve(where: str, name: Any, *, data_dir: str | None = None,
             f"num_examples={num_examples} for {name!r}."
         )
     if kind == "tfds":
+        if context_columns is not None:
+            raise ValueError(f"{where}: context_columns applies to .npy/.csv tables only, got "
+                             f"context_columns={context_columns!r} for {name!r}.")
         try:
             return TfdsSource(name, where=where, data_dir=data_dir, image_size=image_size,
                               num_bits=num_bits, validation_fraction=validation_fraction)
@@ -217,7 +230,11 @@ def _resolve(where: str, name: Any, *, data_dir: str | None = None,
             raise ValueError(_unknown_name_message(where, name)) from None
     _reject_image_args(where, name, num_bits=num_bits, image_size=image_size)
     if kind == "table":
-        return TableSource(name, where=where, validation_fraction=validation_fraction)
+        return TableSource(name, where=where, validation_fraction=validation_fraction,
+                           context_columns=context_columns)
+    if context_columns is not None:
+        raise ValueError(f"{where}: context_columns applies to .npy/.csv tables only, got "
+                         f"context_columns={context_columns!r} for {name!r}.")
     if kind == "digits":
         return DigitsSource(where=where, validation_fraction=validation_fraction)
     return ToySource(name, where=where, split_sizes={num_examples_split: num_examples})

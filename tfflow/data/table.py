@@ -1,5 +1,14 @@
 """The user's own table: a `.npy` or `.csv` file of numbers [N, D], read once.
 
+With `context_columns` the table holds pairs: those columns are the context c
+and the others the modelled x of a conditional density p(x | c); batches are
+`(x, c)` pairs. Columns are named by the CSV header's names or by 0-based
+indices (a `.npy` file, or a CSV without a header, has indices only).
+
+`check_columns` holds the rules for columns a float32 flow can model (used by
+`StandardizeLayer`'s initialisation and, with the columns' names, by the
+command-line training before it starts).
+
 The rows are split by a fixed seed (never the shuffling seed): 10% test, then
 `validation_fraction` of the rest as validation, the remainder train. Rows stay
 in the file's own units: the vector models hold the standardisation inside
@@ -17,8 +26,10 @@ parser), so it peaks at the float64 table plus the float32 one when it narrows.
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -26,7 +37,8 @@ import tensorflow as tf
 from tfflow.data.core import Batching, DatasetInfo, Source, check_split
 from tfflow.data.pipelines import gathered_batches
 
-__all__ = ["MIN_ROWS", "TableSource"]
+__all__ = ["LARGEST_VALUE", "MIN_ROWS", "MIN_STEPS_PER_STD", "SMALLEST_STD", "TableSource",
+           "check_columns", "check_independent_columns", "read_rows", "resolve_columns"]
 
 MIN_ROWS = 10
 _TEST_FRACTION = 0.1
@@ -49,9 +61,19 @@ class TableSource(Source):
       where: The public function resolving it (starts error messages).
       validation_fraction: Share of the non-test rows held out as
         "validation", in [0, 1).
+      context_columns: Columns that are the context c of a conditional
+        density p(x | c), the other columns being x (see `resolve_columns`);
+        None: every column is x.
+
+    Attributes:
+      columns: Every column's name: the CSV header's, else "column <i>".
+      x_columns, context_columns: The names of the modelled columns and of
+        the context columns (empty for an unconditional table), in file order
+        for x and in the order given for the context.
     """
 
-    def __init__(self, path: str, *, where: str, validation_fraction: float = 0.1) -> None:
+    def __init__(self, path: str, *, where: str, validation_fraction: float = 0.1,
+                 context_columns: Sequence[str | int] | str | None = None) -> None:
         super().__init__(path, where=where)
         self.validation_fraction = validation_fraction
         self._table = _read_table(where, path)
@@ -59,14 +81,28 @@ class TableSource(Source):
         self._rows = _split_rows(len(self._table), validation_fraction)
         for rows in self._rows.values():
             rows.setflags(write=False)
-        self._info = DatasetInfo(name=path, kind="tabular", event_shape=(self._table.shape[1],),
-                                 num_levels=None, num_classes=None)
+        header = None if path.lower().endswith(".npy") else _header_names(path)
+        num_columns = self._table.shape[1]
+        if header is not None and len(header) != num_columns:
+            header = None  # loadtxt checked the rows; a header of another width names nothing
+        self.columns = tuple(header or (f"column {i}" for i in range(num_columns)))
+        # How error messages name a column.
+        self._shown = tuple(f"column {name!r}" for name in header) if header else self.columns
+        self._context_index = ([] if context_columns is None else
+                               resolve_columns(where, context_columns, header, num_columns))
+        self._x_index = [i for i in range(num_columns) if i not in self._context_index]
+        self.x_columns = tuple(self.columns[i] for i in self._x_index)
+        self.context_columns = tuple(self.columns[i] for i in self._context_index)
+        self._info = DatasetInfo(
+            name=path, kind="tabular", event_shape=(len(self._x_index),), num_levels=None,
+            num_classes=None,
+            context_shape=(len(self._context_index),) if self._context_index else None)
 
     def info(self) -> DatasetInfo:
         return self._info
 
     def read(self, split: str, batching: Batching) -> tf.data.Dataset:
-        """float32 rows in the file's own units, gathered per batch from the one table."""
+        """float32 rows (or `(x, c)` pairs) in the file's own units, gathered per batch."""
         if batching.with_labels:
             raise ValueError(f"{self._where}: tabular file {self.name!r} has no labels; got "
                              "with_labels=True.")
@@ -75,16 +111,240 @@ class TableSource(Source):
         if len(rows) == 0:
             raise ValueError(f"{self._where}: split {split!r} of {self.name!r} is empty "
                              f"(validation_fraction={self.validation_fraction}).")
-        return gathered_batches(self._table, rows, batching)
+        ds = gathered_batches(self._table, rows, batching)
+        if not self._context_index:
+            return ds
+        x_index = tf.constant(self._x_index, tf.int32)
+        context_index = tf.constant(self._context_index, tf.int32)
+        return ds.map(lambda batch: (tf.gather(batch, x_index, axis=1),
+                                     tf.gather(batch, context_index, axis=1)),
+                      num_parallel_calls=tf.data.AUTOTUNE)
 
     def array(self, split: str) -> np.ndarray:
-        """The split's rows in the file's own units, float64.
+        """The split's rows (x columns only, for a conditional table) in the file's units, float64.
 
         A fresh copy: the parsed table stays as it was read whatever the caller does.
         """
         check_split(self._where, self.name, split)
         # Fancy indexing copies; a float32 table is widened exactly.
-        return self._table[self._rows[split]].astype(np.float64, copy=False)
+        rows = self._table[self._rows[split]]
+        if self._context_index:
+            rows = rows[:, self._x_index]
+        return rows.astype(np.float64, copy=False)
+
+    def context_array(self, split: str) -> np.ndarray | None:
+        """The split's context columns [N, C] in the file's units, float64; None if unconditional."""
+        check_split(self._where, self.name, split)
+        if not self._context_index:
+            return None
+        return self._table[self._rows[split]][:, self._context_index].astype(np.float64)
+
+    def check_columns(self) -> None:
+        """Refuses training columns a float32 flow cannot model, before any training.
+
+        On the training split: every x and context column passes
+        `check_columns` (finite, within float32's safe range, not constant,
+        resolved by float32), and no x column is a linear combination of the
+        context and the x columns before it (`check_independent_columns`).
+
+        Raises:
+          ValueError: naming the column, what was expected and what it holds.
+        """
+        train = self._table[self._rows["train"]]
+        owner = f"{self._where}: {self.name!r}, training rows,"
+        check_columns(owner, train, self._shown)
+        check_independent_columns(owner, train[:, self._x_index],
+                                  train[:, self._context_index] if self._context_index else None,
+                                  [self._shown[i] for i in self._x_index],
+                                  [self._shown[i] for i in self._context_index])
+
+
+def resolve_columns(where: str, spec: Sequence[str | int] | str, header: Sequence[str] | None,
+                    num_columns: int) -> list[int]:
+    """0-based indices of the columns `spec` names, in `spec`'s order.
+
+    An entry is a column's name in the CSV header, or else a 0-based index
+    (an int or a string of digits): a header name wins over an index, so a
+    column named "2" is that column, not the third. `spec` may be one
+    comma-separated string.
+
+    Raises:
+      ValueError: for an empty spec, an unknown name or index, a column named
+        twice, or a spec naming every column (nothing would be left to model).
+    """
+    entries = [part.strip() for part in spec.split(",")] if isinstance(spec, str) else list(spec)
+    if not entries or any(entry == "" for entry in entries):
+        raise ValueError(f"{where}: expected context_columns as one or more column names or "
+                         f"0-based indices, got {spec!r}.")
+    names = list(header or [])
+    known = (f"the header's columns {names} or indices 0..{num_columns - 1}" if names else
+             f"0-based indices 0..{num_columns - 1} (the file has no header row to name them)")
+    index: list[int] = []
+    for entry in entries:
+        text = str(entry).strip()
+        if text in names:
+            column = names.index(text)
+        elif (isinstance(entry, (int, np.integer)) and not isinstance(entry, bool)) or \
+                text.isdigit():
+            column = int(text)
+            if not 0 <= column < num_columns:
+                raise ValueError(f"{where}: context column index {column} is out of range; "
+                                 f"expected {known}.")
+        else:
+            raise ValueError(f"{where}: unknown context column {text!r}; expected {known}.")
+        if column in index:
+            raise ValueError(f"{where}: context column {text!r} is named twice in "
+                             f"context_columns ({spec!r}); expected each column once.")
+        index.append(column)
+    if len(index) == num_columns:
+        raise ValueError(f"{where}: context_columns names all {num_columns} columns; expected "
+                         "at least one column left to model as x.")
+    return index
+
+
+# Column rules -------------------------------------------------------------------------------
+# The flows compute in float32 (under mixed precision too: the flow, its log-dets and the
+# loss stay float32). A column is standardised inside the model, z = (x - mean) / std, with
+# the moments computed in float64 from the data (`StandardizeLayer`), so every offset and
+# scale float32 holds is treated exactly: a column at 1e-13 or 1e+25 scale is standardised
+# as one at 1, and log p in the file's units is exact up to float32 rounding.
+#
+# What float32 cannot hold is refused, not rescaled. A rescale outside the model (say by a
+# power of two, which is exact) would break the model's contract that it takes and returns
+# rows in the file's own units: every caller of a saved model or an exported SavedModel would
+# have to repeat it, and the raw values still overflow float32 on the way in. The error says
+# how to rescale the column oneself and what that does to the NLL.
+#
+# LARGEST_VALUE: float32 ends at 3.4e38; 1e30 leaves eight orders of magnitude for samples far
+# in a column's tails (a flow's tails are heavier than the data's) and for x - mean.
+LARGEST_VALUE = 1e30
+# SMALLEST_STD: 1 / std must be a float32 with room to spare (exp(-log_scale) overflows
+# float32 below a std of about 1e-38).
+SMALLEST_STD = 1e-30
+# MIN_STEPS_PER_STD: float32 rounds a value of magnitude |x| to steps of spacing(|x|); a
+# column whose standard deviation spans fewer than 100 such steps reaches the model as a
+# handful of repeated values (a column of 1 + 1e-13 noise becomes exactly 1.0), whose
+# "density" is spikes, not the column's.
+MIN_STEPS_PER_STD = 100
+# A column whose part not explained (linearly) by the columns before it is below 1e-5 of its
+# standard deviation: the rows lie (to float32's eye) on a hyperplane, where no density in
+# the full dimension exists; the full-covariance Gaussian fit is singular there too.
+_DEPENDENT_RESIDUAL = 1e-5
+
+
+def check_columns(owner: str, values: Any, names: Sequence[str] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of each column of `values` [N, D], in float64, checked.
+
+    The rules for a column that a float32 flow standardises and models
+    (see the comments above `LARGEST_VALUE` for why each bound):
+
+    * every value finite, |x| <= `LARGEST_VALUE`;
+    * not constant: a point mass has no density, drop the column;
+    * std >= `SMALLEST_STD`;
+    * std >= `MIN_STEPS_PER_STD` float32 steps at the column's largest |x|.
+
+    Args:
+      owner: Starts every error message (who refuses).
+      values: [N, D] numbers (any float dtype; moments are taken in float64).
+      names: The columns' names for the messages; default "column <i>".
+
+    Returns:
+      (mean, std), float64 [D] each.
+
+    Raises:
+      ValueError: naming the first column that breaks a rule, the rule and
+        what the column holds.
+    """
+    x = np.asarray(values)
+    x = x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)
+    num_rows, num_columns = x.shape
+    names = list(names) if names is not None else [f"column {i}" for i in range(num_columns)]
+    means, stds = np.zeros(num_columns), np.zeros(num_columns)
+    for i in range(num_columns):
+        column = x[:, i].astype(np.float64)
+        name = names[i]
+        finite = np.isfinite(column)
+        if not finite.all():
+            raise ValueError(f"{owner} {name}: expected finite numbers, got "
+                             f"{int((~finite).sum())} NaN/Inf values.")
+        largest = float(np.max(np.abs(column))) if num_rows else 0.0
+        if largest > LARGEST_VALUE:
+            low, high = float(column.min()), float(column.max())
+            power = int(math.floor(math.log10(largest)))
+            raise ValueError(
+                f"{owner} {name}: expected values within +-{LARGEST_VALUE:g} (the models "
+                f"compute in float32, which ends at 3.4e+38), got values from {low:.4g} to "
+                f"{high:.4g}; divide the column by 1e{power} before training (the NLL in the "
+                f"original units is then the reported one + {power * math.log(10):.4g} nats "
+                "per row).")
+        mean = float(np.mean(column))
+        std = float(np.sqrt(np.mean((column - mean) ** 2)))
+        if std == 0.0:
+            raise ValueError(
+                f"{owner} {name}: expected a column that varies, got the constant {mean!r} in "
+                f"all {num_rows} rows: a point mass has no density; drop the column.")
+        if std < SMALLEST_STD:
+            raise ValueError(
+                f"{owner} {name}: expected a standard deviation of at least {SMALLEST_STD:g} "
+                f"(the models compute in float32), got {std:.4g}; multiply the column by a "
+                "power of ten before training.")
+        step = float(np.spacing(np.float32(largest)))
+        if std < MIN_STEPS_PER_STD * step:
+            raise ValueError(
+                f"{owner} {name}: expected a column that float32 (in which the models compute) "
+                f"resolves, at least {MIN_STEPS_PER_STD} float32 steps per standard deviation, "
+                f"got a standard deviation of {std:.4g} around {mean:.10g}, where float32's "
+                f"steps are {step:.4g}: the column is (nearly) constant to the model; subtract "
+                "its mean (or another offset) before training, or drop it.")
+        means[i], stds[i] = mean, std
+    return means, stds
+
+
+def check_independent_columns(owner: str, x: Any, context: Any = None,
+                              x_names: Sequence[str] | None = None,
+                              context_names: Sequence[str] | None = None) -> None:
+    """Refuses an x column that is a linear combination of the context and the x columns before it.
+
+    Such rows lie on a hyperplane: no density in the full dimension exists
+    (a flow's NLL then runs off towards -inf) and the Gaussian baseline's
+    covariance is singular. Redundant context columns are harmless (the
+    context's information is the same) and pass. Checked on the correlation
+    matrix of [context, x] by a Cholesky factorisation that stops at the
+    first x column whose unexplained share of the variance is below
+    `_DEPENDENT_RESIDUAL`**2. Call after `check_columns` (no constant column).
+
+    Raises:
+      ValueError: naming the column.
+    """
+    x = np.asarray(x, np.float64)
+    blocks = ([] if context is None else [np.asarray(context, np.float64)]) + [x]
+    joined = np.concatenate(blocks, axis=1)
+    num_context = joined.shape[1] - x.shape[1]
+    names = list(context_names or [f"context {i}" for i in range(num_context)]) + \
+        list(x_names or [f"column {i}" for i in range(x.shape[1])])
+    centred = joined - joined.mean(axis=0)
+    scale = np.sqrt(np.mean(centred**2, axis=0))
+    scale[scale == 0.0] = 1.0
+    standardised = centred / scale
+    correlation = standardised.T @ standardised / len(joined)
+    size = len(correlation)
+    lower = np.zeros_like(correlation)
+    for k in range(size):
+        residual = correlation[k, k] - lower[k, :k] @ lower[k, :k]
+        if residual <= _DEPENDENT_RESIDUAL**2:
+            if k >= num_context:
+                before = [name for j, name in enumerate(names[:k]) if lower[j, j] > 0.0]
+                raise ValueError(
+                    f"{owner} {names[k]}: expected a column that is not a linear combination "
+                    f"of {', '.join(before) if before else 'the columns before it'}, got one "
+                    f"(its part they do not explain is {math.sqrt(max(residual, 0.0)):.2g} of "
+                    "its standard deviation): the rows lie on a hyperplane, where they have no "
+                    "density; drop the column.")
+            continue  # a redundant context column: skip it (its row of the factor stays 0)
+        lower[k, k] = math.sqrt(residual)
+        lower[k + 1:, k] = (correlation[k + 1:, k] - lower[k + 1:, :k] @ lower[k, :k]) / \
+            lower[k, k]
 
 
 def _split_rows(num_rows: int, validation_fraction: float) -> dict[str, np.ndarray]:
@@ -140,8 +400,10 @@ def _compact(where: str, path: str, shape: tuple[int, int], dtype: np.dtype, chu
         exact = True
         for start, chunk in _numbered(chunks):
             _check_finite(where, path, chunks, chunk, start)
-            # Compared in float64: the float32 value widens back to the file's value.
-            exact = exact and np.array_equal(chunk.astype(np.float32), chunk)
+            # Compared in float64: the float32 value widens back to the file's value
+            # (beyond float32's range it overflows to inf, which is simply not equal).
+            with np.errstate(over="ignore"):
+                exact = exact and np.array_equal(chunk.astype(np.float32), chunk)
     target = np.dtype(np.float32 if exact else np.float64)
     if parsed is not None and parsed.dtype == target:
         return parsed  # a CSV parsed to float64 (so checked above): no copy
@@ -247,9 +509,59 @@ def _read_csv(where: str, path: str) -> np.ndarray:
     return table
 
 
+def _header_names(path: str) -> list[str] | None:
+    """The CSV header's column names (stripped of spaces and quotes), or None without a header."""
+    with open(path, encoding="utf-8-sig") as handle:
+        for line in handle:
+            if line.strip():
+                fields = [field.strip().strip('"\'').strip() for field in line.split(",")]
+                return None if all(_is_number(field) for field in fields) else fields
+    return None
+
+
 def _is_number(text: str) -> bool:
     try:
         float(text)
     except ValueError:
         return False
     return True
+
+
+def read_rows(where: str, path: str, names: Sequence[str] | None = None) -> np.ndarray:
+    """The rows [R, C] of a small `.csv`/`.npy` file of numbers (e.g. contexts to sample at), float64.
+
+    A header row is allowed in CSV; with `names` given it must list exactly
+    those columns in that order (a file whose columns are in another order
+    would otherwise be read silently wrong). A 1-D `.npy` array is one row.
+
+    Raises:
+      ValueError: for a missing or unreadable file, no rows, a header that
+        does not match `names`, or NaN/Inf.
+    """
+    if not os.path.isfile(path):
+        raise ValueError(f"{where}: file {path!r} does not exist (relative paths start at "
+                         f"{os.getcwd()!r}).")
+    if path.lower().endswith(".npy"):
+        try:
+            rows = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as error:
+            raise ValueError(f"{where}: expected a numeric .npy array in {path!r}, got: "
+                             f"{' '.join(str(error).split())[:200]}") from None
+        if rows.dtype.kind not in "biuf":
+            raise ValueError(f"{where}: expected a numeric array in {path!r}, got dtype "
+                             f"{rows.dtype}.")
+        rows = np.atleast_2d(rows).astype(np.float64)
+    else:
+        header = _header_names(path)
+        if header is not None and names is not None and list(header) != list(names):
+            raise ValueError(f"{where}: expected the header of {path!r} to name the columns "
+                             f"{','.join(names)} in that order, got {','.join(header)}.")
+        rows = _read_csv(where, path)
+    if rows.ndim != 2 or rows.size == 0:
+        raise ValueError(f"{where}: expected rows of numbers in {path!r}, got shape "
+                         f"{rows.shape}.")
+    if not np.all(np.isfinite(rows)):
+        row = int(np.argwhere(~np.isfinite(rows))[0][0])
+        raise ValueError(f"{where}: expected finite numbers in {path!r}, got NaN/Inf (first in "
+                         f"data row {row}, counting from 0).")
+    return rows
