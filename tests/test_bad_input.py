@@ -471,7 +471,9 @@ def test_lu_permutation_variable_of_wrong_dtype():
 # One table of bad inputs, checked through every entry point: the eager methods
 # (`ValueError`), a user's `tf.function` and `fit` on a dataset, plain and under
 # `jit_compile=True` (`InvalidArgumentError` when the bad batch runs). The rule
-# for quantised data (`num_levels` set): x in [0, 1] with 1e-3 slack.
+# for quantised data (`num_levels` set): training data (`fit`, `initialize`) in
+# [0, 1] with 1e-3 slack; scored values (every other entry point) in [-8, 9] for
+# 17 levels: wide enough for the model's own samples, narrow enough for 0..16 data.
 
 import keras  # noqa: E402  (model-level section)
 
@@ -490,6 +492,7 @@ def _image_model():
 def image_model():
     model = _image_model()
     model.initialize(_good_x(), _good_labels())
+    model.compile()  # for evaluate
     return model
 
 
@@ -532,11 +535,20 @@ VALUE_X = {
                                                               "index [1, 2, 3, 0]"]),
     "inf": (_set(_good_x(), np.inf), ["expected finite x"], ["0 NaN and 1 Inf"]),
     "minus_inf": (_set(_good_x(), -np.inf), ["expected finite x"], ["1 Inf"]),
+    "above_range": (_set(_good_x(), 9.5), ["expected x in RANGE", "num_levels=17"],
+                    ["to 9.5", "1 of 96 outside"]),
+    "below_range": (_set(_good_x(), -8.25), ["expected x in RANGE", "num_levels=17"],
+                    ["from -8.25"]),
+    "pixels_0_255": (_good_x() * 255., ["expected x in RANGE"], ["outside"]),
+    "pixels_0_16": (np.floor(_good_x() * 17.), ["expected x in RANGE"], ["outside"]),
+}
+# Outside the training data's [0, 1] but inside the scoring range (a model's own samples
+# stray there): refused by the entry points that train, scored by the others.
+TRAINING_ONLY_X = {
     "above_one": (_set(_good_x(), 1.5), ["expected x in [0, 1]", "num_levels=17"],
                   ["to 1.5", "1 of 96 outside"]),
     "below_zero": (_set(_good_x(), -0.25), ["expected x in [0, 1]", "num_levels=17"],
                    ["from -0.25"]),
-    "pixels_0_255": (_good_x() * 255., ["expected x in [0, 1]"], ["outside"]),
     "pixels_minus_1_1": (_good_x() * 2. - 1., ["expected x in [0, 1]"], ["from -"]),
 }
 BAD_LABELS = {
@@ -553,7 +565,17 @@ EAGER_METHODS = {
     "bits_per_dim": lambda m, x, labels: m.bits_per_dim(x, labels),
     "encode": lambda m, x, labels: m.encode(x, labels),
     "initialize": lambda m, x, labels: m.initialize(x, labels, force=True),
+    "call": lambda m, x, labels: m((x, labels)),
+    "predict": lambda m, x, labels: m.predict((x, labels), verbose=0),
+    "evaluate": lambda m, x, labels: m.evaluate(x, labels, verbose=0),
 }
+SCORING_METHODS = [m for m in EAGER_METHODS if m != "initialize"]
+
+
+def _in_range(method, fragments):
+    """The case's fragments with the method's range: training data or scored values."""
+    shown = "[0, 1]" if method in ("initialize", "fit") else "[-8, 9]"
+    return [f.replace("RANGE", shown) for f in fragments]
 
 
 def _message(info):
@@ -576,11 +598,31 @@ def test_model_rejects_bad_x(image_model, method, case):
         x, fragments = STATIC_X[case]
     else:
         x, fragments, details = VALUE_X[case]
-        fragments = fragments + details
+        fragments = _in_range(method, fragments + details)
     labels = _good_labels(len(x))
     with pytest.raises(ValueError) as info:
         EAGER_METHODS[method](image_model, x, labels)
     _assert_in([f"FlowModel.{method}:"] + fragments, _message(info))
+
+
+@pytest.mark.parametrize("case", list(TRAINING_ONLY_X))
+def test_training_data_must_lie_in_the_unit_interval_but_scoring_is_wider(image_model, case):
+    x, fragments, details = TRAINING_ONLY_X[case]
+    with pytest.raises(ValueError) as info:
+        image_model.initialize(x, _good_labels(), force=True)
+    _assert_in(["FlowModel.initialize:"] + fragments + details, _message(info))
+    for method in SCORING_METHODS:
+        result = EAGER_METHODS[method](image_model, x, _good_labels())
+        assert np.all(np.isfinite(result)), (method, result)
+
+
+def test_the_model_scores_its_own_samples(image_model):
+    # A flow's samples stray past [0, 1]; every scoring entry point takes them back.
+    samples = image_model.sample(512, temperature=1.5, seed=4, labels=1).numpy()
+    assert samples.min() < 0. or samples.max() > 1.  # the case the range must allow
+    labels = np.ones(512, np.int32)
+    for method in SCORING_METHODS:
+        assert np.all(np.isfinite(EAGER_METHODS[method](image_model, samples, labels))), method
 
 
 @pytest.mark.parametrize("method", list(EAGER_METHODS))
@@ -616,7 +658,7 @@ def test_model_rejects_bad_values_inside_a_tf_function(image_model, case):
         labels, fragments = labels[:4], ["FlowModel.log_prob: expected one label per example"]
     else:
         x, fragments, _ = VALUE_X[case]
-        fragments = ["FlowModel.log_prob:"] + fragments
+        fragments = ["FlowModel.log_prob:"] + _in_range("log_prob", fragments)
     with pytest.raises(tf.errors.InvalidArgumentError) as info:
         log_prob(tf.constant(x), tf.constant(labels))
     _assert_in(fragments, _message(info))
@@ -649,8 +691,8 @@ def test_model_rejects_a_static_bad_shape_inside_a_tf_function(image_model):
     ("sample", lambda m: m.sample(2, labels=3), ["expected labels in [0, 3)"]),
     ("sample", lambda m: m.sample(2), ["class-conditional"]),
     ("sample", lambda m: m.sample(2, seed=[1, 2, 3], labels=1), ["expected seed", "[3]"]),
-    ("interpolate", lambda m: m.interpolate(_good_x(1)[0], _good_x(1)[0] * 9., labels=1),
-     ["expected x1/x2 in [0, 1]"]),
+    ("interpolate", lambda m: m.interpolate(_good_x(1)[0], _good_x(1)[0] * 30., labels=1),
+     ["expected x1/x2 in [-8, 9]"]),
     ("interpolate", lambda m: m.interpolate(_good_x(1)[0], _good_x(1)[0], steps=1, labels=1),
      ["expected steps an integer >= 2, got 1"]),
 ], ids=lambda v: v if isinstance(v, str) else "")
@@ -742,3 +784,115 @@ def test_fit_rejects_static_bad_data_at_once(fitted_image_model):
     with pytest.raises(ValueError, match=r"FlowModel.fit: .*\[batch, 4, 4, 1\].*\[None, 4, 4\]"):
         fitted_image_model.fit(_dataset(_good_x()[..., 0], _good_labels()), epochs=1,
                                verbose=0)
+
+
+# Generators and PyDatasets: each batch is checked in Python before Keras reads it, so a
+# bad batch is a ValueError naming it, under jit_compile=True too (where the step's own
+# asserts are no-ops).
+
+class _Batches(keras.utils.PyDataset):
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, index):
+        return self.batches[index]
+
+
+def _generator(batches):
+    yield from batches
+
+
+@pytest.mark.parametrize("kind", ["generator", "py_dataset"])
+@pytest.mark.parametrize("case", ["nan", "above_one", "label_too_large"])
+def test_fit_rejects_a_bad_batch_of_a_generator_or_py_dataset(fitted_image_model, kind, case):
+    x, labels, fragments = FIT_CASES[case]
+    batches = [(_good_x(3), _good_labels(3)), (x[:3], labels[:3])]
+    data = _generator(batches) if kind == "generator" else _Batches(batches)
+    with pytest.raises(ValueError) as info:
+        fitted_image_model.fit(data, epochs=1, verbose=0, shuffle=False,
+                               steps_per_epoch=2 if kind == "generator" else None)
+    where = "batch 1 of the generator" if kind == "generator" else "batch 1 of the _Batches"
+    _assert_in(["FlowModel.fit:", where] + fragments, _message(info))
+    # A bad first batch never reaches the weights.
+    first = _generator(batches[::-1]) if kind == "generator" else _Batches(batches[::-1])
+    weights = [v.numpy() for v in fitted_image_model.trainable_variables]
+    with pytest.raises(ValueError):
+        fitted_image_model.fit(first, epochs=1, verbose=0, shuffle=False,
+                               steps_per_epoch=2 if kind == "generator" else None)
+    for before, v in zip(weights, fitted_image_model.trainable_variables):
+        np.testing.assert_array_equal(before, v.numpy())
+
+
+@pytest.mark.parametrize("method", ["predict", "evaluate"])
+@pytest.mark.parametrize("case", ["nan", "label_too_large"])
+def test_predict_and_evaluate_reject_a_bad_batch_of_a_dataset(fitted_image_model, method, case):
+    x, labels, fragments = FIT_CASES[case]
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        getattr(fitted_image_model, method)(_dataset(x, labels), verbose=0)
+    _assert_in([f"FlowModel.{method}:"] + fragments, _message(info))
+
+
+def test_predict_scores_like_log_prob(fitted_image_model):
+    x, labels = _good_x(), _good_labels()
+    expected = fitted_image_model.log_prob(x, labels).numpy()
+    np.testing.assert_allclose(fitted_image_model.predict((x, labels), verbose=0), expected,
+                               rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(fitted_image_model.predict(_dataset(x, labels), verbose=0),
+                               expected, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(fitted_image_model((x, labels)), expected, rtol=1e-5, atol=1e-4)
+
+
+# Conditional models: the context is checked at every entry point like x.
+
+@pytest.fixture(scope="module")
+def conditional_model():
+    model = tfflow.models.MAF((2,), context_shape=(3,), transforms=1, hidden_units=(8,))
+    rng = np.random.default_rng(2)
+    model.initialize(rng.normal(size=(32, 2)).astype(np.float32),
+                     context=rng.normal(size=(32, 3)).astype(np.float32))
+    model.compile()
+    return model
+
+
+_X2 = np.zeros([4, 2], np.float32)
+_C3 = np.zeros([4, 3], np.float32)
+CONTEXT_CASES = {
+    "missing": (None, ["this model is conditional", "[batch, 3]"]),
+    "wrong_width": (np.zeros([4, 2], np.float32), ["expected context of shape [batch, 3]",
+                                                   "[4, 2]"]),
+    "wrong_rows": (np.zeros([3, 3], np.float32), ["one row per example (4 rows)", "[3, 3]"]),
+    "integer": (np.zeros([4, 3], np.int32), ["expected context as floating point", "int32"]),
+    "nan": (np.full([4, 3], np.nan, np.float32), ["expected finite context", "12 NaN"]),
+}
+CONTEXT_METHODS = {
+    "log_prob": lambda m, c: m.log_prob(_X2, context=c),
+    "encode": lambda m, c: m.encode(_X2, context=c),
+    "decode": lambda m, c: m.decode(_X2, context=c),
+    "call": lambda m, c: m(_X2 if c is None else (_X2, c)),
+    "predict": lambda m, c: m.predict(_X2 if c is None else (_X2, c), verbose=0),
+    "evaluate": lambda m, c: m.evaluate(_X2, c, verbose=0),
+    "fit": lambda m, c: m.fit(_X2, c, epochs=1, verbose=0),
+}
+
+
+@pytest.mark.parametrize("method", list(CONTEXT_METHODS))
+@pytest.mark.parametrize("case", list(CONTEXT_CASES))
+def test_conditional_model_rejects_bad_contexts(conditional_model, method, case):
+    context, fragments = CONTEXT_CASES[case]
+    with pytest.raises(ValueError) as info:
+        CONTEXT_METHODS[method](conditional_model, context)
+    _assert_in([f"FlowModel.{method}:"] + fragments, _message(info))
+
+
+def test_conditional_model_scores_through_call_and_predict(conditional_model):
+    expected = conditional_model.log_prob(_X2, context=_C3).numpy()
+    np.testing.assert_allclose(conditional_model((_X2, _C3)), expected, rtol=1e-5)
+    np.testing.assert_allclose(conditional_model.predict((_X2, _C3), verbose=0), expected,
+                               rtol=1e-5)
+    dataset = tf.data.Dataset.from_tensor_slices((_X2, _C3)).batch(2)
+    np.testing.assert_allclose(conditional_model.predict(dataset, verbose=0), expected,
+                               rtol=1e-5)

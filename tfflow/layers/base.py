@@ -99,6 +99,21 @@ class FlowLayer(keras.layers.Layer):
         """
         return []
 
+    def data_domain(self) -> tuple[float, float, str] | None:
+        """The interval (low, high) of input values on which this layer's map is defined, and why.
+
+        None where the map is defined on every real value (most layers). A
+        container's domain is the most restrictive of its children's (a chain
+        overrides this with its first, data-side, part). `FlowModel` intersects
+        it with its scoring range, so that it never scores a value on which
+        the flow is undefined.
+        """
+        domains = [d for d in (child.data_domain() for child in self.flow_children()) if d]
+        if not domains:
+            return None
+        return (max(d[0] for d in domains), min(d[1] for d in domains),
+                "; ".join(dict.fromkeys(d[2] for d in domains)))
+
     def apply_children(self, x: tf.Tensor,
                        apply: Callable[[FlowLayer, tf.Tensor], tf.Tensor]) -> tf.Tensor:
         """A container's data -> latent map of `x`, with `apply(child, value)` for each child.

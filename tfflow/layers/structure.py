@@ -70,6 +70,10 @@ class ChainLayer(FlowLayer):
             x = apply(layer, x)
         return x
 
+    def data_domain(self):
+        # The data meet the first part; later parts see its outputs, not the data.
+        return self.flow_layers[0].data_domain() if self.flow_layers else None
+
     def output_event_shape(self, event_shape):
         for layer in self.flow_layers:
             event_shape = layer.output_event_shape(event_shape)
@@ -281,6 +285,12 @@ class LogitPreprocessingLayer(FlowLayer):
 
     def bijector(self, context=None):
         return fb.LogitPreprocessing(self.alpha)
+
+    def data_domain(self):
+        # alpha + (1 - 2 alpha) x must lie in (0, 1); samples reach the whole interval.
+        edge = self.alpha / (1. - 2. * self.alpha)
+        return (-edge, 1. + edge, f"the domain of the model's logit preprocessing "
+                                  f"(alpha={self.alpha:g})")
 
     def get_config(self):
         return {**super().get_config(), "alpha": self.alpha}

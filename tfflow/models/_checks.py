@@ -22,7 +22,8 @@ eagerly; inside a traced function (a compiled train step, the tf.data pipeline,
 an exported signature) they become `tf.debugging.Assert` ops that raise
 `tf.errors.InvalidArgumentError` when run. XLA compiles `Assert` to a no-op
 (measured), so `fit` also checks its data in the tf.data pipeline, which XLA
-never compiles (`checked_fit_data`).
+never compiles (`checked_data`); generators and `PyDataset`s are checked
+batch by batch in Python before Keras reads them.
 
 Every message starts with the object that rejects the input (e.g.
 `FlowModel.log_prob:`), then says what was expected and what it got.
@@ -31,7 +32,7 @@ Every message starts with the object that rejects the input (e.g.
 from __future__ import annotations
 
 import operator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -41,18 +42,59 @@ __all__: list = []  # private to tfflow
 RANGE_TOLERANCE = 1e-3
 
 
+class ValueRange(NamedTuple):
+    """Allowed values [low, high], as shown in messages (`shown`), and why."""
+
+    low: float
+    high: float
+    shown: str
+    why: str
+
+
 def _dims(shape) -> str:
     return ", ".join("None" if d is None else str(d) for d in shape)
 
 
-def data_range(num_levels: int | None) -> tuple[float, float, str] | None:
-    """The allowed (low, high) for data of a model with `num_levels`, and why; None if any."""
+def training_range(num_levels: int | None) -> ValueRange | None:
+    """What a model with `num_levels` trains on (`fit`, `initialize`); None for continuous data.
+
+    Dequantised data lie in [0, 1) (`x = (k + u) / B`); the 1e-3 slack allows
+    rounding in a user's own scaling (`x / 255` in float16). Pixels in [0, 255]
+    or [-1, 1] are the usual mistake, caught here before they shape a model.
+    """
     if not num_levels:
         return None
-    return (-RANGE_TOLERANCE, 1. + RANGE_TOLERANCE,
-            f"the model has num_levels={num_levels}: data quantised to {num_levels} levels "
-            f"and dequantised into [0, 1), e.g. (k + u) / {num_levels} as tfflow.data does, "
-            f"with {RANGE_TOLERANCE:g} slack for rounding")
+    return ValueRange(-RANGE_TOLERANCE, 1. + RANGE_TOLERANCE, "[0, 1]",
+                      f"the model has num_levels={num_levels}: data quantised to {num_levels} "
+                      f"levels and dequantised into [0, 1), e.g. (k + u) / {num_levels} as "
+                      f"tfflow.data does, with {RANGE_TOLERANCE:g} slack for rounding")
+
+
+def scoring_range(num_levels: int | None, domain=None) -> ValueRange | None:
+    """What a model scores (`log_prob`, `predict`, `encode`, the export); None if anything.
+
+    Wider than `training_range`: a flow's own samples stray past [0, 1] (the
+    default Glow on digits, 20,000 samples: [-0.41, 1.68] at T = 1, [-0.55,
+    1.94] at T = 1.2; a fresh tiny Glow at T = 1.5 reached 2.4), and
+    `log_prob(model.sample(n))` must work. The one mistake the range still
+    catches is data on the integer scale [0, B - 1] (pixels in [0, 255]): it
+    allows half that scale around [0, 1] (at least 2), so [0, 1] +- 8 for
+    B = 17 and +- 127.5 for B = 256, and a batch with a value beyond is on the
+    wrong scale. ([-1, 1]-scaled data pass here; `fit` refuses them.) The
+    range never exceeds the flow's `domain` (`FlowLayer.data_domain`: a
+    RealNVP's logit preprocessing is undefined past [-0.056, 1.056]).
+    """
+    if not num_levels:
+        return None
+    half = max(num_levels / 2., 2.)
+    low, high = 0.5 - half, 0.5 + half
+    why = (f"the model has num_levels={num_levels}: data dequantised into [0, 1), or the "
+           f"model's own samples, which stray past it; a value beyond means data on the "
+           f"integer scale 0..{num_levels - 1}")
+    if domain is not None and (domain[0] > low or domain[1] < high):
+        low, high, why = max(low, domain[0]), min(high, domain[1]), \
+            f"the model has num_levels={num_levels}; {domain[2]}"
+    return ValueRange(low, high, f"[{low:.4g}, {high:.4g}]", why)
 
 
 # --- Static checks (dtype, shape): ValueError, also at trace time -----------------------------
@@ -70,14 +112,17 @@ def _converted(owner: str, value: Any, dtype_hint, expected: str) -> tuple[tf.Te
     return tensor, (tensor.dtype if given is None else tf.as_dtype(given))
 
 
-def floating(owner: str, what: str, value: Any, dtype) -> tf.Tensor:
-    """`value` as a tensor of `dtype`; an integer, bool or string input is an error."""
+def floating(owner: str, what: str, value: Any, dtype, *, cast: bool = True) -> tf.Tensor:
+    """`value` as a tensor of `dtype` (or its own floating dtype if not `cast`).
+
+    An integer, bool or string input is an error.
+    """
     tensor, given = _converted(owner, value, dtype, f"{what} as floating point numbers of "
                                                     f"dtype {tf.as_dtype(dtype).name}")
     if not given.is_floating:
         raise ValueError(f"{owner}: expected {what} as floating point data of dtype "
                          f"{tf.as_dtype(dtype).name}, got {given.name}.")
-    return tf.cast(tensor, dtype)
+    return tf.cast(tensor, dtype) if cast else tensor
 
 
 def batch_shape(owner: str, what: str, tensor: tf.Tensor, event_shape) -> None:
@@ -96,7 +141,7 @@ def batch_shape(owner: str, what: str, tensor: tf.Tensor, event_shape) -> None:
 # --- Value checks: ValueError eagerly, InvalidArgumentError in a traced function -------------
 
 def values(owner: str, what: str, tensor: tf.Tensor,
-           value_range: tuple[float, float, str] | None = None) -> tf.Tensor:
+           value_range: ValueRange | None = None) -> tf.Tensor:
     """Checks that `tensor` is finite (and in `value_range`); returns it (graph: gated on it)."""
     if tf.executing_eagerly():
         _eager_values(owner, what, tensor, value_range)
@@ -112,12 +157,12 @@ def values(owner: str, what: str, tensor: tf.Tensor,
             tf.reduce_sum(tf.cast(tf.logical_not(finite), tf.int32))]),
     ]
     if value_range is not None:
-        low, high, why = value_range
+        low, high, shown, why = value_range
         in_range = tf.reduce_all((tensor >= tf.cast(low, tensor.dtype)) &
                                  (tensor <= tf.cast(high, tensor.dtype)))
         # Non-finite values are reported by the check above, not as out of range.
         checks.append(tf.debugging.Assert(in_range | tf.logical_not(all_finite), [
-            f"{owner}: expected {what} in [0, 1] ({why}), got values from",
+            f"{owner}: expected {what} in {shown} ({why}), got values from",
             tf.reduce_min(tensor), "to", tf.reduce_max(tensor)]))
     with tf.control_dependencies(checks):
         return tf.identity(tensor)
@@ -139,10 +184,10 @@ def _eager_values(owner, what, tensor, value_range) -> None:
                          f"value(s) (the first at index {first}).")
     if value_range is None:
         return
-    low, high, why = value_range
+    low, high, shown, why = value_range
     if lowest < low or highest > high:
         outside = int(tf.reduce_sum(tf.cast((tensor < low) | (tensor > high), tf.int64)))
-        raise ValueError(f"{owner}: expected {what} in [0, 1] ({why}), got values from "
+        raise ValueError(f"{owner}: expected {what} in {shown} ({why}), got values from "
                          f"{lowest:.6g} to {highest:.6g} ({outside} of {int(tf.size(tensor))} "
                          f"outside).")
 
@@ -264,54 +309,129 @@ def seed(owner: str, value: tf.Tensor | None) -> tf.Tensor | None:
     return value
 
 
-# --- fit's data ----------------------------------------------------------------------------------
+# --- Data given to fit / evaluate / predict --------------------------------------------------
 
-def graph_batch(model, data, owner: str):
-    """Checks one batch `x` or `(x, labels, ...)` in a traced function; same structure back."""
+def graph_batch(model, data, owner: str, value_range: ValueRange | None):
+    """Checks one batch `x`, `(x, labels)` or `(x, context)`; the same structure comes back.
+
+    Eagerly (a generator's or `PyDataset`'s batch) a bad batch raises
+    `ValueError`; traced (a tf.data pipeline) the batch is gated on asserts.
+    """
+    if isinstance(data, (tuple, list)) and len(data) == 1 and isinstance(data[0], (tuple, list)):
+        return type(data)([graph_batch(model, data[0], owner, value_range)])
     if isinstance(data, (tuple, list)):
         x, rest = data[0], list(data[1:])
     else:
         x, rest = data, None
-    x = floating(owner, "x", x, getattr(x, "dtype", model.dtype_name))
+    # The pipeline keeps the data's own float dtype; the step casts it.
+    x = floating(owner, "x", x, model.dtype_name, cast=False)
     batch_shape(owner, "x", x, model.event_shape)
-    x = values(owner, "x", x, data_range(model.num_levels))
+    x = values(owner, "x", x, value_range)
     if rest is None:
         return x
     if model.num_classes and rest and rest[0] is not None:
         rest[0] = labels(owner, rest[0], model.num_classes, tf.shape(x)[0])
+    if model.context_shape is not None and rest and rest[0] is not None:
+        rest[0] = context(owner, rest[0], model.context_shape, model.dtype_name, tf.shape(x)[0])
     return type(data)([x] + rest) if isinstance(data, list) else tuple([x] + rest)
 
 
-def checked_fit_data(model, x, y, kwargs: dict):
-    """`fit`'s arguments with the data checked where XLA cannot skip it.
+def context(owner: str, value: Any, context_shape, dtype, batch=None) -> tf.Tensor:
+    """A context `[batch, *context_shape]`: floating, finite, one row per example if `batch`."""
+    tensor = floating(owner, "context", value, dtype)
+    batch_shape(owner, "context", tensor, context_shape)
+    tensor = values(owner, "context", tensor)
+    return tensor if batch is None else rows(owner, "context", tensor, batch)
 
-    A `tf.data.Dataset` gets a checking `map` (tf.data is never XLA-compiled,
-    so this works under `jit_compile=True` and any strategy; errors are
-    `InvalidArgumentError`s raised when the bad batch is read). Arrays are
-    checked at once (`ValueError`). Other inputs (generators, `PyDataset`)
-    are checked inside the train step, which XLA compiles without its asserts.
+
+def _checked_generator(model, generator, owner: str, value_range):
+    """Yields the generator's batches unchanged, each checked eagerly first (`ValueError`)."""
+    for index, batch in enumerate(generator):
+        _checked_eagerly(model, batch, owner, value_range, f"batch {index} of the generator")
+        yield batch
+
+
+def _checked_eagerly(model, batch, owner: str, value_range, where: str) -> None:
+    try:
+        graph_batch(model, batch, owner, value_range)
+    except ValueError as error:
+        raise ValueError(f"{error} (in {where})") from None
+
+
+def _checked_py_dataset(model, dataset, owner: str, value_range):
+    """`dataset` (a `keras.utils.PyDataset`) with each batch checked when Keras reads it."""
+    import keras  # the models package imports Keras already; this module stays light
+
+    class CheckedPyDataset(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__(workers=dataset.workers,
+                             use_multiprocessing=dataset.use_multiprocessing,
+                             max_queue_size=dataset.max_queue_size)
+
+        def __len__(self):
+            return len(dataset)
+
+        @property
+        def num_batches(self):
+            return dataset.num_batches
+
+        def __getitem__(self, index):
+            batch = dataset[index]
+            _checked_eagerly(model, batch, owner, value_range,
+                             f"batch {index} of the {type(dataset).__name__}")
+            return batch
+
+        def on_epoch_begin(self):
+            dataset.on_epoch_begin()
+
+        def on_epoch_end(self):
+            dataset.on_epoch_end()
+
+    return CheckedPyDataset()
+
+
+def checked_data(model, x, y, kwargs: dict, method: str = "fit"):
+    """`fit`'s (`evaluate`'s, `predict`'s) arguments with the data checked where XLA cannot skip it.
+
+    Arrays are checked at once (`ValueError`). A `tf.data.Dataset` gets a
+    checking `map` (tf.data is never XLA-compiled, so this works under
+    `jit_compile=True` and any strategy; errors are `InvalidArgumentError`s
+    raised when the bad batch is read). A Python generator and a
+    `keras.utils.PyDataset` are wrapped so that each batch is checked eagerly
+    (`ValueError` naming the batch) before Keras hands it to the step.
     """
-    owner = "FlowModel.fit"
+    import inspect
+
+    import keras
+
+    owner = f"FlowModel.{method}"
+    value_range = model.value_range(method)
 
     def check(data):
         if isinstance(data, tf.data.Dataset):
             structured = isinstance(data.element_spec, (tuple, list))
             return data.map(lambda *element: graph_batch(
-                model, element if structured else element[0], owner),
+                model, element if structured else element[0], owner, value_range),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        if isinstance(data, (np.ndarray, tf.Tensor)):
-            tensor = floating(owner, "x", data, getattr(data, "dtype", model.dtype_name))
-            batch_shape(owner, "x", tensor, model.event_shape)
-            values(owner, "x", tensor, data_range(model.num_levels))
+        if isinstance(data, keras.utils.PyDataset):
+            return _checked_py_dataset(model, data, owner, value_range)
+        if inspect.isgenerator(data):
+            return _checked_generator(model, data, owner, value_range)
+        if isinstance(data, (tuple, list)) and data and \
+                isinstance(data[0], (np.ndarray, tf.Tensor)):
+            # (x, labels) or (x, context) arrays
+            graph_batch(model, tuple(data), owner, value_range)
+        elif isinstance(data, (np.ndarray, tf.Tensor)):
+            graph_batch(model, data, owner, value_range)
         return data
 
-    def check_arrays_or_dataset(data, labels_):
-        data = check(data)
-        if (model.num_classes and labels_ is not None and
-                isinstance(data, (np.ndarray, tf.Tensor)) and
-                isinstance(labels_, (np.ndarray, tf.Tensor, list))):
-            labels(owner, labels_, model.num_classes, int(data.shape[0]))
-        return data
+    def check_arrays_or_dataset(data, second):
+        if second is not None and isinstance(data, (np.ndarray, tf.Tensor)) and \
+                isinstance(second, (np.ndarray, tf.Tensor, list)) and \
+                (model.num_classes or model.context_shape is not None):
+            graph_batch(model, (data, second), owner, value_range)
+            return data
+        return check(data)
 
     x = check_arrays_or_dataset(x, y)
     validation = kwargs.get("validation_data")

@@ -61,6 +61,10 @@ def _as_seed(seed) -> tf.Tensor | None:
     return tf.cast(seed, tf.int32)
 
 
+#: Entry points whose data shape the model: held to the training data's range.
+_TRAINING_METHODS = ("fit", "initialize")
+
+
 @keras.saving.register_keras_serializable(package="tfflow")
 class FlowModel(keras.Model):
     """A normalizing flow as a Keras model: exact `log_prob`, `sample`, `fit`.
@@ -143,9 +147,14 @@ class FlowModel(keras.Model):
     def metrics(self):
         return [self.loss_tracker, self.bits_per_dim_tracker]
 
-    def call(self, x, training=False):
-        """The per-example log-likelihood (nats), so the model can be called like a Keras model."""
-        return self._log_prob(x, None, training=bool(training))
+    def call(self, inputs, training=False):
+        """log p(x) per example (nats), so that `model(x)` and `model.predict` score data.
+
+        `inputs` is what `fit` takes: `x`, `(x, labels)` for a class-conditional
+        model or `(x, context)` for a conditional one, checked as in `log_prob`.
+        """
+        x, labels, context = self._unpack(inputs, "call")
+        return self._log_prob(x, labels, training=bool(training), context=context)
 
     @property
     def context_units(self) -> int | None:
@@ -223,20 +232,33 @@ class FlowModel(keras.Model):
             raise ValueError(f"{owner}: this model is conditional; expected "
                              f"context=[batch, {', '.join(map(str, self.context_shape))}], "
                              f"got none.")
-        context = _checks.floating(owner, "context", context, self.dtype_name)
-        _checks.batch_shape(owner, "context", context, self.context_shape)
-        context = _checks.values(owner, "context", context)
-        context = tf.reshape(context, [-1, self.context_units])
-        if n is not None:
-            context = _checks.rows(owner, "context", context, n)
-        return context
+        context = _checks.context(owner, context, self.context_shape, self.dtype_name, n)
+        return tf.reshape(context, [-1, self.context_units])
+
+    @property
+    def training_range(self) -> _checks.ValueRange | None:
+        """The values `fit` and `initialize` accept: [0, 1] (1e-3 slack) with `num_levels`."""
+        return _checks.training_range(self.num_levels)
+
+    @property
+    def scoring_range(self) -> _checks.ValueRange | None:
+        """The values `log_prob`, `predict`, `encode` and the export accept (None: any finite).
+
+        With `num_levels`: [-1, 2], wide enough for the model's own samples,
+        narrowed to the flow's domain (a logit preprocessing's).
+        """
+        return _checks.scoring_range(self.num_levels, self.flow.data_domain())
+
+    def value_range(self, method: str) -> _checks.ValueRange | None:
+        """The range rule of the entry point `method`: training data or scored values."""
+        return self.training_range if method in _TRAINING_METHODS else self.scoring_range
 
     def _check_input(self, x, method: str, what: str = "x") -> tf.Tensor:
         """`x` as a checked [batch, *event_shape] tensor of the model's dtype (see `_checks`)."""
         owner = f"FlowModel.{method}"
         x = _checks.floating(owner, what, x, self.dtype_name)
         _checks.batch_shape(owner, what, x, self.event_shape)
-        return _checks.values(owner, what, x, _checks.data_range(self.num_levels))
+        return _checks.values(owner, what, x, self.value_range(method))
 
     def _labels(self, labels, n=None, method: str = "log_prob"):
         """int32 labels [n] for a class-conditional model (checked); None for the others."""
@@ -485,25 +507,26 @@ class FlowModel(keras.Model):
             # Create the optimizer's variables so that the saved ones load into them.
             self.optimizer.build(self.trainable_variables)
 
-    def _unpack(self, data):
-        """(x, labels, context) of a batch: `x`, `(x, labels)` or `(x, context)`."""
+    def _unpack(self, data, method: str):
+        """(x, labels, context) of a batch: `x`, `(x, labels)` or `(x, context)`, checked."""
         if isinstance(data, (tuple, list)) and len(data) == 1 and \
                 isinstance(data[0], (tuple, list)):
             data = data[0]  # fit((x, c)) with arrays: Keras hands the pair as one input
         second = data[1] if isinstance(data, (tuple, list)) and len(data) > 1 else None
         x = data[0] if isinstance(data, (tuple, list)) else data
         if self.num_classes and second is None:
-            raise ValueError("FlowModel.fit/evaluate: this model is class-conditional; the "
-                             "dataset must yield (x, labels).")
+            raise ValueError(f"FlowModel.{method}: this model is class-conditional "
+                             f"({self.num_classes} classes); pass labels: expected (x, "
+                             f"labels), got x alone.")
         if self.context_shape is not None and second is None:
-            raise ValueError(self._pairs_expected("FlowModel.fit/evaluate"))
-        # In-graph checks (InvalidArgumentError); XLA drops them, so `fit` checks a
-        # dataset in its tf.data pipeline as well (`_checks.checked_fit_data`).
-        x = self._check_input(x, "fit/evaluate")
+            raise ValueError(self._pairs_expected(f"FlowModel.{method}"))
+        # In-graph checks (InvalidArgumentError); XLA drops them, so `fit`, `evaluate`
+        # and `predict` check their data before the step as well (`_checks.checked_data`).
+        x = self._check_input(x, method)
         batch = tf.shape(x)[0]
-        labels = self._labels(second if self.num_classes else None, batch, "fit/evaluate")
+        labels = self._labels(second if self.num_classes else None, batch, method)
         context = self._context(second if self.context_shape is not None else None, batch,
-                                "fit/evaluate")
+                                method)
         return x, labels, context
 
     def _record(self, loss):
@@ -529,7 +552,7 @@ class FlowModel(keras.Model):
             return self._test_step(data)
 
     def _train_step(self, data):
-        x, labels, context = self._unpack(data)
+        x, labels, context = self._unpack(data, "fit")
         with tf.GradientTape() as tape:
             log_prob = self._log_prob(x, labels, training=True, context=context)
             loss = -tf.reduce_mean(log_prob) / self.num_dims
@@ -543,10 +566,16 @@ class FlowModel(keras.Model):
         return self._record(loss)
 
     def _test_step(self, data):
-        x, labels, context = self._unpack(data)
+        x, labels, context = self._unpack(data, "evaluate")
         loss = -tf.reduce_mean(self._log_prob(x, labels, training=False,
                                               context=context)) / self.num_dims
         return self._record(loss)
+
+    def predict_step(self, data):
+        """log p(x) of a batch `x`, `(x, labels)` or `(x, context)` (Keras' unpacking drops c)."""
+        with self._step_scope():
+            x, labels, context = self._unpack(data, "predict")
+            return self._log_prob(x, labels, training=False, context=context)
 
     def make_train_function(self, force=False):
         """Keras' train function, with the optimizer's variables made before it is traced.
@@ -567,7 +596,7 @@ class FlowModel(keras.Model):
         `InvalidArgumentError` when a bad batch of a dataset is read), also
         under `jit_compile=True`.
         """
-        x, y, kwargs = _checks.checked_fit_data(self, x, y, kwargs)
+        x, y, kwargs = _checks.checked_data(self, x, y, kwargs, "fit")
         if not self.is_initialized:
             # Labels or contexts passed as `y` (arrays) are needed too: a class prior
             # follows the ActNorms, a conditional Gaussian start regresses on the context.
@@ -585,6 +614,19 @@ class FlowModel(keras.Model):
             # A dataset orders itself; Keras would warn that its default shuffle=True is ignored.
             kwargs.setdefault("shuffle", False)
         return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        """Keras `evaluate` (mean NLL per dimension, bits/dim); data checked as in `fit`."""
+        x, y, kwargs = _checks.checked_data(self, x, y, kwargs, "evaluate")
+        return super().evaluate(x, y, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        """log p(x) per example (nats) for `x`, `(x, labels)` or `(x, context)` arrays or a dataset.
+
+        The data is checked as in `fit`, also under `jit_compile=True`.
+        """
+        x, _, kwargs = _checks.checked_data(self, x, None, kwargs, "predict")
+        return super().predict(x, *args, **kwargs)
 
     def summary(self, *args, **kwargs):
         kwargs.setdefault("expand_nested", True)
