@@ -287,11 +287,15 @@ class FlowModel(keras.Model):
         """log p(x) (or log p(x | context)) in nats per example, shape [batch].
 
         `x` is [batch, *event_shape], floating point, finite, and for models with
-        `num_levels` (dequantised data) in [0, 1] up to a 1e-3 slack; `labels`
+        `num_levels` (dequantised data) inside `scoring_range` ([0, 1] widened
+        for the model's own samples: [-8, 9] for 17 levels); `labels`
         (class-conditional models) are integers in [0, num_classes), one per
         example or a scalar for all. Anything else is a `ValueError` naming
         what was expected (`InvalidArgumentError` when called inside a
-        `tf.function`). Every such `x` gets a finite log-density. A conditional
+        `tf.function`). Every such `x` gets a log-density that is never NaN:
+        finite wherever the dtype can hold it, and -inf (as `tfd.Normal` gives)
+        only for points so far out that log p(x) < -3.4e38 in float32 (a
+        vector model's standardised |z| above about 1e19). A conditional
         model needs `context` [batch, *context_shape] (one row per example);
         an unconditional one refuses it.
         """
