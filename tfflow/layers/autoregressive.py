@@ -16,6 +16,7 @@ import tensorflow as tf
 from tfflow import bijectors as fb
 from tfflow.bijectors._base import FlowBijector
 from tfflow.layers.base import FlowContext, FlowLayer, deserialize, serialize
+from tfflow.layers.conditioners import check_context
 from tfflow.layers.normalization import ActNormLayer, _InitializingActNorm
 
 __all__ = ["InverseAutoregressiveLayer", "MADE", "MaskedAutoregressiveLayer", "StandardizeLayer",
@@ -99,10 +100,7 @@ class MADE(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, x, context=None):
-        if (context is None) != (self.context_units is None):
-            raise ValueError(f"MADE: expected {'a' if self.context_units else 'no'} context "
-                             f"(context_units={self.context_units}), got "
-                             f"{'none' if context is None else 'one'}.")
+        check_context("MADE", self.context_units, context)
         flat = tf.reshape(x, [-1, self.dims])
         h = tf.cast(flat, self.compute_dtype)
         if context is not None:
@@ -175,14 +173,9 @@ class _AutoregressiveLayer(FlowLayer):
         return self.context_units is not None
 
     def bijector(self, context=None):
-        context = context or FlowContext()
+        values = self.context_values(context)
         conditioner = self.made
-        if self.uses_context:
-            if context.context is None:
-                raise ValueError(f"{type(self).__name__} {self.name!r}: this layer is "
-                                 f"conditional ({self.context_units} context units); its "
-                                 f"bijector needs FlowContext(context=...).")
-            values = context.context
+        if values is not None:
             conditioner = lambda u: self.made(u, values)  # noqa: E731  # fixed context
         return self.bijector_class(conditioner, self._transform, dtype=self.compute_dtype)
 
@@ -322,10 +315,7 @@ class TriangularAffineLayer(FlowLayer):
 
     def bijector(self, context=None):
         context = context or FlowContext()
-        if self.uses_context and context.context is None:
-            raise ValueError(f"TriangularAffineLayer {self.name!r}: this layer is conditional "
-                             f"({self.context_units} context units); its bijector needs "
-                             f"FlowContext(context=...).")
+        self.context_values(context)  # a conditional layer needs its context
         if context.init_records is not None:
             return _InitializingTriangularAffine(self, context.init_records,
                                                  context.context if self.uses_context else None)

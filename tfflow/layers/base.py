@@ -138,6 +138,22 @@ class FlowLayer(keras.layers.Layer):
     def bijector(self, context: FlowContext | None = None) -> tfb.Bijector:
         raise NotImplementedError
 
+    def context_values(self, context: FlowContext | None) -> tf.Tensor | None:
+        """The context tensor this layer's bijector conditions on; None if it uses none.
+
+        The one rule for a conditional layer handed no context: a `ValueError`
+        naming the layer and the context it needs (`context_units`).
+        """
+        if not self.uses_context:
+            return None
+        values = None if context is None else context.context
+        if values is None:
+            units = getattr(self, "context_units", None)
+            raise ValueError(f"{type(self).__name__} {self.name!r}: this layer is conditional "
+                             f"({units} context units); its bijector needs "
+                             f"FlowContext(context=[..., {units}]), got none.")
+        return values
+
     # Shared traces ------------------------------------------------------------------------------
     def function_config(self) -> dict:
         """The config that decides the function of (input, weights): `get_config()` less names.

@@ -26,6 +26,14 @@ def _flat_batch(fn, x, event_rank: int):
     return tf.reshape(out, tf.concat([batch_shape, tf.shape(out)[1:]], 0))
 
 
+def check_context(owner: str, context_units: int | None, context) -> None:
+    """A network built for `context_units` gets a context exactly when it has some."""
+    if (context is None) != (context_units is None):
+        raise ValueError(f"{owner}: expected {'a' if context_units else 'no'} context "
+                         f"(context_units={context_units}), got "
+                         f"{'none' if context is None else 'one'}.")
+
+
 class ContextualConditioner(keras.layers.Layer):
     """Base of the conditioner networks: the conditioning part, and optionally a context.
 
@@ -51,10 +59,7 @@ class ContextualConditioner(keras.layers.Layer):
 
     def joined(self, x, context):
         """`x` with the context concatenated on its channels (checked against context_units)."""
-        if (context is None) != (self.context_units is None):
-            raise ValueError(f"{type(self).__name__}: expected "
-                             f"{'a' if self.context_units else 'no'} context (context_units="
-                             f"{self.context_units}), got {'none' if context is None else 'one'}.")
+        check_context(type(self).__name__, self.context_units, context)
         if context is None:
             return x
         context = tf.cast(context, x.dtype)
@@ -109,8 +114,7 @@ class ZeroInitConv(ContextualConditioner):
         super().build(input_shape)
 
     def call(self, x, context=None):
-        if (context is None) != (self.context_units is None):
-            self.joined(x, context)  # raises the shared error
+        check_context(type(self).__name__, self.context_units, context)
         out = _flat_batch(self.conv, x, 3)
         if context is not None:
             term = tf.tensordot(tf.cast(context, out.dtype),

@@ -6,7 +6,7 @@ import keras
 
 from tfflow import bijectors as fb
 from tfflow.bijectors.partitions import partition_from_config, partition_to_config
-from tfflow.layers.base import FlowContext, FlowLayer, deserialize, serialize
+from tfflow.layers.base import FlowLayer, deserialize, serialize
 
 __all__ = ["AdditiveCouplingLayer", "AffineCouplingLayer", "LOG_SCALE_FUNCTIONS",
            "SplineCouplingLayer"]
@@ -45,19 +45,19 @@ class _CouplingLayer(FlowLayer):
         super().build(input_shape)
 
     @property
+    def context_units(self) -> int | None:
+        """The conditioner's context width C; None for an unconditional coupling."""
+        return getattr(self.conditioner, "context_units", None)
+
+    @property
     def uses_context(self) -> bool:
-        return getattr(self.conditioner, "context_units", None) is not None
+        return self.context_units is not None
 
     def network(self, context=None):
         """The conditioner as the bijector's callable, with the context fixed in it if any."""
-        context = context or FlowContext()
-        if not self.uses_context:
+        values = self.context_values(context)
+        if values is None:
             return self.conditioner
-        if context.context is None:
-            raise ValueError(f"{type(self).__name__} {self.name!r}: this coupling is conditional "
-                             f"({self.conditioner.context_units} context units); its bijector "
-                             f"needs FlowContext(context=...).")
-        values = context.context
         return lambda x_a: self.conditioner(x_a, values)
 
     def get_config(self):
