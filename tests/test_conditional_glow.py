@@ -130,7 +130,8 @@ def test_saves_to_keras_and_reloads_with_equal_log_prob(fitted, tmp_path):
     (lambda m, x, c: m.log_prob(x, context=c[:2]), r"one row per example"),
     (lambda m, x, c: m.sample(2), r"this model is conditional"),
     (lambda m, x, c: m.encode(x), r"this model is conditional"),
-    (lambda m, x, c: m.bijector_for(), r"these steps are conditional \(2 context units\)"),
+    (lambda m, x, c: m.bijector_for(), r"GlowStepsLayer 'steps_0': this layer is conditional "
+                                       r"\(2 context units\)"),
 ])
 def test_missing_or_wrong_context_is_a_clear_error(fitted, call, message):
     model, x, c, _, _ = fitted
@@ -158,6 +159,10 @@ def test_bad_arguments_are_clear_errors():
     layer.build((None, 4, 4, 4))
     with pytest.raises(ValueError, match=r"GlowStepsLayer .*needs FlowContext\(context="):
         layer.bijector(FlowContext())
+    prior = fl.LearnedPriorLayer(context_units=CONTEXT_UNITS)
+    prior.build((None, 2, 2, 4))
+    with pytest.raises(ValueError, match=r"LearnedPriorLayer .*needs FlowContext\(context="):
+        prior.bijector(FlowContext())
 
 
 def test_unconditional_glow_has_no_context_weights():

@@ -222,13 +222,7 @@ class GlowStepsLayer(FlowLayer):
 
     def bijector(self, context: FlowContext | None = None) -> fb.GlowSteps:
         context = context or FlowContext()
-        values = None
-        if self.uses_context:
-            if context.context is None:
-                raise ValueError(f"GlowStepsLayer {self.name!r}: these steps are conditional "
-                                 f"({self.context_units} context units); their bijector needs "
-                                 f"FlowContext(context=[..., {self.context_units}]), got none.")
-            values = context.context
+        values = self.context_values(context)
         params = {name: tf.convert_to_tensor(w) for name, w in self.step_weights.items()}
         if context.init_records is not None:
             return _InitializingGlowSteps(self, params, context.init_records, values)

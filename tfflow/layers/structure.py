@@ -237,12 +237,8 @@ class LearnedPriorLayer(FlowLayer):
                                [2 * self.channels]], 0)
             d_mean, d_log_scale = tf.split(tf.reshape(offsets, shape), 2, axis=-1)
             mean, log_scale = mean + d_mean, log_scale + d_log_scale
-        if self.context_units is not None:
-            if context.context is None:
-                raise ValueError(f"LearnedPriorLayer {self.name!r}: this prior is conditional "
-                                 f"({self.context_units} context units); its bijector needs "
-                                 f"FlowContext(context=[..., {self.context_units}]), got none.")
-            values = tf.cast(context.context, mean.dtype)
+        if self.uses_context:
+            values = tf.cast(self.context_values(context), mean.dtype)
             offsets = tf.tensordot(values, tf.convert_to_tensor(self.context_kernel),
                                    [[-1], [0]])
             # [..., 2C] -> [..., 1, ..., 2C]: the same offset at every pixel.
