@@ -222,10 +222,13 @@ LARGEST_VALUE = 1e30
 # float32 below a std of about 1e-38).
 SMALLEST_STD = 1e-30
 # MIN_STEPS_PER_STD: float32 rounds a value of magnitude |x| to steps of spacing(|x|); a
-# column whose standard deviation spans fewer than 100 such steps reaches the model as a
+# column whose standard deviation spans fewer than 4 such steps reaches the model as a
 # handful of repeated values (a column of 1 + 1e-13 noise becomes exactly 1.0), whose
-# "density" is spikes, not the column's.
-MIN_STEPS_PER_STD = 100
+# "density" is spikes, not the column's. From 4 steps on the rounding is a quantisation as
+# coarse as an integer count with standard deviation 4, which tables hold and flows model
+# (a column of std 1e-3 at 1e3, 16 steps, is modelled as its Gaussian fit to 2e-3 nats:
+# tests/test_vector_flows.py).
+MIN_STEPS_PER_STD = 4
 # A column whose part not explained (linearly) by the columns before it is below 1e-5 of its
 # standard deviation: the rows lie (to float32's eye) on a hyperplane, where no density in
 # the full dimension exists; the full-covariance Gaussian fit is singular there too.
@@ -317,17 +320,13 @@ def check_independent_columns(owner: str, x: Any, context: Any = None,
     Raises:
       ValueError: naming the column.
     """
-    x = np.asarray(x, np.float64)
-    blocks = ([] if context is None else [np.asarray(context, np.float64)]) + [x]
-    joined = np.concatenate(blocks, axis=1)
-    num_context = joined.shape[1] - x.shape[1]
+    x = np.asarray(x)
+    num_context = 0 if context is None else np.shape(context)[1]
     names = list(context_names or [f"context {i}" for i in range(num_context)]) + \
         list(x_names or [f"column {i}" for i in range(x.shape[1])])
-    centred = joined - joined.mean(axis=0)
-    scale = np.sqrt(np.mean(centred**2, axis=0))
-    scale[scale == 0.0] = 1.0
-    standardised = centred / scale
-    correlation = standardised.T @ standardised / len(joined)
+    correlation = _correlation(x if context is None else
+                               lambda rows: np.concatenate([context[rows], x[rows]], axis=1),
+                               len(x))
     size = len(correlation)
     lower = np.zeros_like(correlation)
     for k in range(size):
@@ -525,6 +524,23 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _correlation(columns: Any, num_rows: int) -> np.ndarray:
+    """The correlation matrix (float64) of `columns` [N, K], or of `columns(rows)` for a slice.
+
+    In chunks of rows, so that memory is the K x K matrix plus a chunk, not a
+    float64 copy of the table. A column without spread gets a zero row.
+    """
+    take = columns if callable(columns) else lambda rows: columns[rows]
+    step = max(1, _CHUNK_VALUES // max(1, take(slice(0, 1)).shape[1]))
+    chunks = lambda: (np.asarray(take(slice(start, start + step)), np.float64)  # noqa: E731
+                      for start in range(0, num_rows, step))
+    mean = sum(chunk.sum(axis=0) for chunk in chunks()) / num_rows
+    gram = sum((chunk - mean).T @ (chunk - mean) for chunk in chunks()) / num_rows
+    scale = np.sqrt(np.diag(gram))
+    scale[scale == 0.0] = 1.0
+    return gram / np.outer(scale, scale)
 
 
 def read_rows(where: str, path: str, names: Sequence[str] | None = None) -> np.ndarray:
