@@ -165,10 +165,14 @@ def training_runs(tables):
     cases = [(name, [f"--dataset={tables[table_name]}", *flags,
                      f"--workdir={folder / f'refused_{name}'}", *TINY_MAF])
              for name, (table_name, flags, _) in _COLUMN_ERRORS.items()]
-    cases.append(("conditional", [f"--dataset={tables['pairs']}", "--context_columns=a,b",
-                                  f"--workdir={workdir}", *TINY_MAF]))
+    conditional = [f"--dataset={tables['pairs']}", "--context_columns=a,b",
+                   f"--workdir={workdir}", *TINY_MAF]
+    # The finished run, continued for one more epoch from its workdir (config.json holds the
+    # context columns, so the same flags are the same run).
+    cases += [("conditional", conditional), ("continued", conditional + ["--epochs=2"])]
     results = _case_results(_finish(_start_cases("train", cases)))
-    return {"conditional": (workdir, results.pop("conditional")), "refused": results}
+    return {"conditional": (workdir, results.pop("conditional")),
+            "continued": results.pop("continued"), "refused": results}
 
 
 @pytest.fixture(scope="module")
@@ -246,11 +250,27 @@ def test_train_with_context_columns_stores_them_and_reports_the_conditional_gaus
     assert baseline == pytest.approx(expected, abs=1e-4)
 
 
-def test_evaluate_scores_the_test_rows_given_their_context(after_training, conditional_run):
+def test_a_finished_conditional_run_continues_with_more_epochs(training_runs):
+    result = training_runs["continued"]
+    _check_ok(result)
+    # Quiet (--verbose=0): the history it reports holds the first run's epoch and the new one.
+    assert "; 2 epochs (epochs," in _last_line(result.stdout), result.stdout[-3000:]
+
+
+def test_a_baseline_that_cannot_be_fitted_is_a_note_in_the_summary():
+    from tfflow.training import EvalResult
+    result = EvalResult(split="test", num_examples=5, nll=1.25, bits_per_dim=0.9,
+                        gaussian_note="no Gaussian baseline (the training covariance is "
+                                      "singular)")
+    assert result.summary() == ("test NLL 1.2500 nats per row (the data's units); no Gaussian "
+                                "baseline (the training covariance is singular)")
+
+
+def test_evaluate_scores_the_test_rows_given_their_context(after_training, training_runs):
     result = after_training["results"]["evaluate"]
     _check_ok(result)
     last = _last_line(result.stdout)
-    train_last = _last_line(conditional_run[1].stdout)
+    train_last = _last_line(training_runs["continued"].stdout)  # the workdir's last run
     nll = lambda line: float(line.split("NLL ")[1].split()[0])  # noqa: E731
     assert nll(last) == pytest.approx(nll(train_last), abs=1e-4)
     assert "conditional Gaussian fit" in last and "round-trip error" in last, last
