@@ -18,7 +18,7 @@ Two facts about TFP 0.25 shape this module.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import tensorflow as tf
@@ -27,7 +27,10 @@ from tensorflow_probability.python.internal import cache_util
 
 from tfflow.bijectors import _validation
 
-__all__ = ["FlowBijector"]
+__all__ = ["ConditionedBijector", "FlowBijector"]
+
+#: A conditioner network: the conditioning input -> the transform's parameters.
+Conditioner = Callable[[tf.Tensor], tf.Tensor]
 
 
 def _is_variable(value: Any) -> bool:
@@ -241,3 +244,29 @@ def as_parameter(value, dtype: tf.DType, name: str, *, owner: str = "tfflow"):
 def read(value) -> tf.Tensor:
     """The current value of a parameter stored by `as_parameter`."""
     return tf.convert_to_tensor(value)
+
+
+class ConditionedBijector(FlowBijector):
+    """A bijector whose parameters a conditioner network computes (couplings, autoregressive).
+
+    Holds the conditioner (any callable; checked here, once) and exposes it as
+    `conditioner`. A conditional model fixes its context inside the callable.
+    """
+
+    def __init__(self, conditioner: Conditioner, *, dtype, **kwargs):
+        """Builds the bijector.
+
+        Args:
+          conditioner: callable from the conditioning input to the parameters.
+          dtype: the dtype of the bijector's inputs.
+          **kwargs: `FlowBijector`'s arguments.
+        """
+        if not callable(conditioner):
+            raise ValueError(f"{type(self).__name__}: conditioner must be callable, "
+                             f"got {conditioner!r}.")
+        self._conditioner = conditioner
+        super().__init__(dtype=tf.as_dtype(dtype), **kwargs)
+
+    @property
+    def conditioner(self) -> Conditioner:
+        return self._conditioner

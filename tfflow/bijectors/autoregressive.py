@@ -19,44 +19,32 @@ side (sampling, `forward`, is one pass; `log_prob` takes D).
 
 from __future__ import annotations
 
-from typing import Callable
-
 import tensorflow as tf
 
 from tfflow.bijectors import _validation
-from tfflow.bijectors._base import FlowBijector
+from tfflow.bijectors._base import ConditionedBijector, Conditioner
 from tfflow.bijectors.elementwise import ElementwiseTransform
 
 __all__ = ["InverseAutoregressive", "MaskedAutoregressive"]
-
-Conditioner = Callable[[tf.Tensor], tf.Tensor]
 
 #: Event sizes up to this many entries (+1) invert with unrolled passes, larger ones in a loop.
 UNROLL_LIMIT = 31
 
 
-class _Autoregressive(FlowBijector):
+class _Autoregressive(ConditionedBijector):
     """The shared machinery: a one-pass map and its D-pass inverse."""
 
     def __init__(self, conditioner: Conditioner, transform: ElementwiseTransform, *,
                  validate_args: bool, parameters: dict, dtype, name: str):
-        owner = type(self).__name__
-        if not callable(conditioner):
-            raise ValueError(f"{owner}: conditioner must be callable, got {conditioner!r}.")
         if not isinstance(transform, ElementwiseTransform):
-            raise ValueError(f"{owner}: transform must be a tfflow.bijectors."
+            raise ValueError(f"{type(self).__name__}: transform must be a tfflow.bijectors."
                              f"ElementwiseTransform (AffineTransform, SplineTransform), got "
                              f"{transform!r}.")
-        self._conditioner = conditioner
         self._transform = transform
         with tf.name_scope(name) as name:
-            super().__init__(forward_min_event_ndims=1, is_constant_jacobian=False,
-                             validate_args=validate_args, dtype=tf.as_dtype(dtype),
+            super().__init__(conditioner, forward_min_event_ndims=1, is_constant_jacobian=False,
+                             validate_args=validate_args, dtype=dtype,
                              parameters=parameters, name=name)
-
-    @property
-    def conditioner(self) -> Conditioner:
-        return self._conditioner
 
     @property
     def transform(self) -> ElementwiseTransform:

@@ -13,7 +13,7 @@ from typing import Callable
 import tensorflow as tf
 
 from tfflow.bijectors import _validation
-from tfflow.bijectors._base import FlowBijector
+from tfflow.bijectors._base import ConditionedBijector, Conditioner
 from tfflow.bijectors.elementwise import SplineTransform, glow_log_scale, tanh_log_scale
 from tfflow.bijectors.partitions import ChannelSplit, Partition
 
@@ -24,10 +24,9 @@ __all__ = [
     "RationalQuadraticSplineCoupling",
 ]
 
-Conditioner = Callable[[tf.Tensor], tf.Tensor]
 
 
-class Coupling(FlowBijector):
+class Coupling(ConditionedBijector):
     """Base of the couplings: partition, conditioner and checks.
 
     Subclasses give `params_per_channel` and the elementwise map in the
@@ -65,23 +64,15 @@ class Coupling(FlowBijector):
     def __init__(self, conditioner: Conditioner, partition: Partition | None, *,
                  event_ndims: int, is_constant_jacobian: bool, validate_args: bool,
                  parameters: dict, dtype, name: str):
-        if not callable(conditioner):
-            raise ValueError(f"{type(self).__name__}: conditioner must be callable, "
-                             f"got {conditioner!r}.")
-        self._conditioner = conditioner
         self._partition = partition if partition is not None else ChannelSplit()
         if not isinstance(self._partition, Partition):
             raise ValueError(f"{type(self).__name__}: partition must be a "
                              f"tfflow.bijectors.Partition, got {partition!r}.")
         self._event_ndims = int(event_ndims)
-        super().__init__(forward_min_event_ndims=self._event_ndims,
+        super().__init__(conditioner, forward_min_event_ndims=self._event_ndims,
                          is_constant_jacobian=is_constant_jacobian,
-                         validate_args=validate_args, dtype=tf.as_dtype(dtype),
+                         validate_args=validate_args, dtype=dtype,
                          parameters=parameters, name=name)
-
-    @property
-    def conditioner(self) -> Conditioner:
-        return self._conditioner
 
     @property
     def partition(self) -> Partition:
