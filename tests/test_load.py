@@ -28,7 +28,8 @@ def served(tmp_path_factory):
     model.initialize(tf.random.stateless_uniform([64, 4, 4, 1], seed=(1, 2)))
     for v in model.trainable_variables:  # not the identity anywhere
         v.assign(v + 0.05 * tf.random.stateless_normal(v.shape, seed=(3, 4), dtype=v.dtype))
-    path = tfflow.export.export_saved_model(model, tmp_path_factory.mktemp("load") / "m")
+    path = tfflow.export.export_saved_model(model, tmp_path_factory.mktemp("load") / "m",
+                                            max_samples=max(SIZES))
     loaded = tf.saved_model.load(str(path))
     inputs = {n: tf.random.stateless_uniform([n, 4, 4, 1], seed=(n, 5)) for n in SIZES}
     calls = {}
