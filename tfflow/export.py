@@ -86,18 +86,6 @@ def _next_version(path: pathlib.Path) -> int:
     return max(versions, default=0) + 1
 
 
-def _valid_rows(tensor: tf.Tensor, value_range: _checks.ValueRange | None = None) -> tf.Tensor:
-    """bool [N]: the rows of `tensor` [N, ...] that are finite (and inside `value_range`).
-
-    The per-row form of `_checks.values`: the same rule, one answer per row.
-    """
-    ok = tf.math.is_finite(tensor)
-    if value_range is not None:
-        ok &= (tensor >= tf.cast(value_range.low, tensor.dtype)) & \
-            (tensor <= tf.cast(value_range.high, tensor.dtype))
-    return tf.reduce_all(tf.reshape(ok, [tf.shape(tensor)[0], -1]), axis=1)
-
-
 def _required(tensor: tf.Tensor, condition: tf.Tensor, *message) -> tf.Tensor:
     """`tensor`, gated on `condition` (else `InvalidArgumentError` with `message`)."""
     with tf.control_dependencies([tf.debugging.Assert(condition, list(message))]):
@@ -154,7 +142,7 @@ def _signature_functions(module: _ServingModule, max_samples: int) -> dict:
         tensor = _required(tensor, tf.shape(tensor)[0] > 0,
                            f"{owner}: expected a batch of at least one example, got {what} of "
                            f"shape", tf.shape(tensor))
-        valid = _valid_rows(tensor, value_range)
+        valid = _checks.valid_rows(tensor, value_range)
         return _rows_where(valid, tensor, placeholder), valid
 
     def row_label(name, label, batch):
@@ -175,7 +163,7 @@ def _signature_functions(module: _ServingModule, max_samples: int) -> dict:
         context = checked(context, [None, *model.context_shape])
         context = _checks.rows(f"SavedModel signature {name}", "context",
                                tf.reshape(context, [-1, model.context_units]), batch)
-        valid = _valid_rows(context)
+        valid = _checks.valid_rows(context)
         return _rows_where(valid, context, 0.), valid
 
     def per_row(name, what, tensor, shape, label, context, value_range=None, placeholder=0.):

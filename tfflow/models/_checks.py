@@ -158,14 +158,30 @@ def values(owner: str, what: str, tensor: tf.Tensor,
     ]
     if value_range is not None:
         low, high, shown, why = value_range
-        in_range = tf.reduce_all((tensor >= tf.cast(low, tensor.dtype)) &
-                                 (tensor <= tf.cast(high, tensor.dtype)))
+        in_range = tf.reduce_all(_inside(tensor, value_range))
         # Non-finite values are reported by the check above, not as out of range.
         checks.append(tf.debugging.Assert(in_range | tf.logical_not(all_finite), [
             f"{owner}: expected {what} in {shown} ({why}), got values from",
             tf.reduce_min(tensor), "to", tf.reduce_max(tensor)]))
     with tf.control_dependencies(checks):
         return tf.identity(tensor)
+
+
+def _inside(tensor: tf.Tensor, value_range: ValueRange) -> tf.Tensor:
+    """bool, elementwise: `value_range.low <= tensor <= value_range.high`."""
+    return (tensor >= tf.cast(value_range.low, tensor.dtype)) & \
+        (tensor <= tf.cast(value_range.high, tensor.dtype))
+
+
+def valid_rows(tensor: tf.Tensor, value_range: ValueRange | None = None) -> tf.Tensor:
+    """bool [N]: the rows of `tensor` [N, ...] that pass `values` (finite, in `value_range`).
+
+    The per-row form of the rule, for answers per row (the SavedModel's signatures).
+    """
+    ok = tf.math.is_finite(tensor)
+    if value_range is not None:
+        ok &= _inside(tensor, value_range)
+    return tf.reduce_all(tf.reshape(ok, [tf.shape(tensor)[0], -1]), axis=1)
 
 
 def _eager_values(owner, what, tensor, value_range) -> None:
