@@ -386,3 +386,18 @@ def test_realnvp_old_argument_name_filters_warns_and_builds_the_same_model():
     assert old.count_params() == new.count_params()
     with pytest.raises(ValueError, match="RealNVP: expected `hidden_channels` only"):
         tfflow.models.RealNVP((4, 4, 1), scales=1, filters=4, hidden_channels=4)
+
+
+def test_glow_old_argument_names_levels_and_steps_per_level_warn_and_build_the_same_model():
+    with pytest.warns(DeprecationWarning, match="Glow: argument `levels` is deprecated.*`scales`"):
+        old = tfflow.models.Glow((4, 4, 1), levels=1, scales=None, steps_per_scale=2,
+                                 hidden_channels=4)
+    with pytest.warns(DeprecationWarning, match="`steps_per_level` is deprecated"):
+        also_old = tfflow.models.Glow((4, 4, 1), scales=1, steps_per_level=2, hidden_channels=4)
+    new = tfflow.models.Glow((4, 4, 1), scales=1, steps_per_scale=2, hidden_channels=4)
+    assert old.count_params() == also_old.count_params() == new.count_params()
+    assert [w.path for w in old.weights] == [w.path for w in new.weights]  # saved files load
+    with pytest.raises(ValueError, match="Glow: expected `scales` only"):
+        tfflow.models.Glow((4, 4, 1), scales=1, levels=1)
+    with pytest.raises(ValueError, match="Glow: 3 scale.s. squeeze H and W by 8"):
+        tfflow.models.Glow((4, 4, 1), scales=3)

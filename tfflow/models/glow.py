@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tfflow import bijectors as fb
 from tfflow import layers as fl
+from tfflow.layers.base import renamed_argument
 from tfflow.mixed_precision import flow_and_network_dtypes
 from tfflow.models._vector import context_units as _context_units
 from tfflow.models.flow_model import FlowModel
@@ -14,32 +15,32 @@ COUPLINGS = fb.GLOW_COUPLINGS
 MIXINGS = fb.GLOW_PERMUTATIONS
 
 
-def _check_glow_arguments(image_shape, levels, steps_per_level, hidden_channels, coupling,
+def _check_glow_arguments(image_shape, scales, steps_per_scale, hidden_channels, coupling,
                           mixing):
     if len(image_shape) != 3:
         raise ValueError(f"Glow: expected image_shape (H, W, C), got {tuple(image_shape)}.")
     h, w, _ = image_shape
-    factor = 2 ** levels
-    if levels < 1 or h % factor or w % factor:
+    factor = 2 ** scales
+    if scales < 1 or h % factor or w % factor:
         raise ValueError(
-            f"Glow: {levels} level(s) squeeze H and W by {factor}, so both must be divisible "
-            f"by {factor}; got image_shape {tuple(image_shape)}. Use fewer levels.")
-    if steps_per_level < 1 or hidden_channels < 1:
-        raise ValueError(f"Glow: steps_per_level and hidden_channels must be >= 1, got "
-                         f"{steps_per_level} and {hidden_channels}.")
+            f"Glow: {scales} scale(s) squeeze H and W by {factor}, so both must be divisible "
+            f"by {factor}; got image_shape {tuple(image_shape)}. Use fewer scales.")
+    if steps_per_scale < 1 or hidden_channels < 1:
+        raise ValueError(f"Glow: steps_per_scale and hidden_channels must be >= 1, got "
+                         f"{steps_per_scale} and {hidden_channels}.")
     if coupling not in COUPLINGS:
         raise ValueError(f"Glow: coupling must be one of {COUPLINGS}, got {coupling!r}.")
     if mixing not in MIXINGS:
         raise ValueError(f"Glow: permutation must be one of {MIXINGS}, got {mixing!r}.")
 
 
-def glow_flow(image_shape, *, levels: int, steps_per_level: int, hidden_channels: int,
+def glow_flow(image_shape, *, scales: int, steps_per_scale: int, hidden_channels: int,
               coupling: str = "affine", permutation: str = "lu", log_scale: str = "tanh",
               learn_top: bool = True, num_classes: int | None = None, seed: int = 0,
               num_bins: int = 8, memory_saving: bool = False,
               dtype=None, context_units: int | None = None) -> fl.ChainLayer:
     """The Glow flow (data -> latent) as a `ChainLayer`; see `Glow` for the arguments."""
-    _check_glow_arguments(image_shape, levels, steps_per_level, hidden_channels, coupling,
+    _check_glow_arguments(image_shape, scales, steps_per_scale, hidden_channels, coupling,
                           permutation)
     dtype, network_dtype = flow_and_network_dtypes(dtype)
 
@@ -47,12 +48,12 @@ def glow_flow(image_shape, *, levels: int, steps_per_level: int, hidden_channels
         h, w, c = shape[0] // 2, shape[1] // 2, shape[2] * 4
         # The K steps are one layer of stacked [K, ...] weights, run as one traced step.
         steps = fl.GlowStepsLayer(
-            steps_per_level, hidden_channels, coupling=coupling, permutation=permutation,
+            steps_per_scale, hidden_channels, coupling=coupling, permutation=permutation,
             log_scale=log_scale, num_bins=num_bins, seed=seed * 100_003 + index * 1_009,
             memory_saving=memory_saving, network_dtype=network_dtype, dtype=dtype,
             context_units=context_units, name=f"steps_{index}")
         parts: list = [fl.SqueezeLayer(dtype=dtype), steps]
-        if index == levels - 1:
+        if index == scales - 1:
             if learn_top or num_classes or context_units:
                 parts.append(fl.LearnedPriorLayer(num_classes, context_units=context_units,
                                                   dtype=dtype, name="top_prior"))
@@ -67,23 +68,25 @@ def glow_flow(image_shape, *, levels: int, steps_per_level: int, hidden_channels
             kept = split.conditioning_channels(c)
             parts.append(fl.FactorOutLayer(kept, level(index + 1, (h, w, kept)), dtype=dtype))
         parts.append(fl.UnsqueezeLayer(dtype=dtype))
+        # "level_i": the name saved models' weight paths use (the argument is `scales` now).
         return fl.ChainLayer(parts, dtype=dtype, name=f"level_{index}")
 
     return fl.ChainLayer([fl.ShiftLayer(0.5, dtype=dtype), level(0, tuple(image_shape))],
                          dtype=dtype, name="glow")
 
 
-def Glow(image_shape, *, levels: int = 2, steps_per_level: int = 8, hidden_channels: int = 64,
-         coupling: str = "affine", permutation: str = "lu", log_scale: str = "tanh",
-         learn_top: bool = True, num_classes: int | None = None, num_levels: int | None = 256,
-         seed: int = 0, num_bins: int = 8, memory_saving: bool = False, dtype=None,
-         context_shape=None, name: str = "glow") -> FlowModel:
+def Glow(image_shape, *, scales: int | None = None, steps_per_scale: int | None = None,
+         hidden_channels: int = 64, coupling: str = "affine", permutation: str = "lu",
+         log_scale: str = "tanh", learn_top: bool = True, num_classes: int | None = None,
+         num_levels: int | None = 256, seed: int = 0, num_bins: int = 8,
+         memory_saving: bool = False, dtype=None, context_shape=None, name: str = "glow",
+         levels: int | None = None, steps_per_level: int | None = None) -> FlowModel:
     """Glow (Kingma & Dhariwal, 2018) as a `FlowModel`.
 
-    Data x in [0, 1) -> centre (x - 0.5) -> L levels of: squeeze, K steps of
-    [ActNorm -> invertible 1x1 conv -> coupling], then (all but the last level)
+    Data x in [0, 1) -> centre (x - 0.5) -> L scales of: squeeze, K steps of
+    [ActNorm -> invertible 1x1 conv -> coupling], then (all but the last scale)
     a learned Gaussian split prior on half the channels, which leave the flow,
-    while the other half goes on to the next level. The last level ends in a
+    while the other half goes on to the next scale. The last scale ends in a
     learned (optionally class-conditional) top prior. The latent has the data's
     shape; the base is a standard normal.
 
@@ -95,9 +98,9 @@ def Glow(image_shape, *, levels: int = 2, steps_per_level: int = 8, hidden_chann
     pairs; `log_prob`, `sample`, `encode`, `decode` take `context=`.
 
     Args:
-      image_shape: (H, W, C); H and W divisible by 2**levels.
-      levels: L, the number of scales.
-      steps_per_level: K, flow steps per scale.
+      image_shape: (H, W, C); H and W divisible by 2**scales.
+      scales: L, the number of scales (default 2).
+      steps_per_scale: K, flow steps per scale (default 8).
       hidden_channels: width of each coupling's conv network (Glow: 512).
       coupling: "affine" (Glow), "additive" (NICE-style, constant Jacobian) or
         "spline" (rational-quadratic, Neural Spline Flows; `num_bins` bins).
@@ -126,21 +129,28 @@ def Glow(image_shape, *, levels: int = 2, steps_per_level: int = 8, hidden_chann
         model p(x | c) (e.g. `(3,)`); not with `num_classes` (pass labels as
         a one-hot context instead). None: unconditional.
       name: model name.
+      levels, steps_per_level: the deprecated names of `scales` and
+        `steps_per_scale` (a `DeprecationWarning`; removed in the next
+        release): "levels" also meant the data's quantisation (`num_levels`).
 
     The last conv of every coupling network starts at zero, so with
     `log_scale="tanh"` each coupling starts as the identity.
 
-    Each level's K steps are one `tfflow.layers.GlowStepsLayer` whose weights
+    Each scale's K steps are one `tfflow.layers.GlowStepsLayer` whose weights
     are stacked `[K, ...]`, run as one traced step in a `tf.while_loop` (graph
     mode) or unrolled (eagerly and under XLA), so tracing does not grow with K.
     Models saved before this layout (a `ChainLayer` of per-step ActNorm, 1x1
     conv and coupling layers) still load and run as they were saved.
     """
+    scales = renamed_argument("Glow", "levels", levels, "scales", scales)
+    steps_per_scale = renamed_argument("Glow", "steps_per_level", steps_per_level,
+                                       "steps_per_scale", steps_per_scale)
     try:
         units = _context_units(context_shape)
     except ValueError as error:
         raise ValueError(f"Glow: {error}") from None
-    flow = glow_flow(image_shape, levels=levels, steps_per_level=steps_per_level,
+    flow = glow_flow(image_shape, scales=2 if scales is None else scales,
+                     steps_per_scale=8 if steps_per_scale is None else steps_per_scale,
                      hidden_channels=hidden_channels, coupling=coupling,
                      permutation=permutation, log_scale=log_scale, learn_top=learn_top,
                      num_classes=num_classes, seed=seed, num_bins=num_bins,
