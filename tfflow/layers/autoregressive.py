@@ -309,8 +309,7 @@ class TriangularAffineLayer(FlowLayer):
             self.context_kernel = self.add_weight(name="context_kernel",
                                                   shape=(self.context_units, dims),
                                                   initializer="zeros")
-        self.initialized = self.add_weight(name="initialized", shape=(), initializer="zeros",
-                                           trainable=False, dtype="float32")
+        self.add_initialized_flag()
         super().build(input_shape)
 
     def bijector(self, context=None):

@@ -99,6 +99,15 @@ class FlowLayer(keras.layers.Layer):
         """
         return []
 
+    def add_initialized_flag(self) -> None:
+        """Creates `initialized`, the saved non-trainable flag of a data-initialised layer.
+
+        0 until `assign_initial` sets it to 1; saved with the model, so a
+        reloaded or resumed model is never initialised twice.
+        """
+        self.initialized = self.add_weight(name="initialized", shape=(), initializer="zeros",
+                                           trainable=False, dtype="float32")
+
     def data_domain(self) -> tuple[float, float, str] | None:
         """The interval (low, high) of input values on which this layer's map is defined, and why.
 

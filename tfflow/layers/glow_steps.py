@@ -197,8 +197,7 @@ class GlowStepsLayer(FlowLayer):
             self.step_weights[name] = self.add_weight(
                 name=name, shape=(k,) + spec.shape, initializer=initializer,
                 trainable=spec.trainable, dtype="int32" if spec.integer else None)
-        self.initialized = self.add_weight(name="initialized", shape=(), initializer="zeros",
-                                           trainable=False, dtype="float32")
+        self.add_initialized_flag()
         if not self.networks.built:
             self.networks.build_stacked(specs)
         self.step_weights.update(self.networks.stacked)

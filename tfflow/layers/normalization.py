@@ -83,8 +83,7 @@ class ActNormLayer(FlowLayer):
         self.loc = self.add_weight(name="loc", shape=(channels,), initializer="zeros")
         self.log_scale = self.add_weight(name="log_scale", shape=(channels,),
                                          initializer="zeros")
-        self.initialized = self.add_weight(name="initialized", shape=(), initializer="zeros",
-                                           trainable=False, dtype="float32")
+        self.add_initialized_flag()
         super().build(input_shape)
 
     def bijector(self, context=None):
@@ -154,8 +153,7 @@ class BatchNormLayer(FlowLayer):
                                            initializer="zeros", trainable=False)
         self.moving_variance = self.add_weight(name="moving_variance", shape=(channels,),
                                                initializer="ones", trainable=False)
-        self.initialized = self.add_weight(name="initialized", shape=(), initializer="zeros",
-                                           trainable=False, dtype="float32")
+        self.add_initialized_flag()
         super().build(input_shape)
 
     def assign_initial(self, mean, variance):
