@@ -143,16 +143,26 @@ class SplineTransform(ElementwiseTransform):
         pick = lambda array, mask: tf.reduce_sum(array * mask, axis=-1)  # noqa: E731
         return [(pick(a, left), pick(a, right)) for a in (knots,) + slopes_and_other]
 
-    def _inside(self, value):
-        return tf.abs(value) < self.bound
+    def _cell(self, value, h, *, inverse: bool):
+        """Where each entry of `value` falls: (inside the bound, value clipped, its bin).
+
+        The bin is (x0, w, y0, height, s, d0, d1): the left knot, width,
+        bottom, height, mean slope and end slopes; `value` is an input, or an
+        output if `inverse`. Outside [-bound, bound] the map is the identity,
+        and the clipped value keeps the unused branch finite.
+        """
+        xs, ys, ds = self.knots(h)
+        inside = tf.abs(value) < self.bound
+        clipped = tf.where(inside, value, tf.zeros_like(value))
+        if inverse:
+            (y0, y1), (x0, x1), (d0, d1) = self._bin(clipped, ys, (xs, ds))
+        else:
+            (x0, x1), (y0, y1), (d0, d1) = self._bin(clipped, xs, (ys, ds))
+        w, height = x1 - x0, y1 - y0
+        return inside, clipped, (x0, w, y0, height, height / w, d0, d1)
 
     def apply(self, u, h):
-        xs, ys, ds = self.knots(h)
-        inside = self._inside(u)
-        clipped = tf.where(inside, u, tf.zeros_like(u))
-        (x0, x1), (y0, y1), (d0, d1) = self._bin(clipped, xs, (ys, ds))
-        w, height = x1 - x0, y1 - y0
-        s = height / w
+        inside, clipped, (x0, w, y0, height, s, d0, d1) = self._cell(u, h, inverse=False)
         xi = (clipped - x0) / w
         mixed = xi * (1. - xi)
         denominator = s + (d1 + d0 - 2. * s) * mixed
@@ -161,12 +171,7 @@ class SplineTransform(ElementwiseTransform):
         return tf.where(inside, v, u), tf.where(inside, log_deriv, tf.zeros_like(u))
 
     def invert(self, v, h):
-        xs, ys, ds = self.knots(h)
-        inside = self._inside(v)
-        clipped = tf.where(inside, v, tf.zeros_like(v))
-        (y0, y1), (x0, x1), (d0, d1) = self._bin(clipped, ys, (xs, ds))
-        w, height = x1 - x0, y1 - y0
-        s = height / w
+        inside, clipped, (x0, w, y0, height, s, d0, d1) = self._cell(v, h, inverse=True)
         rise = clipped - y0
         c_term = d1 + d0 - 2. * s
         a = height * (s - d0) + rise * c_term
