@@ -176,7 +176,7 @@ def test_user_errors_exit_2_with_one_line_and_no_traceback(tmp_path, digits_run)
         (("tfflow-train", "--model=realnvp", f"--workdir={digits_workdir}"),
          ["holds a different run", "glow on digits", "realnvp on digits"]),
         (("tfflow-train", "--levels=5", f"--workdir={tmp_path / 'c'}"),
-         ["5 level(s)", "divisible by 32", "(8, 8, 1)", "fewer levels"]),
+         ["5 scale(s)", "divisible by 32", "(8, 8, 1)", "fewer scales"]),
         (("tfflow-train", "--dataset=mnist", f"--data_dir={tmp_path / 'no_tfds'}",
           f"--workdir={tmp_path / 'd'}"), ["not prepared", "tfds build mnist", "--data_dir"]),
         (("tfflow-train", "--model=realnvp", "--dataset=two_moons", "--num_examples=512",
@@ -202,6 +202,178 @@ def test_user_errors_exit_2_with_one_line_and_no_traceback(tmp_path, digits_run)
                 assert word in last, (word, last)
     assert not (tmp_path / "a").exists()
     assert not (tmp_path / "d").exists()  # nothing written for a run that cannot start
+
+
+# ------------------------------------------------ every app error: one line, exit 2
+#
+# Grouped by app: (argv after the app's name, expected exit status, fragments of
+# the one stderr line). In argv, {tmp} is a fresh folder holding `a_file`
+# (a file), `a_folder.png` (a folder), `empty.npy` and `empty.csv` (0 bytes), `rank3.npy`,
+# `mixed` (a workdir whose model.keras is a realnvp, its config.json a glow
+# run) and `backup_is_a_file` (a workdir whose `backup` is a file); {run} is
+# the tiny digits run. A new app, or a new flag that names a path or a number,
+# adds its rows here. Most rows end before TensorFlow is imported; the few that
+# load it (a table's contents, a model file, a run) are kept few: each costs
+# seconds. Wrong table contents have their own table in test_table_cli.py.
+TINY_MOONS = ["--model=nice", "--dataset=two_moons", "--num_examples=64", "--num_couplings=2",
+              "--hidden_units=4", "--batch_size=32", "--num_samples=4", "--verbose=0"]
+APP_ERROR_CASES = {
+    "tfflow-train": [
+        (["--workdir={tmp}/a_file"], 2, ["--workdir", "'{tmp}/a_file'", "is a file"]),
+        (["--workdir={tmp}/a_file/run"], 2, ["lies under the file '{tmp}/a_file'"]),
+        (["--workdir=/proc/tfflow_run"], 2, ["cannot write --workdir='/proc/tfflow_run'",
+                                             "'/proc'", "(ENOENT)"]),
+        (["--workdir="], 2, ["--workdir", "empty path ''"]),
+        (["--seed=-1", "--workdir={tmp}/w"], 2, ["--seed", "[0, 4294967295]", "got -1"]),
+        (["--seed=4294967296", "--workdir={tmp}/w"], 2, ["--seed", "got 4294967296"]),
+        (["--model=realnvp", "--dataset={tmp}/empty.npy", "--workdir={tmp}/w"], 2,
+         ["--dataset", "'{tmp}/empty.npy'", "empty (0 bytes)"]),
+        (["--model=realnvp", "--dataset={tmp}/empty.csv", "--workdir={tmp}/w"], 2,
+         ["--dataset", "'{tmp}/empty.csv'", "empty (0 bytes)"]),
+        (["--model=realnvp", "--dataset={tmp}/a_folder.npy", "--workdir={tmp}/w"], 2,
+         ["--dataset", "is a folder"]),
+        (["--model=realnvp", "--dataset={tmp}/rank3.npy", "--workdir={tmp}/w"], 2,
+         ["2-D array", "(10, 3, 2)"]),
+        (["positional", "--workdir={tmp}/w"], 2, ["unexpected arguments ['positional']"]),
+        (["--no_such_flag"], 2, ["no_such_flag"]),
+        # An OS error deep in a run: the top level names the path and the reason.
+        ([*TINY_MOONS, "--epochs=2", "--workdir={tmp}/backup_is_a_file"], 2,
+         ["'{tmp}/backup_is_a_file/backup'", "File exists (EEXIST)"]),
+    ],
+    "tfflow-sample": [
+        (["--workdir={run}", "--temperature=inf"], 2, ["--temperature", "finite", "got inf"]),
+        (["--workdir={run}", "--temperature=nan"], 2, ["--temperature", "got nan"]),
+        (["--workdir={run}", "--temperature=-1"], 2, ["--temperature", "got -1.0"]),
+        (["--workdir={run}", "--num_samples=0"], 2, ["--num_samples >= 1, got 0"]),
+        (["--workdir={run}", "--seed=-1"], 2, ["--seed", "got -1"]),
+        (["--workdir={run}", "--output={tmp}/a_folder.png"], 2,
+         ["--output", "'{tmp}/a_folder.png'", "is a folder"]),
+        (["--workdir={run}", "--output={tmp}/a_file/s.png"], 2,
+         ["lies under the file '{tmp}/a_file'"]),
+        (["--workdir={run}", "--output={tmp}/s.jpg"], 2, [".png or .npy", "s.jpg"]),
+        (["--workdir={run}", "--context_file={tmp}/empty.npy"], 2,
+         ["--context_file", "empty (0 bytes)"]),
+        (["--workdir={tmp}/a_file"], 2, ["--workdir", "'{tmp}/a_file'", "is a file"]),
+        (["--workdir={tmp}/nonesuch"], 2, ["no folder '{tmp}/nonesuch'", "tfflow-train"]),
+        (["--workdir="], 2, ["empty path ''"]),
+    ],
+    "tfflow-evaluate": [
+        (["--workdir={tmp}/mixed"], 2, ["mixes two runs", "holds a realnvp model",
+                                        "describes glow on digits"]),
+        (["--workdir={run}", "--batch_size=0"], 2, ["--batch_size >= 1, got 0"]),
+        (["--workdir={run}", "--split=nonesuch"], 2, ["--split", "'nonesuch'"]),
+        (["--workdir={tmp}/a_file"], 2, ["is a file"]),
+        (["--workdir="], 2, ["empty path ''"]),
+    ],
+    "tfflow-export": [
+        (["--workdir={run}", "--export_dir={tmp}/a_file"], 2,
+         ["--export_dir", "'{tmp}/a_file'", "is a file"]),
+        (["--workdir={run}", "--export_dir={tmp}/a_file/serve"], 2,
+         ["lies under the file '{tmp}/a_file'"]),
+        (["--workdir={run}", "--export_dir=/proc/tfflow_export"], 2,
+         ["cannot write --export_dir", "(ENOENT)"]),
+        (["--workdir={run}", "--version=0", "--export_dir={tmp}/serve"], 2,
+         ["--version >= 1, got 0"]),
+        (["--workdir={tmp}/a_file"], 2, ["is a file"]),
+    ],
+}
+
+
+def _app_error_fixtures(tmp, digits_workdir, moons_workdir):
+    (tmp / "a_file").write_text("not a folder")
+    (tmp / "a_folder.png").mkdir()
+    (tmp / "a_folder.npy").mkdir()
+    (tmp / "empty.npy").write_bytes(b"")
+    (tmp / "empty.csv").write_bytes(b"")
+    np.save(tmp / "rank3.npy", np.zeros((10, 3, 2)))
+    mixed = tmp / "mixed"
+    mixed.mkdir()
+    (mixed / "config.json").write_text((digits_workdir / "config.json").read_text())
+    (mixed / "model.keras").write_bytes((moons_workdir / "model.keras").read_bytes())
+    (tmp / "backup_is_a_file").mkdir()
+    (tmp / "backup_is_a_file" / "backup").write_text("in the way")
+
+
+def test_every_app_error_is_one_line_on_stderr_and_exit_2(tmp_path, digits_run, moons_run):
+    _check_ok(digits_run[1])
+    _check_ok(moons_run[1])
+    _app_error_fixtures(tmp_path, digits_run[0], moons_run[0])
+    cases = [(app, [arg.format(tmp=tmp_path, run=digits_run[0]) for arg in argv], code,
+              [fragment.format(tmp=tmp_path) for fragment in fragments])
+             for app, rows in APP_ERROR_CASES.items() for argv, code, fragments in rows]
+    # Without TF_CPP_MIN_LOG_LEVEL, as a new user runs them: stderr is the one line.
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    failures = []
+    # Four at a time: most end before TensorFlow is imported, in about a second.
+    for start in range(0, len(cases), 4):
+        batch = [(app, argv, code, fragments, subprocess.Popen(
+            _command(app, *argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env)) for app, argv, code, fragments in cases[start:start + 4]]
+        for app, argv, code, fragments, process in batch:
+            _, stderr = process.communicate(timeout=TIMEOUT_S)
+            lines = stderr.splitlines()
+            ok = (process.returncode == code and len(lines) == 1
+                  and lines[0].startswith(f"{app}: error: ")
+                  and all(fragment in lines[0] for fragment in fragments))
+            if not ok:
+                failures.append((app, argv, process.returncode, stderr[-1500:]))
+    assert not failures, "\n\n".join(map(repr, failures))
+    assert not (tmp_path / "w").exists()  # a run that cannot start writes nothing
+    assert not list(tmp_path.glob(".tfflow-write-check-*"))  # the write probes are gone
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_workdir_is_one_line_and_exit_2(tmp_path):
+    workdir = tmp_path / "read_only"
+    workdir.mkdir()
+    workdir.chmod(0o555)
+    try:
+        result = _run("tfflow-train", *TINY_MOONS, "--epochs=1", f"--workdir={workdir}")
+    finally:
+        workdir.chmod(0o755)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1].startswith("tfflow-train: error: cannot write "
+                                                     f"--workdir='{workdir}'"), result.stderr
+    assert "Permission denied (EACCES)" in result.stderr
+
+
+def test_os_errors_and_tensorflow_file_errors_become_one_line(capsys):
+    import errno  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from tfflow import cli  # pylint: disable=import-outside-toplevel
+
+    def raising(error):
+        def run(training):
+            raise error
+        return run
+
+    cases = [
+        (OSError(errno.ENOSPC, "No space left on device", "/runs/model.keras"),
+         "'/runs/model.keras': No space left on device (ENOSPC)."),
+        (PermissionError(errno.EACCES, "Permission denied", "/runs/a", None, "/runs/b"),
+         "'/runs/a' -> '/runs/b': Permission denied (EACCES)."),
+        (tf.errors.FailedPreconditionError(
+            None, None, "{{function_node __wrapped__WriteFile_device_/job:localhost/replica:0/"
+            "task:0/device:CPU:0}} /runs/s.png; Is a directory [Op:WriteFile]"),
+         "/runs/s.png; Is a directory."),
+        (tf.errors.NotFoundError(None, None, "/runs/x; No such file or directory"),
+         "/runs/x; No such file or directory."),
+    ]
+    for error, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            cli._run_reporting_user_errors(["tfflow-x"], raising(error))
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err == f"tfflow-x: error: {message}\n"
+    # Anything else is a bug in tfflow and keeps its traceback.
+    for error in (RuntimeError("bug"), tf.errors.InvalidArgumentError(None, None, "bug")):
+        with pytest.raises(type(error)):
+            cli._run_reporting_user_errors(["tfflow-x"], raising(error))
+    # Ctrl-C: one line, exit status 130.
+    with pytest.raises(SystemExit) as exit_info:
+        cli._run_reporting_user_errors(["tfflow-x"], raising(KeyboardInterrupt()),
+                                       interrupted=lambda: "interrupted; bye.")
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err == "tfflow-x: interrupted; bye.\n"
 
 
 # ------------------------------------------------------- a new user's first hour

@@ -1,7 +1,8 @@
-"""Interruption: `tfflow-train` killed with SIGKILL mid-run resumes to the uninterrupted result.
+"""Interruption: `tfflow-train` killed (SIGKILL) or stopped with Ctrl-C (SIGINT) mid-run
+resumes to the uninterrupted result, bit for bit.
 
-Both runs are real processes of `bin/tfflow-train`; the kill is a real SIGKILL
-sent once the run has written a backup, so it lands inside a later epoch.
+Every run is a real process of `bin/tfflow-train`; the signals are real, sent
+once the run has written a backup, so they land inside a later epoch.
 """
 
 import json
@@ -19,8 +20,10 @@ BIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 
 TIMEOUT_S = 240
 # Tiny Glow on digits: ActNorm, LU 1x1 conv, dequantisation noise, the moving
 # average of the weights, the cosine schedule and early stopping all resume.
+# --deterministic: with the default time budget the schedule would otherwise
+# follow the clock too, and the weights would differ from run to run.
 FLAGS = ["--levels=1", "--steps_per_level=1", "--hidden_channels=8", "--batch_size=64",
-         "--epochs=8", "--max_train_seconds=0", "--num_samples=4", "--verbose=2"]
+         "--epochs=8", "--num_samples=4", "--verbose=2", "--deterministic"]
 
 
 def _train(workdir):
@@ -47,39 +50,70 @@ def _last_line(text):
     return [line for line in text.splitlines() if line.strip()][-1]
 
 
-def test_a_killed_run_started_again_ends_with_the_uninterrupted_weights(tmp_path):
-    reference, victim = tmp_path / "reference", tmp_path / "victim"
-    uninterrupted = _train(reference)
-    killed = _train(victim)
+def _stop_after_a_backup(runs):
+    """Sends each run {workdir: (process, signal)} its signal once its backup holds two epochs.
+
+    Returns {workdir: (exit status, stdout, stderr)}.
+    """
+    waiting = dict(runs)
+    deadline = time.monotonic() + TIMEOUT_S
+    while waiting:
+        assert time.monotonic() < deadline, f"no backup appeared in {list(waiting)}"
+        for workdir, (process, signal_number) in list(waiting.items()):
+            if _epochs_backed_up(workdir) >= 2 or process.poll() is not None:
+                process.send_signal(signal_number)
+                del waiting[workdir]
+        time.sleep(0.02)
+    ended = {}
+    for workdir, (process, _) in runs.items():
+        out, err = process.communicate(timeout=TIMEOUT_S)
+        ended[workdir] = (process.returncode, out, err)
+    return ended
+
+
+def test_killed_and_interrupted_runs_started_again_end_with_the_uninterrupted_weights(tmp_path):
+    reference, killed, interrupted = (tmp_path / name for name in
+                                      ("reference", "killed", "interrupted"))
+    processes = [_train(workdir) for workdir in (reference, killed, interrupted)]
+    uninterrupted = processes[0]
     try:
-        deadline = time.monotonic() + TIMEOUT_S
-        while _epochs_backed_up(victim) < 2 and killed.poll() is None:
-            assert time.monotonic() < deadline, "no backup appeared"
-            time.sleep(0.02)
-        os.kill(killed.pid, signal.SIGKILL)
-        killed.communicate(timeout=TIMEOUT_S)
-        assert killed.returncode == -signal.SIGKILL, "the run ended before the kill"
-        assert not (victim / "model.keras").exists()  # it really died mid-run
-        resumed = _train(victim)
-        out, err = resumed.communicate(timeout=TIMEOUT_S)
-        assert resumed.returncode == 0, out[-3000:] + err[-3000:]
+        ended = _stop_after_a_backup({killed: (processes[1], signal.SIGKILL),
+                                      interrupted: (processes[2], signal.SIGINT)})
+        assert ended[killed][0] == -signal.SIGKILL, "the run ended before the kill"
+        assert not (killed / "model.keras").exists()  # it really died mid-run
+        # Ctrl-C: one line naming the workdir and how to resume, exit status 130.
+        int_code, _, int_err = ended[interrupted]
+        assert int_code == 130, int_err[-3000:]
+        assert len(int_err.splitlines()) == 1, int_err[-3000:]
+        assert int_err.startswith(f"tfflow-train: interrupted; the run is saved in "
+                                  f"{interrupted} (backup after epoch "), int_err
+        assert "run the same command to resume from epoch" in int_err, int_err
+        assert (interrupted / "backup" / "state.json").is_file()  # the backup is kept
+        assert not (interrupted / "model.keras").exists()
+        resumed = {name: _train(tmp_path / name) for name in ("killed", "interrupted")}
+        processes += resumed.values()
+        outputs = {name: process.communicate(timeout=TIMEOUT_S)
+                   for name, process in resumed.items()}
         reference_out, reference_err = uninterrupted.communicate(timeout=TIMEOUT_S)
         assert uninterrupted.returncode == 0, reference_out[-3000:] + reference_err[-3000:]
     finally:
-        for process in (uninterrupted, killed):
+        for process in processes:
             if process.poll() is None:
                 process.kill()
-    assert "Resuming from" in out and "at epoch " in out, out
-    resumed_at = int(out.split("at epoch ", 1)[1].split("/", 1)[0])
-    assert resumed_at >= 3  # at least two epochs were not trained again
-    # The same epochs, best epoch and test result, and the very same weights.
     summary = lambda text: _last_line(text).split(") in ")[0]  # noqa: E731  (not the time)
-    assert summary(out) == summary(reference_out)
-    assert "8 epochs" in _last_line(out)
-    for mine, theirs in zip(_weights(victim), _weights(reference), strict=True):
-        np.testing.assert_array_equal(mine, theirs)
-    assert not (victim / "backup").exists()  # deleted at the successful end, as Keras does
-    assert not [name for name in os.listdir(victim) if name.startswith(".tmp-")]
+    for name, (out, err) in outputs.items():
+        assert resumed[name].returncode == 0, (name, out[-3000:] + err[-3000:])
+        assert "Resuming from" in out and "at epoch " in out, out
+        resumed_at = int(out.split("at epoch ", 1)[1].split("/", 1)[0])
+        assert resumed_at >= 3, name  # at least two epochs were not trained again
+        # The same epochs, best epoch and test result, and the very same weights.
+        assert summary(out) == summary(reference_out), name
+        assert "8 epochs" in _last_line(out)
+        for mine, theirs in zip(_weights(tmp_path / name), _weights(reference), strict=True):
+            np.testing.assert_array_equal(mine, theirs, err_msg=name)
+        assert not (tmp_path / name / "backup").exists()  # deleted at the end, as Keras does
+        assert not [entry for entry in os.listdir(tmp_path / name)
+                    if entry.startswith(".tmp-")]
 
 
 def test_a_workdir_holding_a_different_run_is_refused_and_the_same_run_is_not(tmp_path):

@@ -7,7 +7,12 @@ Each app in `bin/` defines its own flags and runs its main:
 
 The logic lives in `tfflow.training`; here are only flags and printing. User
 errors (an unknown model or data set, a missing run, a bad flag value) print one
-line `<app>: error: ...` on stderr and exit with status 2, without a traceback.
+line `<app>: error: ...` on stderr and exit with status 2, without a traceback;
+so does every OS error (a path that is a file, a folder that cannot be written,
+a full disk: the message names the path and the system's reason), and the
+flags that name paths or numbers are checked before TensorFlow is imported.
+Ctrl-C prints one line and exits with status 130; `tfflow-train` keeps its
+backup, and the same command resumes the run.
 
 Nothing here imports TensorFlow at module level: the flags are defined and
 parsed first (`--help` lists an app's own flags with their defaults and exits 0
@@ -19,9 +24,13 @@ user set `TF_CPP_MIN_LOG_LEVEL`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
+import json
+import math
 import os
 import re
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -49,6 +58,7 @@ __all__ = [
 
 FLAGS = flags.FLAGS
 USER_ERROR_EXIT_CODE = 2
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 _DEFAULTS = run_config.TrainConfig()
 _DEFAULT_WORKDIR = run_config.default_workdir(_DEFAULTS.model, _DEFAULTS.dataset)
@@ -121,7 +131,12 @@ def define_train_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     string("precision", d.precision,
            f"One of {', '.join(run_config.PRECISIONS)} (mixed: coupling networks in 16 bits; "
            "the flow, log-dets and loss stay float32).")
-    integer("seed", d.seed, "Seeds weights, data order, noise and samples.")
+    integer("seed", d.seed, "Seeds weights, data order, noise and samples (0 to 2**32-1).")
+    boolean("deterministic", d.deterministic,
+            "Reproducible: TensorFlow's op determinism, and a learning-rate schedule that "
+            "follows the steps, not the clock; two runs with the same flags and --seed, and "
+            "a killed run resumed, end with bit-identical weights. Without it the schedule "
+            "follows the time budget too, and runs differ.")
     string("strategy", d.strategy,
            "Distribution strategy: default (one device), mirrored (all local GPUs), "
            "multi_worker (cluster from TF_CONFIG; run on every worker) or tpu (with --tpu). "
@@ -205,8 +220,18 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
 
 def train_main(argv: Sequence[str]) -> None:
     """`tfflow-train`: trains, writes the run's files, prints a one-line summary last."""
-    def run(training: Any) -> None:
+    workdir = FLAGS.workdir
+    if workdir is None:
+        workdir = run_config.default_workdir(FLAGS.model, FLAGS.dataset)
+
+    def check() -> None:
         _reject_positional(argv)
+        _check_seed(FLAGS.seed)
+        _check_folder_to_write("workdir", workdir)
+        if FLAGS.dataset.lower().endswith(data_names.TABLE_EXTENSIONS):
+            _check_file_to_read("dataset", FLAGS.dataset)
+
+    def run(training: Any) -> None:
         values = {field: getattr(FLAGS, field) for field in _train_config_fields()}
         if values["verbose"] is None:  # Keras's bars rewrite their line: a terminal's job
             values["verbose"] = 1 if sys.stdout.isatty() else 2
@@ -217,16 +242,30 @@ def train_main(argv: Sequence[str]) -> None:
         for role, path in sorted(result.files.items()):
             print(f"  {role}: {path}")
         print(result.summary(), flush=True)
-    _run_reporting_user_errors(argv, run)
+
+    _run_reporting_user_errors(argv, run, check=check,
+                               interrupted=lambda: _train_interrupted(workdir))
 
 
 def sample_main(argv: Sequence[str]) -> None:
     """`tfflow-sample`: samples a trained model into a PNG or .npy file."""
-    def run(training: Any) -> None:
+    output = FLAGS.output or os.path.join(FLAGS.workdir, "samples.png")
+
+    def check() -> None:
         _reject_positional(argv)
-        output = FLAGS.output or os.path.join(FLAGS.workdir, "samples.png")
+        _check_run_folder(FLAGS.workdir)
+        _check_count("num_samples", FLAGS.num_samples)
+        _check_seed(FLAGS.seed)
+        if not (math.isfinite(FLAGS.temperature) and FLAGS.temperature >= 0):
+            raise UserError(f"expected --temperature a finite number >= 0 (1: the model's "
+                            f"spread, 0.7: Glow's usual), got {FLAGS.temperature!r}.")
         if not output.lower().endswith((".png", ".npy")):
             raise UserError(f"expected --output ending in .png or .npy, got {output!r}.")
+        _check_file_to_write("output", output)
+        if FLAGS.context_file is not None:
+            _check_file_to_read("context_file", FLAGS.context_file)
+
+    def run(training: Any) -> None:
         model, config = training.load_run(FLAGS.workdir)
         context = _sample_context(config)
         path = training.write_samples(model, config, output, num_samples=FLAGS.num_samples,
@@ -234,16 +273,21 @@ def sample_main(argv: Sequence[str]) -> None:
                                       label=FLAGS.label, context=context)
         given = "" if context is None else f" for each of {len(context)} context rows"
         print(f"wrote {FLAGS.num_samples} samples{given} at T={FLAGS.temperature:g} to {path}")
-    _run_reporting_user_errors(argv, run)
+
+    _run_reporting_user_errors(argv, run, check=check)
 
 
 def evaluate_main(argv: Sequence[str]) -> None:
     """`tfflow-evaluate`: bits/dim and worst round-trip error of a trained model."""
-    def run(training: Any) -> None:
+    def check() -> None:
         _reject_positional(argv)
         if FLAGS.split not in data_names.SPLITS:
             raise UserError(f"expected --split one of {', '.join(data_names.SPLITS)}, got "
                             f"{FLAGS.split!r}.")
+        _check_count("batch_size", FLAGS.batch_size)
+        _check_run_folder(FLAGS.workdir)
+
+    def run(training: Any) -> None:
         model, config = training.load_run(FLAGS.workdir)
         result = training.evaluate(model, config, split=FLAGS.split,
                                    batch_size=FLAGS.batch_size)
@@ -251,23 +295,149 @@ def evaluate_main(argv: Sequence[str]) -> None:
             print(f"  1x1 conv {name}: condition number {number:.4g}")
         print(f"{config.model} on {config.dataset} ({FLAGS.workdir}): {result.summary()}",
               flush=True)
-    _run_reporting_user_errors(argv, run)
+
+    _run_reporting_user_errors(argv, run, check=check)
 
 
 def export_main(argv: Sequence[str]) -> None:
     """`tfflow-export`: writes a trained model as a versioned SavedModel for TF Serving."""
-    def run(training: Any) -> None:
+    base = FLAGS.export_dir or os.path.join(FLAGS.workdir, "export")
+
+    def check() -> None:
         _reject_positional(argv)
+        _check_run_folder(FLAGS.workdir)
+        if FLAGS.version is not None:
+            _check_count("version", FLAGS.version)
+        _check_folder_to_write("export_dir", base)
+
+    def run(training: Any) -> None:
         from tfflow import export  # pylint: disable=import-outside-toplevel
         model, _ = training.load_run(FLAGS.workdir)
-        base = FLAGS.export_dir or os.path.join(FLAGS.workdir, "export")
         try:
             path = export.export_saved_model(model, base, version=FLAGS.version,
                                              max_samples=FLAGS.max_samples)
         except ValueError as error:
             raise UserError(str(error)) from None
         print(f"exported to {path} (signatures: {', '.join(export.SIGNATURES)})", flush=True)
-    _run_reporting_user_errors(argv, run)
+
+    _run_reporting_user_errors(argv, run, check=check)
+
+
+# ------------------------------------------------------- checks before TensorFlow
+
+
+# TensorFlow's and NumPy's seeds are unsigned 32-bit integers.
+_MAX_SEED = 2**32 - 1
+
+
+def _check_seed(seed: int) -> None:
+    if not 0 <= seed <= _MAX_SEED:
+        raise UserError(f"expected --seed an integer in [0, {_MAX_SEED}], got {seed}.")
+
+
+def _check_count(name: str, value: int) -> None:
+    if value < 1:
+        raise UserError(f"expected --{name} >= 1, got {value}.")
+
+
+def _existing_ancestor(path: str) -> str:
+    """The nearest of `path` and its parents that exists (at worst the root or the cwd)."""
+    path = os.path.abspath(path)
+    while not os.path.lexists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
+def _check_folder_to_write(name: str, path: str) -> None:
+    """`path` is, or can be made, a folder this process writes in; creates nothing.
+
+    Whether the nearest existing folder takes a new file is asked by creating
+    (and removing) an empty one there: permissions, read-only mounts and
+    pseudo file systems such as /proc answer only that.
+    """
+    if not path.strip():
+        raise UserError(f"expected --{name} a folder, got an empty path {path!r}.")
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise UserError(f"expected --{name} a folder, got {path!r}, which is a file; name a "
+                        "new or existing folder.")
+    ancestor = _existing_ancestor(path)
+    if not os.path.isdir(ancestor):
+        raise UserError(f"expected --{name} a folder, got {path!r}, which lies under the file "
+                        f"{ancestor!r}.")
+    _check_writable(name, path, ancestor)
+
+
+def _check_writable(name: str, path: str, folder: str) -> None:
+    try:
+        descriptor, probe = tempfile.mkstemp(prefix=".tfflow-write-check-", dir=folder)
+    except OSError as error:
+        where = "" if os.path.abspath(folder) == os.path.abspath(path) else f" in {folder!r}"
+        raise UserError(f"cannot write --{name}={path!r}: creating a file{where} failed: "
+                        f"{_os_reason(error)}.") from None
+    os.close(descriptor)
+    with contextlib.suppress(OSError):
+        os.remove(probe)
+
+
+def _check_file_to_write(name: str, path: str) -> None:
+    """`path` can become a file: not a folder, not under a file, its folder writable."""
+    if os.path.isdir(path):
+        raise UserError(f"expected --{name} a file name, got {path!r}, which is a folder.")
+    folder = os.path.dirname(os.path.abspath(path))
+    ancestor = _existing_ancestor(folder)
+    if not os.path.isdir(ancestor):
+        raise UserError(f"expected --{name} a file name, got {path!r}, which lies under the "
+                        f"file {ancestor!r}.")
+    _check_writable(name, path, ancestor)
+
+
+def _check_file_to_read(name: str, path: str) -> None:
+    """`path` is a readable, non-empty file."""
+    expanded = os.path.expanduser(path)
+    if not os.path.exists(expanded):
+        return  # tfflow.data says what it looked for, and where
+    if os.path.isdir(expanded):
+        raise UserError(f"expected --{name} a file, got {path!r}, which is a folder.")
+    try:
+        with open(expanded, "rb") as handle:
+            empty = not handle.read(1)
+    except OSError as error:
+        raise UserError(f"cannot read --{name}={path!r}: {_os_reason(error)}.") from None
+    if empty:
+        raise UserError(f"expected --{name} a file of rows, got {path!r}, which is empty "
+                        "(0 bytes).")
+
+
+def _check_run_folder(workdir: str) -> None:
+    """`workdir` is an existing folder (what is in it, `load_run` checks)."""
+    if not workdir.strip():
+        raise UserError(f"expected --workdir a folder written by tfflow-train, got an empty "
+                        f"path {workdir!r}.")
+    if not os.path.exists(workdir):
+        raise UserError(f"no folder {workdir!r} (a run's folder, holding model.keras and "
+                        f"config.json); train a model there first with tfflow-train "
+                        f"--workdir={workdir}.")
+    if not os.path.isdir(workdir):
+        raise UserError(f"expected --workdir a folder written by tfflow-train, got "
+                        f"{workdir!r}, which is a file.")
+
+
+def _train_interrupted(workdir: str) -> str:
+    """What `tfflow-train` says after a Ctrl-C: whether the same command resumes or restarts."""
+    # `checkpoints.BACKUP_DIR` and its state file; not imported here, as the
+    # interrupt may have come while TensorFlow was still loading.
+    state = os.path.join(workdir, "backup", "state.json")
+    try:
+        with open(state, encoding="utf-8") as handle:
+            done = int(json.load(handle)["epochs_done"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return (f"interrupted before the first backup; nothing to resume in {workdir}: "
+                "the same command starts the run again.")
+    return (f"interrupted; the run is saved in {workdir} (backup after epoch {done}); run the "
+            f"same command to resume from epoch {done + 1}.")
 
 
 # ------------------------------------------------------------------ helpers
@@ -318,14 +488,77 @@ def _reject_positional(argv: Sequence[str]) -> None:
                         "--flag=value (see --help).")
 
 
-def _run_reporting_user_errors(argv: Sequence[str], run: Callable[[Any], Any]) -> None:
-    """Runs `run(tfflow.training)`; a `UserError` becomes one line and exit status 2."""
+def _run_reporting_user_errors(argv: Sequence[str], run: Callable[[Any], Any], *,
+                               check: Callable[[], None] | None = None,
+                               interrupted: Callable[[], str] | None = None) -> None:
+    """Runs `check()`, then `run(tfflow.training)`, reporting what the user can act on.
+
+    A `UserError` or an OS error (`OSError`, or TensorFlow's file errors) is
+    one line `<app>: error: ...` and exit status 2; Ctrl-C is one line
+    (`interrupted()`'s, default "interrupted") and exit status 130. `check`
+    runs before TensorFlow is imported, so that a bad flag is answered at once.
+    Anything else is a bug in tfflow and keeps its traceback.
+    """
+    program = _program(argv)
     # absl's app.run turns on INFO logging, which TFDS and TF fill with noise.
     logging.set_verbosity(logging.WARNING)
     try:
+        if check is not None:
+            check()
         run(_import_training())
     except UserError as error:
-        _fail(_program(argv), str(error))
+        _fail(program, str(error))
+    except KeyboardInterrupt:
+        # A second Ctrl-C while the line is written would print a traceback.
+        handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            message = interrupted() if interrupted is not None else "interrupted."
+            print(f"{program}: {message}", file=sys.stderr, flush=True)
+        finally:
+            signal.signal(signal.SIGINT, handler)
+        sys.exit(INTERRUPTED_EXIT_CODE)
+    except OSError as error:
+        _fail(program, _os_error_message(error))
+    except Exception as error:  # pylint: disable=broad-except  # re-raised unless a file error
+        message = _tensorflow_file_error_message(error)
+        if message is None:
+            raise
+        _fail(program, message)
+
+
+def _os_reason(error: OSError) -> str:
+    """"Permission denied (EACCES)": the system's words and the error's name."""
+    reason = error.strerror or str(error) or type(error).__name__
+    name = errno.errorcode.get(error.errno) if error.errno is not None else None
+    return f"{reason} ({name})" if name else reason
+
+
+def _os_error_message(error: OSError) -> str:
+    """The path(s) an OS error names and its reason, e.g. "'/a/b': Not a directory (ENOTDIR)"."""
+    paths = [repr(os.fsdecode(path)) for path in (error.filename, error.filename2)
+             if path is not None]
+    where = " -> ".join(paths)
+    return f"{where}: {_os_reason(error)}." if where else f"{_os_reason(error)}."
+
+
+def _tensorflow_file_error_message(error: Exception) -> str | None:
+    """One line for TensorFlow's errors about files and folders (its own I/O ops), else None."""
+    tf = sys.modules.get("tensorflow")
+    if tf is None:
+        return None
+    file_errors = (tf.errors.NotFoundError, tf.errors.PermissionDeniedError,
+                   tf.errors.AlreadyExistsError, tf.errors.FailedPreconditionError,
+                   tf.errors.ResourceExhaustedError)
+    text = getattr(error, "message", None) or str(error)
+    if not isinstance(error, file_errors):
+        return None
+    if isinstance(error, (tf.errors.FailedPreconditionError, tf.errors.ResourceExhaustedError)) \
+            and not re.search(r"directory|file|No space|Read-only", text, re.IGNORECASE):
+        return None  # not about a path: a bug, keep its traceback
+    # "{{function_node __wrapped__WriteFile_device_/job:...}} /a/b; Is a directory [Op:WriteFile]"
+    text = re.sub(r"\{\{[^}]*\}\}\s*", "", text)
+    text = re.sub(r"\s*\[Op:\w+\]", "", text)
+    return " ".join(text.split()).rstrip(".") + "."
 
 
 def _usage(argv: Sequence[str]) -> str:
@@ -352,13 +585,14 @@ def _import_training() -> Any:
     """Imports `tfflow.training` (TensorFlow with it) and lets TF find its devices.
 
     Unless the user set `TF_CPP_MIN_LOG_LEVEL`, it becomes "2" (TF's C++
-    INFO and WARNING lines off) and what TensorFlow writes to stderr while it
-    starts is held back: its start-up lines are dropped, anything else (a real
-    error) is written out afterwards.
+    INFO and WARNING lines off). What TensorFlow writes to stderr while it
+    starts is held back: its start-up lines are dropped (they come before its
+    logging reads that variable, so "2" alone does not silence them), anything
+    else (a real error) is written out afterwards. A user who set the level to
+    "0" asked for everything and gets it.
     """
-    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+    if os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2") == "0":
         return _import_training_and_devices()
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
     with _stderr_without(_TF_START_UP_NOISE):
         return _import_training_and_devices()
 

@@ -21,9 +21,9 @@ the embedded digits within a few minutes on a laptop CPU). `train(config)`:
 model and config.
 
 The pieces, one module each: `config` (TrainConfig and the results),
-`strategies` (tf.distribute), `callbacks` (budget, annealing, divergence guard,
-TensorBoard), `checkpoints` (atomic writes, the backup a killed run resumes
-from), `health` (diagnosing overflow, conditioning), `run_data` (the run's
+`strategies` (tf.distribute), `determinism` (reproducible runs), `callbacks`
+(budget, annealing, divergence guard, TensorBoard), `checkpoints` (atomic
+writes, the backup a killed run resumes from), `health` (diagnosing overflow, conditioning), `run_data` (the run's
 resolved data source), `pictures` (sample grids, density pictures, sample,
 write_samples) and `runs` (train in named steps, evaluate, load_run). Everything public is re-exported here.
 
@@ -49,14 +49,15 @@ _LAZY = {
     "AnnealLearningRate": "callbacks", "DivergenceGuard": "callbacks",
     "TensorBoardLogger": "callbacks", "TimeBudget": "callbacks", "BACKUP_DIR": "checkpoints",
     "TMP_PREFIX": "checkpoints", "save_model": "checkpoints", "MODEL_NAMES": "config",
+    "enable_determinism": "determinism",
     "conv1x1_condition_numbers": "health", "find_non_finite_layer": "health",
     "SAMPLE_TEMPERATURES": "pictures", "sample": "pictures", "write_samples": "pictures",
     "RunData": "run_data", "evaluate": "runs", "load_run": "runs", "train": "runs",
     "STRATEGIES": "strategies", "is_chief": "strategies", "make_strategy": "strategies",
 }
 __getattr__, __dir__ = lazy_attributes(__name__, _LAZY, (
-    "callbacks", "checkpoints", "config", "errors", "health", "pictures", "run_data", "runs",
-    "strategies"))
+    "callbacks", "checkpoints", "config", "determinism", "errors", "health", "pictures",
+    "run_data", "runs", "strategies"))
 
 __all__ = [
     "AnnealLearningRate",
@@ -80,6 +81,7 @@ __all__ = [
     "UserError",
     "conv1x1_condition_numbers",
     "default_workdir",
+    "enable_determinism",
     "evaluate",
     "find_non_finite_layer",
     "is_chief",

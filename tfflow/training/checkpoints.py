@@ -169,6 +169,10 @@ def check_workdir_holds_this_run(config: TrainConfig) -> dict[str, Any] | None:
         raise UserError(f"workdir {config.workdir!r} holds an unreadable {CONFIG_FILE} "
                         f"({error}); use another workdir, or --overwrite to replace it.") from None
     wanted = json.loads(config.to_json())
+    # A field added to TrainConfig after that run was written had its default there.
+    defaults = {field.name: field.default for field in dataclasses.fields(TrainConfig)
+                if field.default is not dataclasses.MISSING}
+    stored = {**json.loads(json.dumps(defaults)), **stored}
     differences = sorted(key for key in set(stored) | set(wanted)
                          if key not in RESUMABLE_DIFFERENCES
                          and stored.get(key) != wanted.get(key))

@@ -136,7 +136,14 @@ class TrainConfig:
         "mixed_bfloat16" or "mixed_float16": the coupling networks compute in
         16 bits, the flow, its log-dets and the loss stay float32
         (`tfflow.mixed_precision`); "mixed_float16" adds loss scaling.
-      seed: Seeds weights, shuffling, dequantisation noise and samples.
+      seed: Seeds weights, shuffling, dequantisation noise and samples; an
+        integer in [0, 2**32 - 1].
+      deterministic: Make the run reproducible: TensorFlow's op determinism
+        (`tfflow.training.enable_determinism`) and a learning-rate schedule
+        that follows the steps only; the same config then gives bit-identical
+        weights, in one run or killed and resumed. Off, the cosine schedule
+        also follows the clock when `max_train_seconds` is set (the default),
+        so runs differ (README: Reproducible runs).
       strategy: Distribution strategy name (`STRATEGIES`, see `make_strategy`);
         `batch_size` stays the global batch, split over the replicas.
       tpu: The TPU's name or address for strategy "tpu" ("local" on a TPU VM).
@@ -180,6 +187,7 @@ class TrainConfig:
     memory_saving: bool = False
     precision: str = "float32"
     seed: int = 0
+    deterministic: bool = False
     strategy: str = "default"
     tpu: str | None = None
     num_samples: int = 64
@@ -205,6 +213,9 @@ class TrainConfig:
             for width in config.hidden_units:
                 check_positive_int("every hidden_units width", width)
         check_positive_int("warmup_steps", config.warmup_steps, allow_zero=True)
+        if not (isinstance(config.seed, int) and 0 <= config.seed <= 2**32 - 1):
+            raise UserError(f"expected seed an integer in [0, 2**32 - 1], got "
+                            f"{config.seed!r}.")
         config.context_columns = _context_columns(config)
         if config.dataset.lower().endswith((".npy", ".csv")):
             # The run (config.json) names the file itself, wherever it is run from later.

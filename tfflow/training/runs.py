@@ -29,6 +29,7 @@ from tfflow.training.checkpoints import (BACKUP_DIR, FINISHED_DIR, Backup, Workd
     write_text_atomically)
 from tfflow.training.config import (ARCHITECTURE_FIELDS, CONFIG_FILE, EvalResult, LOG_DIR,
     MODEL_FILE, TrainConfig, TrainResult)
+from tfflow.training.determinism import enable_determinism
 from tfflow.training.errors import TrainingDiverged, UserError
 from tfflow.training.health import conv1x1_condition_numbers, find_non_finite_layer
 from tfflow.training.pictures import epoch_pictures, write_pictures
@@ -54,6 +55,12 @@ def train(config: TrainConfig, *, overwrite: bool = False) -> TrainResult:
     as there is nothing to train (`checkpoints.plan_workdir`). `overwrite`
     removes the run in the workdir first, whatever it was.
 
+    With `config.deterministic`, TensorFlow's op determinism is turned on
+    (`enable_determinism`; it stays on in this process) and the learning-rate
+    schedule follows the steps only (not the clock): two runs of the same
+    config, and a killed run resumed, end with bit-identical weights, unless
+    the time budget stops them (where it stops depends on the clock).
+
     A NaN or infinite training loss stops the run at that step: the model
     gets back the weights that produced it, a diagnostic pass names the layer
     at fault when it can, `model.keras` is left holding the last good model
@@ -76,6 +83,8 @@ def train(config: TrainConfig, *, overwrite: bool = False) -> TrainResult:
     """
     start = time.monotonic()
     config = config.resolved()
+    if config.deterministic:  # first: the data pipelines are made under it too
+        enable_determinism(config.seed)
     data = RunData.from_config(config)
     workdir_plan = plan_workdir(config, overwrite=overwrite)
     strategy = make_strategy(config.strategy, config.tpu)
@@ -178,10 +187,16 @@ def _fit_data(data: RunData) -> tuple[tf.data.Dataset, tf.data.Dataset]:
 
 def _prepare_workdir(config: TrainConfig, plan: WorkdirPlan) -> None:
     """Acts on `plan`, clears a killed run's temporaries, writes config.json."""
-    apply_workdir_plan(config, plan)
-    os.makedirs(config.workdir, exist_ok=True)
-    remove_temporaries(config.workdir, _backup_dir(config))
-    write_text_atomically(os.path.join(config.workdir, CONFIG_FILE), config.to_json() + "\n")
+    try:
+        apply_workdir_plan(config, plan)
+        os.makedirs(config.workdir, exist_ok=True)
+        remove_temporaries(config.workdir, _backup_dir(config))
+        write_text_atomically(os.path.join(config.workdir, CONFIG_FILE),
+                              config.to_json() + "\n")
+    except OSError as error:
+        path = error.filename or config.workdir
+        raise UserError(f"cannot write the run into workdir {config.workdir!r}: {path!r}: "
+                        f"{error.strerror or error}; choose a folder you can write to.") from None
 
 
 def _start_or_resume(model: Any, config: TrainConfig, data: RunData,
@@ -228,7 +243,9 @@ def _callbacks(config: TrainConfig, data: RunData, begin: _Begin, plan: _Plan,
         steps_per_epoch = plan.steps_per_epoch or 1_000_000  # unknown: by time only
         anneal = AnnealLearningRate(
             config.learning_rate, total_steps=config.epochs * steps_per_epoch,
-            warmup_steps=plan.warmup_steps, max_seconds=config.max_train_seconds,
+            warmup_steps=plan.warmup_steps,
+            # The rate at a step must not depend on the clock in a reproducible run.
+            max_seconds=None if config.deterministic else config.max_train_seconds,
             step_before=begin.step_before, seconds_before=begin.seconds_before)
     callbacks: list[keras.callbacks.Callback] = [budget] + ([anneal] if anneal else [])
     if config.ema_momentum:
@@ -388,6 +405,10 @@ def evaluate(model: Any, config: TrainConfig, *, split: str = "test",
 def _evaluate(model: Any, data: RunData, *, split: str, round_trip: bool,
               batch_size: int = 256) -> EvalResult:
     info = data.info
+    if tuple(model.event_shape) != tuple(info.event_shape):
+        raise UserError(f"cannot evaluate {model.name} on {data.source.name!r}: the model "
+                        f"takes examples of shape {tuple(model.event_shape)}, the data's are "
+                        f"{tuple(info.event_shape)} (a model.keras from another run?).")
     # tfflow.data's dequantisation noise depends on TF's global seed as well as
     # on `seed`: fix both, so that a later `tfflow-evaluate` in a fresh process
     # draws the noise that `train` (which seeds globally too) drew.
@@ -458,6 +479,11 @@ def load_run(workdir: str) -> tuple[Any, TrainConfig]:
     if not isinstance(model, models.FlowModel):
         raise UserError(f"cannot load {model_path}: corrupt or not a tfflow model file "
                         f"(it holds a {type(model).__name__})")
+    # `train` builds through the factories, which name the model after themselves.
+    if model.name in models.MODELS and model.name != config.model:
+        raise UserError(f"{workdir!r} mixes two runs: its {MODEL_FILE} holds a {model.name} "
+                        f"model, its {CONFIG_FILE} describes {config.model} on "
+                        f"{config.dataset}; train again into a new workdir.")
     return model, config
 
 
