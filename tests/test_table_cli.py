@@ -415,3 +415,23 @@ def test_model_initialisation_refuses_columns_it_cannot_model(column, words):
     with pytest.raises(ValueError, match=r"StandardizeLayer 'standardize' .* column 1: " +
                        words.replace("(", r"\(").replace("+", r"\+")):
         model.fit(x, epochs=1, verbose=0)
+
+
+def test_a_constant_context_column_is_conditioned_on_not_refused():
+    # One-hot classes (the FlowModel's advice for labels), the first rows all of class 0:
+    # the other classes' columns are constant in the initialisation batch. Conditioning on a
+    # constant is harmless, so the context's standardisation centres it and leaves it unscaled.
+    rng = np.random.default_rng(0)
+    context = np.zeros((300, 3), np.float32)
+    context[:, 0] = 1.0
+    x = (rng.normal(size=(300, 2)) + 1.0).astype(np.float32)
+    model = tfflow.models.MAF((2,), transforms=1, hidden_units=(8,), context_shape=(3,))
+    model.initialize(x, context=context)
+    assert np.all(np.isfinite(model.log_prob(x[:5], context=context[:5])))
+    other = np.tile(np.float32([[0.0, 1.0, 0.0]]), (5, 1))
+    assert np.all(np.isfinite(model.log_prob(x[:5], context=other)))
+    # The modelled columns keep the rule.
+    with pytest.raises(ValueError, match=r"StandardizeLayer 'standardize' .* column 1: expected "
+                                         r"a column that varies"):
+        model.initialize(np.stack([x[:, 0], np.full(300, 2.0, np.float32)], 1),
+                         context=context, force=True)

@@ -235,8 +235,8 @@ MIN_STEPS_PER_STD = 4
 _DEPENDENT_RESIDUAL = 1e-5
 
 
-def check_columns(owner: str, values: Any, names: Sequence[str] | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def check_columns(owner: str, values: Any, names: Sequence[str] | None = None, *,
+                  constant_ok: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation of each column of `values` [N, D], in float64, checked.
 
     The rules for a column that a float32 flow standardises and models
@@ -251,6 +251,12 @@ def check_columns(owner: str, values: Any, names: Sequence[str] | None = None
       owner: Starts every error message (who refuses).
       values: [N, D] numbers (any float dtype; moments are taken in float64).
       names: The columns' names for the messages; default "column <i>".
+      constant_ok: For a context's columns (a model's context standardisation):
+        a constant or float32-unresolved column is centred and left unscaled
+        (its std returned as 1) instead of refused. Conditioning on it is
+        harmless (a one-hot class absent from the initialisation batch, a bias
+        column of ones), and dividing by its float32 noise would blow it up.
+        The range rules still apply.
 
     Returns:
       (mean, std), float64 [D] each.
@@ -283,6 +289,10 @@ def check_columns(owner: str, values: Any, names: Sequence[str] | None = None
                 "per row).")
         mean = float(np.mean(column))
         std = float(np.sqrt(np.mean((column - mean) ** 2)))
+        step = float(np.spacing(np.float32(largest)))
+        if constant_ok and std < MIN_STEPS_PER_STD * step:
+            means[i], stds[i] = mean, 1.0
+            continue
         if std == 0.0:
             raise ValueError(
                 f"{owner} {name}: expected a column that varies, got the constant {mean!r} in "
@@ -292,7 +302,6 @@ def check_columns(owner: str, values: Any, names: Sequence[str] | None = None
                 f"{owner} {name}: expected a standard deviation of at least {SMALLEST_STD:g} "
                 f"(the models compute in float32), got {std:.4g}; multiply the column by a "
                 "power of ten before training.")
-        step = float(np.spacing(np.float32(largest)))
         if std < MIN_STEPS_PER_STD * step:
             raise ValueError(
                 f"{owner} {name}: expected a column that float32 (in which the models compute) "

@@ -235,8 +235,12 @@ class _InitializingStandardize(_InitializingActNorm):
         owner = (f"StandardizeLayer {self._layer.name!r} (initialised by FlowModel.initialize "
                  f"or fit on {y.shape[0]} rows),")
 
+        # FlowModel's context standardisation (named so by FlowModel) conditions on its
+        # columns, it does not model them: a constant context column is allowed.
+        context = self._layer.name == "context_standardize"
+
         def moments(values):
-            mean, std = check_columns(owner, values)
+            mean, std = check_columns(owner, values, constant_ok=context)
             return mean.astype(values.dtype), np.log(std).astype(values.dtype)
 
         if tf.executing_eagerly():
