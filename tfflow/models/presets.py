@@ -1,4 +1,4 @@
-"""The papers' CIFAR-10 models as named presets: `preset("glow_cifar10")`, "realnvp_cifar10".
+"""The papers' CIFAR-10 models as named presets: `preset("glow_cifar10")`, `"realnvp_cifar10"`.
 
 A preset is a factory (a key of `tfflow.models.MODELS`), the event shape it was
 published for and the factory arguments that reproduce the paper's
