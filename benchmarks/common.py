@@ -31,6 +31,25 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def subset(flag: str, value: str, allowed: Iterable[str]) -> list[str]:
+    """A comma-separated flag value as a list, every entry one of `allowed` (else exit)."""
+    allowed = list(allowed)
+    chosen = [v.strip() for v in value.split(",") if v.strip()]
+    if not chosen or set(chosen) - set(allowed):
+        raise SystemExit(f"--{flag}: expected a subset of {','.join(allowed)}; got {value!r}")
+    return chosen
+
+
+def without_missing_peers(models: list[str], torch_models: Iterable[str],
+                          peer_python: str) -> list[str]:
+    """`models` less the PyTorch peers when their virtualenv is not there (said once)."""
+    torch_models = set(torch_models)
+    if any(m in torch_models for m in models) and not os.path.exists(peer_python):
+        print(f"no PyTorch virtualenv at {peer_python}: skipping the PyTorch peers")
+        return [m for m in models if m not in torch_models]
+    return models
+
+
 def add_common_flags(parser: argparse.ArgumentParser, *, seconds: float) -> None:
     parser.add_argument("--seconds", type=float, default=seconds,
                         help="training budget per model and repeat, in seconds of --clock; "

@@ -366,16 +366,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    problems = [p.strip() for p in args.problems.split(",") if p.strip()]
-    if not models or set(models) - set(MODELS):
-        raise SystemExit(f"--models: expected a subset of {','.join(MODELS)}; got {args.models!r}")
-    if not problems or set(problems) - set(PROBLEMS):
-        raise SystemExit(f"--problems: expected a subset of {','.join(PROBLEMS)}; "
-                         f"got {args.problems!r}")
-    if any(m in TORCH_MODELS for m in models) and not os.path.exists(args.peer_python):
-        print(f"no PyTorch virtualenv at {args.peer_python}: skipping the PyTorch peers")
-        models = [m for m in models if m not in TORCH_MODELS]
+    models = common.without_missing_peers(common.subset("models", args.models, MODELS),
+                                          TORCH_MODELS, args.peer_python)
+    problems = common.subset("problems", args.problems, PROBLEMS)
     device = common.setup_device(args.device)
 
     import keras  # pylint: disable=import-outside-toplevel

@@ -75,10 +75,7 @@ def main(argv=None):
 
     info = tfdata.info(DATASET)
     shape, dims, levels = info.event_shape, info.num_dims, info.num_levels
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = set(models) - {"tfflow", "tfp"}
-    if unknown or not models:
-        raise SystemExit(f"--models: expected a subset of tfflow,tfp; got {args.models!r}")
+    models = common.subset("models", args.models, ("tfflow", "tfp"))
 
     print(f"device: {device}; {common.code_version()}")
     print(f"data: {DATASET} {shape}, {levels} levels; train/validation/test = "

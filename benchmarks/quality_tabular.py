@@ -83,13 +83,9 @@ def main(argv=None):
     import tfflow  # pylint: disable=import-outside-toplevel
 
     tfb, tfd = tfp.bijectors, tfp.distributions
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    models = common.without_missing_peers(common.subset("models", args.models, MODELS),
+                                          TORCH_MODELS, args.peer_python)
     names = [t.strip() for t in args.tables.split(",") if t.strip()]
-    if not models or set(models) - set(MODELS):
-        raise SystemExit(f"--models: expected a subset of {','.join(MODELS)}; got {args.models!r}")
-    if any(m in TORCH_MODELS for m in models) and not os.path.exists(args.peer_python):
-        print(f"no PyTorch virtualenv at {args.peer_python}: skipping the PyTorch peers")
-        models = [m for m in models if m not in TORCH_MODELS]
     workdir = tempfile.mkdtemp(prefix="tabular_")
     print(f"device: {device}; {common.code_version()}")
     print(f"{args.seconds:g} s ({args.clock} clock) per model and table, {args.repeats} "

@@ -140,7 +140,6 @@ def main(argv=None):
     import tempfile  # pylint: disable=import-outside-toplevel
 
     import keras  # pylint: disable=import-outside-toplevel
-    import numpy as np  # pylint: disable=import-outside-toplevel
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     import tensorflow_probability as tfp  # pylint: disable=import-outside-toplevel
     import tf_keras  # pylint: disable=import-outside-toplevel
@@ -149,16 +148,9 @@ def main(argv=None):
     from tfflow import data as tfdata  # pylint: disable=import-outside-toplevel
 
     tfb, tfd = tfp.bijectors, tfp.distributions
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
-    if not models or set(models) - set(MODELS):
-        raise SystemExit(f"--models: expected a subset of {','.join(MODELS)}; got {args.models!r}")
-    if not datasets or set(datasets) - set(tfdata.TOY_DATASETS):
-        raise SystemExit(f"--datasets: expected some of {tfdata.TOY_DATASETS}; "
-                         f"got {args.datasets!r}")
-    if any(m in TORCH_MODELS for m in models) and not os.path.exists(args.peer_python):
-        print(f"no PyTorch virtualenv at {args.peer_python}: skipping the PyTorch peers")
-        models = [m for m in models if m not in TORCH_MODELS]
+    models = common.without_missing_peers(common.subset("models", args.models, MODELS),
+                                          TORCH_MODELS, args.peer_python)
+    datasets = common.subset("datasets", args.datasets, tfdata.TOY_DATASETS)
     hidden = (args.hidden, args.hidden)
     workdir = tempfile.mkdtemp(prefix="toy2d_")
 
