@@ -59,9 +59,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import zuko  # noqa: E402
+from torch_common import CLOCKS, warm_up_adam  # noqa: E402
 
 MODELS = ("zuko_nsf", "zuko_maf")
-CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
 EVAL_BATCH = 8192
 ARRAYS = ("x_train", "c_train", "x_validation", "c_validation", "kl_x", "kl_c", "cal_x", "cal_c")
 
@@ -109,12 +109,7 @@ def run(args: argparse.Namespace) -> dict:
     batch_size = min(args.batch_size, num_train)
     shuffle = torch.Generator().manual_seed(args.seed)
 
-    # Adam's first step imports torch._dynamo lazily (seconds): a one-off cost of
-    # the process, paid before the clock starts (as the TF benchmarks import TF first).
-    warm = torch.zeros(1, requires_grad=True)
-    warm_optimizer = torch.optim.Adam([warm], lr=args.lr)
-    warm.sum().backward()
-    warm_optimizer.step()
+    warm_up_adam(args.lr)
 
     now = CLOCKS[args.clock]
     clock_start, wall_start, cpu_start = now(), time.perf_counter(), time.process_time()

@@ -72,9 +72,9 @@ import zuko  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tables import gaussian_nll  # noqa: E402  (the benchmark's own module, NumPy only)
+from torch_common import CLOCKS, warm_up_adam  # noqa: E402
 
 MODELS = ("zuko_nsf", "zuko_maf", "normflows_nsf")
-CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
 EVAL_BATCH = 4096
 
 
@@ -165,13 +165,7 @@ def run(args: argparse.Namespace) -> dict:
     batch_size = min(args.batch_size or (512 if num_train > 10_000 else 256), num_train)
     shuffle = torch.Generator().manual_seed(args.seed)
 
-    # Adam's constructor and first step import torch._dynamo lazily (about 7 s
-    # on this machine): a one-off cost of the process, not of the model, so it
-    # is paid before the clock starts, as tfflow's benchmarks import TF first.
-    warm = torch.zeros(1, requires_grad=True)
-    warm_optimizer = torch.optim.Adam([warm], lr=args.lr)
-    warm.sum().backward()
-    warm_optimizer.step()
+    warm_up_adam(args.lr)
 
     now = CLOCKS[args.clock]
     clock_start, wall_start = now(), time.perf_counter()
