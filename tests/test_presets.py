@@ -85,3 +85,62 @@ def test_every_preset_documents_its_source():
     for chosen in presets.PRESETS.values():
         assert chosen.model in tfflow.models.MODELS
         assert chosen.source and chosen.notes
+
+
+# The run configuration and tfflow-train --preset ------------------------------------------------
+
+def test_a_preset_sets_the_runs_model_and_architecture():
+    from tfflow import training  # pylint: disable=import-outside-toplevel
+    config = training.TrainConfig(preset="realnvp_cifar10").resolved()
+    assert config.model == "realnvp"
+    expected = dict(presets.PRESETS["realnvp_cifar10"].arguments)
+    del expected["num_levels"]  # the data's quantisation decides it
+    assert config.architecture() == expected
+    # Flags given too override the preset, under the factory's current names.
+    glow = training.TrainConfig(preset="glow_cifar10", levels=2, hidden_channels=64).resolved()
+    arguments = glow.architecture()
+    assert (glow.model, arguments["scales"], arguments["hidden_channels"]) == ("glow", 2, 64)
+    assert "levels" not in arguments and arguments["steps_per_scale"] == 32
+    assert arguments["log_scale"] == "glow"
+    realnvp = training.TrainConfig(preset="realnvp_cifar10", filters=32).resolved()
+    assert realnvp.architecture()["hidden_channels"] == 32 and "filters" not in \
+        realnvp.architecture()
+
+
+def test_an_unknown_preset_is_a_user_error_listing_the_presets():
+    from tfflow import training  # pylint: disable=import-outside-toplevel
+    with pytest.raises(training.UserError, match="unknown preset 'glow'; expected one of "
+                                                 "glow_cifar10, realnvp_cifar10"):
+        training.TrainConfig(preset="glow").resolved()
+
+
+def test_train_builds_the_preset_on_cifar10(tmp_path):
+    """The preset through `train` (tfflow-train's path), on mock CIFAR-10 at a reduced size."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    from tfflow import training  # pylint: disable=import-outside-toplevel
+    config = training.TrainConfig(preset="glow_cifar10", steps_per_level=1, hidden_channels=8,
+                                  dataset="cifar10", data_dir=str(tmp_path / "tfds"),
+                                  workdir=str(tmp_path / "run"), epochs=1, batch_size=8,
+                                  max_train_seconds=0, num_samples=4, verbose=0)
+    with tfds.testing.mock_data(num_examples=16):
+        result = training.train(config)
+    assert result.model.name == "glow" and tuple(result.model.event_shape) == (32, 32, 3)
+    # The preset's 3 scales and its other arguments, the flags' depth and width.
+    assert trainable(result.model) == glow_trainable(3, 1, 8)
+    _, saved = training.load_run(str(tmp_path / "run"))
+    assert saved.preset == "glow_cifar10" and saved.model == "glow"
+
+
+def test_tfflow_train_refuses_an_unknown_preset_in_one_line(tmp_path):
+    import os  # pylint: disable=import-outside-toplevel
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+    app = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bin",
+                       "tfflow-train")
+    result = subprocess.run([sys.executable, app, "--preset=glow_imagenet",
+                             f"--workdir={tmp_path / 'run'}"], capture_output=True, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=120,
+                            check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert ("unknown preset 'glow_imagenet'; expected one of glow_cifar10, realnvp_cifar10"
+            in result.stderr + result.stdout)

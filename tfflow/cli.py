@@ -72,6 +72,10 @@ def define_train_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     string, integer, real, boolean, int_list = _definers(flag_values)
     string("model", d.model, "Flow model: a name in tfflow.models.MODELS (glow for images); "
            "an unknown name is answered with the list.")
+    string("preset", d.preset, "A paper's model, a name in tfflow.models.PRESETS (e.g. "
+           "glow_cifar10); an unknown name is answered with the list. Sets --model and the "
+           "architecture (architecture flags given too override it); made for 32x32x3 images "
+           "(--dataset=cifar10).")
     string("dataset", d.dataset,
            f"Embedded set ({', '.join(data_names.EMBEDDED_DATASETS)}), a TFDS image set "
            f"prepared under --data_dir ({', '.join(data_names.TFDS_IMAGE_DATASETS)}, ...), or "

@@ -89,6 +89,10 @@ class TrainConfig:
 
     Attributes:
       model: A name in `tfflow.models.MODELS` ("glow", "realnvp", "nice", ...).
+      preset: A paper configuration, a name in `tfflow.models.PRESETS`
+        ("glow_cifar10", "realnvp_cifar10"): sets `model` and the
+        architecture (`tfflow.models.preset`); architecture fields that are
+        set still override it. None: no preset.
       dataset: An embedded name (`tfflow.data.EMBEDDED_DATASETS`), a TFDS image
         set prepared under `data_dir`, or a path to a `.npy`/`.csv` table.
       data_dir: TFDS data directory.
@@ -153,6 +157,7 @@ class TrainConfig:
     """
 
     model: str = "glow"
+    preset: str | None = None
     dataset: str = "digits"
     data_dir: str | None = None
     workdir: str | None = None
@@ -200,6 +205,8 @@ class TrainConfig:
         if config.model not in names:
             raise UserError(f"unknown model {config.model!r}; expected one of "
                             f"{', '.join(names)}.")
+        if config.preset is not None:
+            config.model = _preset(config.preset).model
         for name in ("epochs", "batch_size", "num_samples"):
             check_positive_int(name, getattr(config, name))
         check_positive_int("patience", config.patience, allow_zero=True)
@@ -264,9 +271,20 @@ class TrainConfig:
         return cls(**values)
 
     def architecture(self) -> dict[str, Any]:
-        """The architecture fields that are set, as factory keyword arguments."""
-        return {name: getattr(self, name) for name in ARCHITECTURE_FIELDS
-                if getattr(self, name) is not None}
+        """The architecture fields that are set, as factory keyword arguments.
+
+        With a `preset`, its arguments first (less `num_levels`, which the
+        data decides), then the fields that are set, under the names the
+        preset uses (Glow's `levels` is its `scales`).
+        """
+        fields = {name: getattr(self, name) for name in ARCHITECTURE_FIELDS
+                  if getattr(self, name) is not None}
+        if self.preset is None:
+            return fields
+        arguments = {name: value for name, value in _preset(self.preset).arguments.items()
+                     if name != "num_levels"}
+        renamed = _PRESET_SYNONYMS.get(self.model, {})
+        return {**arguments, **{renamed.get(name, name): value for name, value in fields.items()}}
 
 
 @dataclasses.dataclass
@@ -397,6 +415,21 @@ def _context_columns(config: TrainConfig) -> tuple[str, ...] | None:
     if config.conditional:
         raise UserError("expected conditional (class labels) or context_columns, got both.")
     return columns
+
+
+# Architecture fields whose factory argument a preset spells differently.
+_PRESET_SYNONYMS = {"glow": {"levels": "scales", "steps_per_level": "steps_per_scale"},
+                    "realnvp": {"filters": "hidden_channels"}}
+
+
+def _preset(name: str) -> Any:
+    """`tfflow.models.PRESETS[name]`; an unknown name is a UserError listing them."""
+    from tfflow.models import presets  # pylint: disable=import-outside-toplevel  # TensorFlow
+    try:
+        return presets.get(name)
+    except ValueError:
+        raise UserError(f"unknown preset {name!r}; expected one of "
+                        f"{', '.join(presets.preset_names())}.") from None
 
 
 def default_workdir(model: str, dataset: str) -> str:
