@@ -144,3 +144,12 @@ def test_tfflow_train_refuses_an_unknown_preset_in_one_line(tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     assert ("unknown preset 'glow_imagenet'; expected one of glow_cifar10, realnvp_cifar10"
             in result.stderr + result.stdout)
+
+
+def test_a_preset_refuses_data_of_another_shape(tmp_path):
+    from tfflow import training  # pylint: disable=import-outside-toplevel
+    config = training.TrainConfig(preset="glow_cifar10", dataset="digits",
+                                  workdir=str(tmp_path / "run"), epochs=1, verbose=0)
+    with pytest.raises(training.UserError, match=r"preset glow_cifar10 is for \(32, 32, 3\) "
+                                                 r"images; digits has \(8, 8, 1\)"):
+        training.train(config)

@@ -509,6 +509,11 @@ def _build_model(config: TrainConfig, data: RunData) -> Any:
     if config.precision != "float32":
         kwargs["dtype"] = config.precision
     info, num_classes = data.info, data.num_classes
+    if config.preset is not None:
+        shape = models.PRESETS[config.preset].event_shape
+        if tuple(info.event_shape) != tuple(shape):
+            raise UserError(f"preset {config.preset} is for {shape} images; {config.dataset} "
+                            f"has {tuple(info.event_shape)}.")
     if num_classes is not None:
         if "num_classes" not in accepted:
             raise UserError(f"{config.model} has no class-conditional form; drop conditional "
