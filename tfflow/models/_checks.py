@@ -4,7 +4,9 @@ One set of rules, applied wherever data enters a model (`log_prob`,
 `bits_per_dim`, `encode`, `decode`, `sample`, `interpolate`, `initialize`,
 `fit`'s data and the exported signatures):
 
-* `x`: a floating dtype; shape `[batch, *event_shape]`; at least one example;
+* `x`: a floating dtype; shape `[batch, *event_shape]` (the scoring methods,
+  `log_prob`, `bits_per_dim`, `encode`, `decode`, take more leading batch
+  dimensions, `[*batch, *event_shape]`, as TFP does); at least one example;
   every value finite. For a model with `num_levels` set (quantised data,
   dequantised into [0, 1) as `tfflow.data` does: `x = (k + u) / B`) every value
   must also lie in [0, 1], give or take `RANGE_TOLERANCE` (rounding in a user's
@@ -125,15 +127,27 @@ def floating(owner: str, what: str, value: Any, dtype, *, cast: bool = True) -> 
     return tf.cast(tensor, dtype) if cast else tensor
 
 
-def batch_shape(owner: str, what: str, tensor: tf.Tensor, event_shape) -> None:
-    """`tensor` must be `[batch, *event_shape]` with batch != 0 where known."""
+def batch_shape(owner: str, what: str, tensor: tf.Tensor, event_shape, *,
+                leading: bool = False) -> None:
+    """`tensor` must be `[batch, *event_shape]` with batch != 0 where known.
+
+    With `leading`, any number (at least one) of leading batch dimensions is
+    allowed, `[*batch, *event_shape]`, as TFP's `log_prob` takes them (the
+    entry points that score or map examples: `log_prob`, `bits_per_dim`,
+    `encode`, `decode`); none of them may be 0. A single example without a
+    batch dimension stays an error: it is ambiguous with a batch of vectors.
+    """
     shape = tensor.shape
     if shape.rank is None:
         return
-    if shape.rank != len(event_shape) + 1 or not shape[1:].is_compatible_with(event_shape):
-        raise ValueError(f"{owner}: expected {what} of shape [batch, {_dims(event_shape)}], "
+    event_ndims = len(event_shape)
+    rank_ok = shape.rank >= event_ndims + 1 if leading else shape.rank == event_ndims + 1
+    if not rank_ok or not shape[shape.rank - event_ndims:].is_compatible_with(event_shape):
+        more = f" (or more leading batch dimensions, [*batch, {_dims(event_shape)}])" \
+            if leading else ""
+        raise ValueError(f"{owner}: expected {what} of shape [batch, {_dims(event_shape)}]{more}, "
                          f"got {shape.as_list()}.")
-    if shape[0] == 0:
+    if 0 in shape[:shape.rank - event_ndims].as_list():
         raise ValueError(f"{owner}: expected a batch of at least one example, got {what} of "
                          f"shape {shape.as_list()}.")
 
@@ -296,6 +310,33 @@ def count(owner: str, what: str, value: Any, minimum: int = 1):
     if number is None or number < minimum:
         raise ValueError(f"{message} {value!r}.")
     return number
+
+
+def sample_shape(owner: str, value: Any) -> tuple:
+    """`sample`'s first argument, TFP's way: an integer n or a shape of them -> a tuple.
+
+    `n` (an int >= 1, or a traced integer scalar, checked by `count`) gives
+    `(n,)`; a tuple, list, `tf.TensorShape` or 1-D array of ints >= 1 gives
+    itself as a tuple of Python ints; `()` is one draw without a sample axis.
+    Anything else (a 0 in the shape, a float, a nested list) is a `ValueError`.
+    """
+    if isinstance(value, tf.TensorShape):
+        value = value.as_list()
+    try:
+        ndim = 0 if _traced_scalar(value) is not None and value.shape.rank == 0 \
+            else np.ndim(value)
+    except ValueError:  # a ragged nested list
+        ndim = None
+    if ndim == 0:
+        return (count(owner, "n", value),)
+    try:
+        dims = [operator.index(d) for d in np.asarray(value).tolist()] if ndim == 1 else None
+    except (TypeError, NotImplementedError):  # floats; a traced shape (not a concrete one)
+        dims = None
+    if dims is None or any(d < 1 for d in dims):
+        raise ValueError(f"{owner}: expected n an integer >= 1 or a sample shape of them, got "
+                         f"{value!r}.")
+    return tuple(dims)
 
 
 def temperature(owner: str, value: Any):

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import pathlib
+import shutil
+import tempfile
 from typing import Any
 
 import keras
@@ -253,12 +256,60 @@ class FlowModel(keras.Model):
         """The range rule of the entry point `method`: training data or scored values."""
         return self.training_range if method in _TRAINING_METHODS else self.scoring_range
 
-    def _check_input(self, x, method: str, what: str = "x") -> tf.Tensor:
-        """`x` as a checked [batch, *event_shape] tensor of the model's dtype (see `_checks`)."""
+    def _check_input(self, x, method: str, what: str = "x", *, leading: bool = False
+                     ) -> tf.Tensor:
+        """`x` as a checked [batch, *event_shape] tensor of the model's dtype (see `_checks`).
+
+        With `leading`, `x` may have several leading batch dimensions, [*batch, *event_shape].
+        """
         owner = f"FlowModel.{method}"
         x = _checks.floating(owner, what, x, self.dtype_name)
-        _checks.batch_shape(owner, what, x, self.event_shape)
+        _checks.batch_shape(owner, what, x, self.event_shape, leading=leading)
         return _checks.values(owner, what, x, self.value_range(method))
+
+    @staticmethod
+    def _flat_batch(tensor: tf.Tensor, event_shape):
+        """[*batch, *event] -> ([prod(batch), *event], batch), batch None if it was one axis.
+
+        The scoring methods take TFP's extra leading batch dimensions this way:
+        flattened into one batch, run, and the results reshaped back
+        (`_unflat_batch`). A one-axis batch passes through untouched.
+        """
+        batch_ndims = (tensor.shape.rank or 1) - len(event_shape)
+        if batch_ndims == 1:
+            return tensor, None
+        batch = tf.shape(tensor)[:batch_ndims]
+        return tf.reshape(tensor, [-1, *event_shape]), batch
+
+    @staticmethod
+    def _unflat_batch(tensor: tf.Tensor, batch) -> tf.Tensor:
+        """The inverse of `_flat_batch` on a result [prod(batch), ...]."""
+        if batch is None:
+            return tensor
+        return tf.reshape(tensor, tf.concat([batch, tf.shape(tensor)[1:]], 0))
+
+    @staticmethod
+    def _flat_rows(value, batch, inner_ndims: int):
+        """Labels [*batch] or a context [*batch, *context_shape] flattened like x.
+
+        Only a value with exactly the batch's leading dimensions is flattened;
+        anything else (a scalar label, a wrong shape) is left to the checks,
+        which name what they got.
+        """
+        if value is None or batch is None:
+            return value
+        batch_ndims = int(batch.shape[0])
+        if tf.is_tensor(value):
+            if value.shape.rank != batch_ndims + inner_ndims:
+                return value
+            return tf.reshape(value, tf.concat([[-1], tf.shape(value)[batch_ndims:]], 0))
+        array = value if isinstance(value, np.ndarray) else np.asarray(value)
+        if array.ndim != batch_ndims + inner_ndims:
+            return value
+        if not isinstance(value, np.ndarray) and inner_ndims and array.dtype.kind in "iu":
+            # A nested list of ints is a float context, as a flat one converts.
+            array = array.astype(np.float64)
+        return array.reshape((-1,) + array.shape[batch_ndims:])
 
     def _labels(self, labels, n=None, method: str = "log_prob"):
         """int32 labels [n] for a class-conditional model (checked); None for the others."""
@@ -284,9 +335,12 @@ class FlowModel(keras.Model):
 
     # Public API ---------------------------------------------------------------------------------
     def log_prob(self, x, labels=None, *, context=None) -> tf.Tensor:
-        """log p(x) (or log p(x | context)) in nats per example, shape [batch].
+        """log p(x) (or log p(x | context)) in nats per example, shape [*batch].
 
-        `x` is [batch, *event_shape], floating point, finite, and for models with
+        `x` is [*batch, *event_shape] (one leading batch dimension or more, as
+        TFP's `log_prob` takes: `x` [4, 5, *event] gives [4, 5]; they are
+        flattened into one batch and the result reshaped), floating point,
+        finite, and for models with
         `num_levels` (dequantised data) inside `scoring_range` ([0, 1] widened
         for the model's own samples: [-8, 9] for 17 levels); `labels`
         (class-conditional models) are integers in [0, num_classes), one per
@@ -296,19 +350,26 @@ class FlowModel(keras.Model):
         finite wherever the dtype can hold it, and -inf (as `tfd.Normal` gives)
         only for points so far out that log p(x) < -3.4e38 in float32 (a
         vector model's standardised |z| above about 1e19). A conditional
-        model needs `context` [batch, *context_shape] (one row per example);
-        an unconditional one refuses it.
+        model needs `context` [*batch, *context_shape] (one row per example,
+        with x's leading dimensions, or flattened to [prod(batch), ...]);
+        labels likewise are [*batch], flat, or a scalar. An unconditional
+        model refuses a context.
         """
         return self._checked_log_prob(x, labels, "log_prob", context)
 
     def _checked_log_prob(self, x, labels, method: str, context=None) -> tf.Tensor:
-        x = self._check_input(x, method)
+        x, dims = self._flat_batch(self._check_input(x, method, leading=True), self.event_shape)
         batch = tf.shape(x)[0]
-        return self._log_prob_fn(x, self._labels(labels, batch, method),
-                                 self._context(context, batch, method))
+        labels = self._labels(self._flat_rows(labels, dims, 0), batch, method)
+        context = self._context(self._flat_rows(context, dims, len(self.context_shape or ())),
+                                batch, method)
+        return self._unflat_batch(self._log_prob_fn(x, labels, context), dims)
 
     def bits_per_dim(self, x, labels=None, *, context=None) -> tf.Tensor:
-        """Per-example bits/dim, with the dequantisation term `D log B` when `num_levels` is set."""
+        """Per-example bits/dim [*batch], with the dequantisation term `D log B` with `num_levels`.
+
+        Takes what `log_prob` takes (leading batch dimensions too).
+        """
         nll = -self._checked_log_prob(x, labels, "bits_per_dim", context)
         return self.nll_to_bits_per_dim(nll / self.num_dims)
 
@@ -318,37 +379,68 @@ class FlowModel(keras.Model):
         return bits_per_dim(nll_per_dim, 1, self.num_levels)
 
     def encode(self, x, labels=None, *, context=None) -> tf.Tensor:
-        """Data -> latent (`bijector.inverse`); inputs are checked as in `log_prob`."""
-        x = self._check_input(x, "encode")
+        """Data -> latent (`bijector.inverse`): x [*batch, *event] -> z [*batch, *latent_shape].
+
+        Inputs are checked as in `log_prob` (leading batch dimensions too).
+        """
+        x, dims = self._flat_batch(self._check_input(x, "encode", leading=True),
+                                   self.event_shape)
         batch = tf.shape(x)[0]
-        return self._encode_fn(x, self._labels(labels, batch, "encode"),
-                               self._context(context, batch, "encode"))
+        labels = self._labels(self._flat_rows(labels, dims, 0), batch, "encode")
+        context = self._context(self._flat_rows(context, dims, len(self.context_shape or ())),
+                                batch, "encode")
+        return self._unflat_batch(self._encode_fn(x, labels, context), dims)
 
     def decode(self, z, labels=None, *, context=None) -> tf.Tensor:
-        """Latent -> data (`bijector.forward`); `z` is [batch, *latent_shape], finite."""
-        z = _checks.floating("FlowModel.decode", "z", z, self.dtype_name)
-        _checks.batch_shape("FlowModel.decode", "z", z, self.latent_shape)
-        z = _checks.values("FlowModel.decode", "z", z)
-        batch = tf.shape(z)[0]
-        return self._decode_fn(z, self._labels(labels, batch, "decode"),
-                               self._context(context, batch, "decode"))
+        """Latent -> data (`bijector.forward`): z [*batch, *latent_shape], finite -> x [*batch, *event].
 
-    def sample(self, n: int, temperature: float = 1.0, seed=None, labels=None, *,
-               context=None) -> tf.Tensor:
-        """`n` samples; `temperature` scales the latent standard deviation (Glow likes 0.7).
-
-        `seed` (an int or an int pair) makes the draw deterministic. `n` must be
-        an integer >= 1 and `temperature` finite and >= 0 (0 decodes the mode);
-        `labels` (class-conditional models): one per sample, or a scalar for all.
-        A conditional model takes `context` [rows, *context_shape] and returns
-        `n` samples per context row, [rows, n, *event_shape].
+        One leading batch dimension or several, as in `log_prob`; labels and
+        context follow `z`'s leading dimensions.
         """
-        n = _checks.count("FlowModel.sample", "n", n)
+        z = _checks.floating("FlowModel.decode", "z", z, self.dtype_name)
+        _checks.batch_shape("FlowModel.decode", "z", z, self.latent_shape, leading=True)
+        z, dims = self._flat_batch(_checks.values("FlowModel.decode", "z", z), self.latent_shape)
+        batch = tf.shape(z)[0]
+        labels = self._labels(self._flat_rows(labels, dims, 0), batch, "decode")
+        context = self._context(self._flat_rows(context, dims, len(self.context_shape or ())),
+                                batch, "decode")
+        return self._unflat_batch(self._decode_fn(z, labels, context), dims)
+
+    def sample(self, n: int | tuple[int, ...] = (), temperature: float = 1.0, seed=None,
+               labels=None, *, context=None) -> tf.Tensor:
+        """Samples of shape `[*n, *event_shape]`; `temperature` scales the latent std (Glow: 0.7).
+
+        `n` is TFP's sample shape: an integer (`[n, *event_shape]`), a tuple of
+        them (`sample((2, 3))` is `[2, 3, *event_shape]`, as
+        `model.distribution.sample((2, 3))`), or `()` for one draw
+        `[*event_shape]`; every entry an integer >= 1. The draw is
+        `prod(n)` samples reshaped, so `sample((2, 3), seed=s)` holds the
+        same numbers as `sample(6, seed=s)`. `seed` (an int or an int pair)
+        makes the draw deterministic; `temperature` is finite and >= 0 (0
+        decodes the mode); `labels` (class-conditional models): a scalar for
+        all, or one per sample (`[*n]`, or flat `[prod(n)]`).
+
+        A conditional model takes `context` [rows, *context_shape] and returns
+        `n` samples per context row, `[rows, *n, *event_shape]`: the context's
+        rows come first, as each row's samples belong together. Note that
+        `conditional_distribution(context=c).sample(n)` follows TFP's
+        convention instead, sample shape before batch shape:
+        `[*n, rows, *event_shape]`.
+        """
+        shape = _checks.sample_shape("FlowModel.sample", n)
+        total = shape[0] if len(shape) == 1 else int(np.prod(shape, dtype=np.int64))
         temperature = _checks.temperature("FlowModel.sample", temperature)
         seed = _checks.seed("FlowModel.sample", _as_seed(seed))
         context = self._context(context, None, "sample")
-        labels = None if context is not None else self._labels(labels, n, "sample")
-        return self.draw(n, temperature, seed, self._decode_fn, labels=labels, context=context)
+        if context is None and labels is not None and len(shape) > 1 and \
+                np.ndim(labels) == len(shape):
+            labels = tf.reshape(labels, [-1])  # one label per sample, in the sample shape
+        labels = None if context is not None else self._labels(labels, total, "sample")
+        x = self.draw(total, temperature, seed, self._decode_fn, labels=labels, context=context)
+        if len(shape) == 1:
+            return x
+        rows = [] if context is None else [-1]
+        return tf.reshape(x, rows + list(shape) + list(self.event_shape))
 
     def draw(self, n, temperature, seed, decode, *, labels=None, context=None) -> tf.Tensor:
         """Samples through `decode(z, labels, context)`: [n, *event], or [rows, n, *event].
@@ -627,10 +719,84 @@ class FlowModel(keras.Model):
     def predict(self, x, *args, **kwargs):
         """log p(x) per example (nats) for `x`, `(x, labels)` or `(x, context)` arrays or a dataset.
 
-        The data is checked as in `fit`, also under `jit_compile=True`.
+        Returns a NumPy array [N] of log-densities in nats, one per example
+        (not bits/dim, not a loss): the same numbers as `log_prob`, computed
+        batch by batch as Keras' `predict` does. The data is checked as in
+        `fit` (one batch axis, `[N, *event_shape]`), also under
+        `jit_compile=True`.
         """
         x, _, kwargs = _checks.checked_data(self, x, None, kwargs, "predict")
         return super().predict(x, *args, **kwargs)
+
+    def export(self, filepath, format: str = "tf_saved_model", verbose=None,  # noqa: A002
+               input_signature=None, *, max_samples: int | None = None, **kwargs
+               ) -> pathlib.Path:
+        """Writes the model as a SavedModel directory at `filepath` (Keras' `export`).
+
+        `tfflow.export.export_saved_model` writes it: the SavedModel holds
+        only core TensorFlow ops (load it with `tf.saved_model.load`, without
+        tfflow or TFP) and tfflow's signatures, not Keras' `serve` endpoint:
+        `serving_default` and `log_prob` (`x` -> `log_prob` [N] in nats,
+        `bits_per_dim` [N], `valid` [N]), `encode` (`x` -> `z`, `valid`),
+        `decode` (`z` -> `x`, `valid`) and `sample` (`n`, `seed` int32[2],
+        `temperature` -> `samples`). `log_prob`, `encode` and `decode`
+        answer per row: a row with NaN/Inf or out-of-range values gets
+        `valid = False` and NaN outputs, and the other rows are unaffected.
+        Class-conditional models add a `label` input, conditional ones a
+        `context`.
+
+        Unlike `export_saved_model(model, base)`, which writes TF Serving's
+        versioned layout `base/<version>/`, this writes the SavedModel at
+        `filepath` itself, as Keras' `export` does; `filepath` must not exist
+        yet (or be an empty folder).
+
+        Args:
+          filepath: the SavedModel's directory.
+          format: only "tf_saved_model"; any other format is a `ValueError`
+            (the flow's signatures are TensorFlow functions).
+          verbose: unused (Keras' argument); tfflow prints nothing.
+          input_signature: must be None: the signatures and their input
+            shapes are fixed by the model (batch size variable).
+          max_samples: the most samples one `sample` request may draw
+            (default `tfflow.export.DEFAULT_MAX_SAMPLES`).
+
+        Returns:
+          The SavedModel's directory, `filepath` as a `pathlib.Path`.
+        """
+        del verbose
+        from tfflow import export as export_module  # tfflow.export imports this module
+
+        if format != "tf_saved_model":
+            raise ValueError(f"FlowModel.export: expected format='tf_saved_model', got "
+                             f"{format!r}; a flow exports as a SavedModel with its log_prob, "
+                             f"encode, decode and sample signatures "
+                             f"(tfflow.export.export_saved_model).")
+        if input_signature is not None or kwargs:
+            given = sorted(kwargs) + (["input_signature"] if input_signature is not None else [])
+            raise ValueError(f"FlowModel.export: expected only filepath and max_samples, got "
+                             f"{', '.join(given)}; the signatures' inputs are fixed by the "
+                             f"model (see tfflow.export).")
+        target = pathlib.Path(filepath)
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise ValueError(f"FlowModel.export: expected a new path for the SavedModel, got "
+                             f"{str(target)!r}, which exists; remove it or choose another "
+                             f"(tfflow.export.export_saved_model writes numbered versions "
+                             f"under one base folder).")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Written as version 1 under a staging folder beside the target, then renamed:
+        # a crash never leaves a half-written SavedModel at `filepath`.
+        staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        try:
+            written = export_module.export_saved_model(
+                self, staging, version=1,
+                max_samples=export_module.DEFAULT_MAX_SAMPLES if max_samples is None
+                else max_samples)
+            if target.exists():
+                target.rmdir()  # the empty folder checked above
+            written.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
 
     def summary(self, *args, **kwargs):
         kwargs.setdefault("expand_nested", True)
