@@ -79,7 +79,7 @@ class FlowModel(keras.Model):
 
     Example:
 
-        model = tfflow.models.Glow((8, 8, 1), levels=2, steps_per_level=4,
+        model = tfflow.models.Glow((8, 8, 1), scales=2, steps_per_scale=4,
                                    hidden_channels=32, num_levels=17)
         model.compile()
         model.fit(tfflow.data.load("digits", "train"), epochs=1)
