@@ -46,7 +46,7 @@ keras.utils.set_random_seed(0)
 data = tfflow.data.load("digits", "train", batch_size=batch, shuffle=True, seed=0,
                         drop_remainder=True, repeat=True)
 with strategy.scope():
-    model = tfflow.models.Glow((8, 8, 1), levels=2, steps_per_level=4, hidden_channels=64,
+    model = tfflow.models.Glow((8, 8, 1), scales=2, steps_per_scale=4, hidden_channels=64,
                                num_levels=17)
     model.compile(jit_compile=bool(jit))
 

@@ -116,8 +116,8 @@ def main(argv=None):
     # ------------------------------------------------------------------------ tfflow
     def build_tfflow(seed):
         keras.utils.set_random_seed(seed)
-        model = tfflow.models.Glow(shape, levels=args.levels,
-                                   steps_per_level=args.steps_per_level,
+        model = tfflow.models.Glow(shape, scales=args.levels,
+                                   steps_per_scale=args.steps_per_level,
                                    hidden_channels=args.hidden_tfflow, num_levels=levels,
                                    seed=seed)
         return model, common.count_params(model.trainable_variables)

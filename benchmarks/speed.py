@@ -146,8 +146,8 @@ def _build_tfflow(spec, keras, tfflow):
 
     def build(**extra):
         if spec["model"] == "glow":
-            return tfflow.models.Glow(tuple(spec["shape"]), levels=spec["levels"],
-                                      steps_per_level=spec["steps"],
+            return tfflow.models.Glow(tuple(spec["shape"]), scales=spec["levels"],
+                                      steps_per_scale=spec["steps"],
                                       hidden_channels=spec["hidden"], num_levels=17,
                                       seed=spec["seed"], **model_kwargs, **extra)
         return tfflow.models.RealNVP(tuple(spec["shape"]), num_couplings=spec["couplings"],
