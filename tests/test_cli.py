@@ -368,12 +368,22 @@ def test_os_errors_and_tensorflow_file_errors_become_one_line(capsys):
     for error in (RuntimeError("bug"), tf.errors.InvalidArgumentError(None, None, "bug")):
         with pytest.raises(type(error)):
             cli._run_reporting_user_errors(["tfflow-x"], raising(error))
-    # Ctrl-C: one line, exit status 130.
+    # Ctrl-C: one line, exit status 130; a lost worker: one line, exit status 2.
     with pytest.raises(SystemExit) as exit_info:
         cli._run_reporting_user_errors(["tfflow-x"], raising(KeyboardInterrupt()),
-                                       interrupted=lambda: "interrupted; bye.")
+                                       resume_hint=lambda: "resume thus.")
     assert exit_info.value.code == 130
-    assert capsys.readouterr().err == "tfflow-x: interrupted; bye.\n"
+    assert capsys.readouterr().err == "tfflow-x: interrupted; resume thus.\n"
+    lost = tf.errors.UnavailableError(None, None, 'Collective ops is aborted by: ... '
+                                      '{grpc_message:"recvmsg:Connection reset by peer", '
+                                      'grpc_status:14} [Op:__inference_multi_step_on_iterator]')
+    with pytest.raises(SystemExit) as exit_info:
+        cli._run_reporting_user_errors(["tfflow-x"], raising(lost),
+                                       resume_hint=lambda: "resume thus.")
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        "tfflow-x: error: lost contact with another worker of the run (recvmsg:Connection "
+        "reset by peer); start every worker again; resume thus.\n")
 
 
 # ------------------------------------------------------- a new user's first hour

@@ -168,3 +168,62 @@ def test_tfflow_train_on_two_workers(tmp_path):
     assert {"config.json", "model.keras", "samples_T0.7.png"} <= {
         p.name for p in workdir.iterdir()}
     assert not (workdir / "backup").exists()
+
+
+def _epochs_backed_up(workdir):
+    try:
+        return json.loads((workdir / "backup" / "state.json").read_text())["epochs_done"]
+    except (OSError, ValueError):  # not there yet (written atomically: never partial)
+        return 0
+
+
+def test_a_worker_killed_mid_epoch_and_restarted_ends_with_the_uninterrupted_weights(tmp_path):
+    """SIGKILL one of two `tfflow-train --strategy=multi_worker` workers, start both again.
+
+    The backup lives in the shared workdir (the chief writes it, every worker
+    reads it when it starts), so the restarted cluster resumes from the epoch
+    the kill interrupted and, with --deterministic, ends bit-identical to a
+    cluster that was never interrupted.
+    """
+    train = pathlib.Path(__file__).resolve().parents[1] / "bin" / "tfflow-train"
+    flags = ["--strategy=multi_worker", "--levels=1", "--steps_per_level=1",
+             "--hidden_channels=8", "--epochs=3", "--batch_size=64", "--num_samples=4",
+             "--verbose=2", "--deterministic"]
+    reference, victim = tmp_path / "reference", tmp_path / "victim"
+
+    def cluster(workdir):
+        return [_start([train, f"--workdir={workdir}", *flags], tf_config)
+                for tf_config in _cluster(2)]
+
+    uninterrupted, killed = cluster(reference), cluster(victim)
+    try:
+        deadline = time.monotonic() + _TIMEOUT_S
+        while _epochs_backed_up(victim) < 1:
+            assert all(p.poll() is None for p in killed), "a worker ended before the kill"
+            assert time.monotonic() < deadline, "no backup appeared"
+            time.sleep(0.02)
+        killed[1].kill()  # SIGKILL, inside the second epoch
+        (chief_code, _, chief_err), _ = _finish(killed)
+        # The surviving chief loses its peer in a collective: one line, exit status 2.
+        assert chief_code == 2, chief_err[-3000:]
+        last = chief_err.strip().splitlines()[-1]
+        assert last.startswith("tfflow-train: error: lost contact with another worker"), last
+        assert f"the run is saved in {victim} (backup after epoch " in last, last
+        assert (victim / "backup" / "state.json").is_file()
+        resumed = _finish(cluster(victim))
+        finished = _finish(uninterrupted)
+    finally:
+        for process in uninterrupted + killed:
+            if process.poll() is None:
+                process.kill()
+    for code, out, err in resumed + finished:
+        assert code == 0, out[-2000:] + err[-3000:]
+    for _, out, _ in resumed:
+        assert "Resuming from" in out and "at epoch 2/3" in out, out
+    import keras
+    import tfflow  # registers the model's classes with Keras
+    del tfflow
+    mine = keras.models.load_model(victim / "model.keras").get_weights()
+    theirs = keras.models.load_model(reference / "model.keras").get_weights()
+    for a, b in zip(mine, theirs, strict=True):
+        np.testing.assert_array_equal(a, b)

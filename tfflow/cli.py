@@ -248,7 +248,7 @@ def train_main(argv: Sequence[str]) -> None:
         print(result.summary(), flush=True)
 
     _run_reporting_user_errors(argv, run, check=check,
-                               interrupted=lambda: _train_interrupted(workdir))
+                               resume_hint=lambda: _train_resume_hint(workdir))
 
 
 def sample_main(argv: Sequence[str]) -> None:
@@ -429,8 +429,8 @@ def _check_run_folder(workdir: str) -> None:
                         f"{workdir!r}, which is a file.")
 
 
-def _train_interrupted(workdir: str) -> str:
-    """What `tfflow-train` says after a Ctrl-C: whether the same command resumes or restarts."""
+def _train_resume_hint(workdir: str) -> str:
+    """What `tfflow-train` says when stopped: whether the same command resumes or restarts."""
     # `checkpoints.BACKUP_DIR` and its state file; not imported here, as the
     # interrupt may have come while TensorFlow was still loading.
     state = os.path.join(workdir, "backup", "state.json")
@@ -438,10 +438,9 @@ def _train_interrupted(workdir: str) -> str:
         with open(state, encoding="utf-8") as handle:
             done = int(json.load(handle)["epochs_done"])
     except (OSError, ValueError, KeyError, TypeError):
-        return (f"interrupted before the first backup; nothing to resume in {workdir}: "
-                "the same command starts the run again.")
-    return (f"interrupted; the run is saved in {workdir} (backup after epoch {done}); run the "
-            f"same command to resume from epoch {done + 1}.")
+        return (f"no backup yet in {workdir}: the same command starts the run again.")
+    return (f"the run is saved in {workdir} (backup after epoch {done}); run the same command "
+            f"to resume from epoch {done + 1}.")
 
 
 # ------------------------------------------------------------------ helpers
@@ -494,14 +493,17 @@ def _reject_positional(argv: Sequence[str]) -> None:
 
 def _run_reporting_user_errors(argv: Sequence[str], run: Callable[[Any], Any], *,
                                check: Callable[[], None] | None = None,
-                               interrupted: Callable[[], str] | None = None) -> None:
+                               resume_hint: Callable[[], str] | None = None) -> None:
     """Runs `check()`, then `run(tfflow.training)`, reporting what the user can act on.
 
     A `UserError` or an OS error (`OSError`, or TensorFlow's file errors) is
-    one line `<app>: error: ...` and exit status 2; Ctrl-C is one line
-    (`interrupted()`'s, default "interrupted") and exit status 130. `check`
-    runs before TensorFlow is imported, so that a bad flag is answered at once.
-    Anything else is a bug in tfflow and keeps its traceback.
+    one line `<app>: error: ...` and exit status 2; so is a lost peer
+    (TensorFlow's `UnavailableError`: another worker of a multi-worker run
+    died). Ctrl-C is one line `<app>: interrupted; ...` and exit status 130.
+    Both stops end with `resume_hint()` (where the run is saved, how to go
+    on) when given. `check` runs before TensorFlow is imported, so that a bad
+    flag is answered at once. Anything else is a bug in tfflow and keeps its
+    traceback.
     """
     program = _program(argv)
     # absl's app.run turns on INFO logging, which TFDS and TF fill with noise.
@@ -516,8 +518,8 @@ def _run_reporting_user_errors(argv: Sequence[str], run: Callable[[Any], Any], *
         # A second Ctrl-C while the line is written would print a traceback.
         handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
-            message = interrupted() if interrupted is not None else "interrupted."
-            print(f"{program}: {message}", file=sys.stderr, flush=True)
+            hint = f"; {resume_hint()}" if resume_hint is not None else "."
+            print(f"{program}: interrupted{hint}", file=sys.stderr, flush=True)
         finally:
             signal.signal(signal.SIGINT, handler)
         sys.exit(INTERRUPTED_EXIT_CODE)
@@ -526,8 +528,22 @@ def _run_reporting_user_errors(argv: Sequence[str], run: Callable[[Any], Any], *
     except Exception as error:  # pylint: disable=broad-except  # re-raised unless a file error
         message = _tensorflow_file_error_message(error)
         if message is None:
-            raise
+            message = _lost_peer_message(error)
+            if message is None:
+                raise
+            if resume_hint is not None:
+                message = f"{message}; {resume_hint()}"
         _fail(program, message)
+
+
+def _lost_peer_message(error: Exception) -> str | None:
+    """One line for a collective op whose peer is gone (a worker killed mid-step), else None."""
+    tf = sys.modules.get("tensorflow")
+    if tf is None or not isinstance(error, tf.errors.UnavailableError):
+        return None
+    reason = re.search(r"grpc_message:\"([^\"]*)\"", str(error))
+    detail = reason.group(1) if reason else " ".join(str(error).split())[:160]
+    return f"lost contact with another worker of the run ({detail}); start every worker again"
 
 
 def _os_reason(error: OSError) -> str:
