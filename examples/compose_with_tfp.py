@@ -20,7 +20,7 @@ weights. What this shows:
 
 Run it (from the repository root, with tfflow installed):
 
-    python examples/compose_with_tfp.py              # about a minute on 2 CPU cores
+    python examples/compose_with_tfp.py              # ~40 CPU-seconds
     python examples/compose_with_tfp.py --quick      # 100 training steps: a smoke test
     TFFLOW_EXAMPLES_QUICK=1 python examples/compose_with_tfp.py
 

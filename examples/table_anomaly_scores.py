@@ -21,7 +21,7 @@ What it shows:
 
 Run it (from the repository root, with tfflow installed):
 
-    python examples/table_anomaly_scores.py              # about a minute on 2 CPU cores
+    python examples/table_anomaly_scores.py              # ~35 CPU-seconds
     python examples/table_anomaly_scores.py --quick      # 2 short epochs: a smoke test
     TFFLOW_EXAMPLES_QUICK=1 python examples/table_anomaly_scores.py
     python examples/table_anomaly_scores.py --saved_model=anomaly_out/model/1   # score only

@@ -15,7 +15,7 @@ IMAGE = (4, 4, 1)
 
 @pytest.fixture(scope="module")
 def image_model():
-    model = tfflow.models.Glow(IMAGE, levels=1, steps_per_level=1, hidden_channels=8,
+    model = tfflow.models.Glow(IMAGE, scales=1, steps_per_scale=1, hidden_channels=8,
                                num_levels=17)
     model.initialize(tf.random.stateless_uniform([8, *IMAGE], seed=(1, 2)))
     for v in model.trainable_variables:  # away from the identity
@@ -25,7 +25,7 @@ def image_model():
 
 @pytest.fixture(scope="module")
 def class_model():
-    model = tfflow.models.Glow(IMAGE, levels=1, steps_per_level=1, hidden_channels=8,
+    model = tfflow.models.Glow(IMAGE, scales=1, steps_per_scale=1, hidden_channels=8,
                                num_levels=17, num_classes=3)
     model.initialize(tf.random.stateless_uniform([6, *IMAGE], seed=(1, 2)), np.arange(6) % 3)
     return model

@@ -101,8 +101,9 @@ def _smaller(app, args):
     if model not in TINY:
         raise AssertionError(f"README command trains {model!r}: add its tiny flags to TINY")
     flags.update(TINY[model], epochs="1", num_samples="4")
-    if model == "glow":
-        flags["steps_per_level"] = str(min(int(flags.get("steps_per_level", 1)), 2))
+    if model == "glow":  # the flag's name as the command spells it (a later rename included)
+        name = "steps_per_scale" if "steps_per_scale" in flags else "steps_per_level"
+        flags[name] = str(min(int(flags.get(name, 1)), 2))
     return [f"--{name}" if value is None else f"--{name}={value}" for name, value in flags.items()]
 
 
