@@ -129,6 +129,9 @@ class FlowModel(keras.Model):
             self.flow.build((None,) + self.event_shape)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.bits_per_dim_tracker = keras.metrics.Mean(name="bits_per_dim")
+        # `loss` is nats per dimension (its scale does not grow with D, so one learning
+        # rate suits 2-D points and images); `nll` is the same in nats per example.
+        self.nll_tracker = keras.metrics.Mean(name="nll")
         self.built = True
 
     # Keras plumbing ---------------------------------------------------------------------------
@@ -148,7 +151,7 @@ class FlowModel(keras.Model):
 
     @property
     def metrics(self):
-        return [self.loss_tracker, self.bits_per_dim_tracker]
+        return [self.loss_tracker, self.bits_per_dim_tracker, self.nll_tracker]
 
     def call(self, inputs, training=False):
         """log p(x) per example (nats), so that `model(x)` and `model.predict` score data.
@@ -577,6 +580,19 @@ class FlowModel(keras.Model):
         """Compiles with tfflow's defaults: Adam with a linear learning-rate warm-up.
 
         No loss is needed: the model minimises its own negative log-likelihood.
+        `fit` and `evaluate` report three numbers per batch, averaged:
+
+        * `loss` = -log p(x) / D in nats per dimension (D = `num_dims`), the
+          objective: its scale does not grow with D, so one learning rate and
+          one early-stopping rule suit 2-D points and images. For quantised
+          data p is the density on [0, 1)^D, without the dequantisation term.
+        * `bits_per_dim` = (-log p(x) + D log B) / (D ln 2) for data with
+          B = `num_levels` levels (the term D log B turns the density into a
+          probability of the quantised pixels); `loss / ln 2` for continuous
+          data.
+        * `nll` = -log p(x) in nats per example (= `loss * D`), the unit of
+          `log_prob`, `predict` and `tfflow-train`'s summary.
+
         A model with float16 layers (`dtype="mixed_float16"`) gets its optimizer
         wrapped in a `keras.optimizers.LossScaleOptimizer`, since float16
         gradients underflow without a loss scale.
@@ -628,6 +644,7 @@ class FlowModel(keras.Model):
     def _record(self, loss):
         self.loss_tracker.update_state(loss)
         self.bits_per_dim_tracker.update_state(self.nll_to_bits_per_dim(loss))
+        self.nll_tracker.update_state(loss * self.num_dims)
         logs = {m.name: m.result() for m in self.metrics}
         if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
             # Keras reduces multi-worker logs with `strategy.reduce(MEAN, v, axis=0)`,
@@ -688,6 +705,10 @@ class FlowModel(keras.Model):
     def fit(self, x=None, y=None, *args, **kwargs):
         """Keras `fit`; runs the ActNorm initialisation first if it has not run yet.
 
+        Logs `loss` (nats per dimension, what is minimised), `bits_per_dim`
+        and `nll` (nats per example), with `val_` twins for validation data;
+        `compile` says how they relate.
+
         The data is checked as in `log_prob` (`ValueError` for arrays,
         `InvalidArgumentError` when a bad batch of a dataset is read), also
         under `jit_compile=True`.
@@ -712,7 +733,10 @@ class FlowModel(keras.Model):
         return super().fit(x, y, *args, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
-        """Keras `evaluate` (mean NLL per dimension, bits/dim); data checked as in `fit`."""
+        """Keras `evaluate`: `loss` (nats per dimension), `bits_per_dim`, `nll` (nats per example).
+
+        Data checked as in `fit`; pass `return_dict=True` to get the names.
+        """
         x, y, kwargs = _checks.checked_data(self, x, y, kwargs, "evaluate")
         return super().evaluate(x, y, *args, **kwargs)
 
