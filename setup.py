@@ -28,7 +28,10 @@ setup(
         "numpy>=1.26",
     ],
     extras_require={
-        "test": ["pytest>=8"],
+        # matplotlib draws the run's pictures with axes, colour bars and captions
+        # (tfflow.plots); without it they are plain pixels. CI tests both.
+        "plots": ["matplotlib>=3.7"],
+        "test": ["pytest>=8", "matplotlib>=3.7"],
         "gpu": ["tensorflow[and-cuda]>=2.18,<2.22"],
     },
     classifiers=[

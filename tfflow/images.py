@@ -6,6 +6,8 @@
   density `exp(log_prob)` on a grid, beside a 2-D histogram of the data on the
   same axes, so the two can be compared at a glance.
 * `histogram_image`: the 2-D histogram alone (e.g. of samples).
+* `log_density_grid`: the log-densities behind `density_image`, for other
+  renderers (`tfflow.plots` draws them with axes and colour bars).
 
 The images are uint8 tensors [height, width, channels]; `tf.summary.image` takes
 them after `[None]` and `/ 255`, and `tf.io.encode_png` writes them.
@@ -33,6 +35,7 @@ __all__ = [
     "density_image",
     "histogram_image",
     "image_grid",
+    "log_density_grid",
     "write_density_png",
     "write_image_grid",
     "write_png",
@@ -203,23 +206,41 @@ def density_image(
     """
     points = _as_points("density_image", points)
     extent = data_extent(points) if extent is None else _check_extent(extent)
-    _check_resolution("density_image", resolution)
+    log_probs = log_density_grid(log_prob_fn, extent, resolution=resolution,
+                                 batch_size=batch_size, where="density_image")
+    density = np.exp(log_probs - np.max(log_probs))  # all -inf: NaN, drawn as 0
+    density = np.where(np.isfinite(density), density, 0.0).astype(np.float32)
+    heat = _to_uint8(_colour_map(tf.constant(density)))
+    return _side_by_side([heat, histogram_image(points, extent, resolution=resolution)])
+
+
+def log_density_grid(
+    log_prob_fn: Callable[[tf.Tensor], Any],
+    extent: tuple[float, float, float, float],
+    *,
+    resolution: int = 128,
+    batch_size: int = 4096,
+    where: str = "log_density_grid",
+) -> np.ndarray:
+    """`log_prob_fn` at the centres of a `resolution` x `resolution` grid over `extent`.
+
+    Returns float64 [resolution, resolution], rows from y_max (top) down to
+    y_min, columns from x_min to x_max, as on a plot; NaN and +-inf become -inf (no mass drawn).
+    """
+    extent = _check_extent(extent)
+    _check_resolution(where, resolution)
     x_min, x_max, y_min, y_max = extent
-    # Cell centres; rows from the top (y_max) down, as in histogram_image.
     xs = x_min + (np.arange(resolution) + 0.5) * (x_max - x_min) / resolution
     ys = y_max - (np.arange(resolution) + 0.5) * (y_max - y_min) / resolution
     grid_x, grid_y = np.meshgrid(xs, ys)
     grid = np.stack([grid_x.ravel(), grid_y.ravel()], axis=1).astype(np.float32)
-    log_probs = tf.concat([
-        tf.reshape(tf.cast(log_prob_fn(tf.constant(grid[start:start + batch_size])), tf.float32),
-                   [-1])
+    log_probs = np.concatenate([
+        np.reshape(np.asarray(log_prob_fn(tf.constant(grid[start:start + batch_size])),
+                              np.float64), [-1])
         for start in range(0, len(grid), batch_size)
-    ], axis=0)
-    log_probs = tf.where(tf.math.is_finite(log_probs), log_probs, -np.inf)
-    density = tf.exp(log_probs - tf.reduce_max(log_probs))
-    density = tf.where(tf.math.is_finite(density), density, 0.0)
-    heat = _to_uint8(_colour_map(tf.reshape(density, [resolution, resolution])))
-    return _side_by_side([heat, histogram_image(points, extent, resolution=resolution)])
+    ])
+    log_probs = np.where(np.isfinite(log_probs), log_probs, -np.inf)
+    return log_probs.reshape(resolution, resolution)
 
 
 def write_density_png(path: str, log_prob_fn: Callable[[tf.Tensor], Any], points: Any,

@@ -2,7 +2,13 @@
 
 Images get sample grids at `SAMPLE_TEMPERATURES`; 2-D data (toy densities, or
 a two-column table) gets the model's density beside the test points; other
-data gets no picture.
+tables get a pair plot of samples against the test rows for their first
+`PAIR_PLOT_COLUMNS` columns.
+
+With matplotlib (`pip install "tfflow[plots]"`) the pictures have axes, colour
+bars and captions (`tfflow.plots`); without it, sample grids and densities are
+the plain pixel pictures of `tfflow.images`, tables get no picture, and
+`plots_note()` says once how to get the better ones.
 """
 
 from __future__ import annotations
@@ -16,16 +22,30 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfflow import images
+from tfflow import images, plots
 from tfflow.models import _checks
 from tfflow.training.config import TrainConfig, check_positive_int
 from tfflow.training.errors import UserError
 from tfflow.training.run_data import RunData
 
-__all__ = ["SAMPLE_TEMPERATURES", "epoch_pictures", "sample", "write_pictures", "write_samples"]
+__all__ = ["PAIR_PLOT_COLUMNS", "SAMPLE_TEMPERATURES", "epoch_pictures", "plots_note", "sample",
+           "write_pictures", "write_samples"]
 
 
 SAMPLE_TEMPERATURES: tuple[float, ...] = (0.7, 1.0)
+PAIR_PLOT_COLUMNS = 4       # a table's pair plot shows its first columns, this many at most
+_PAIR_PLOT_ROWS = 1000      # test rows (and as many samples) in a pair plot
+_EPOCH_PAIR_PLOT_ROWS = 300  # fewer in TensorBoard's, drawn every epoch
+
+
+def plots_note(data: RunData) -> str | None:
+    """One line saying how to get plots with axes, when matplotlib is missing; else None."""
+    if plots.available():
+        return None
+    kind = ("a pair plot of samples against the data" if _pair_plot_applies(data)
+            else "pictures with axes, colour bars and captions")
+    return (f"pictures: plain pixels (matplotlib is not installed); for {kind}: "
+            f"{plots.INSTALL_HINT}")
 
 
 def sample(model: Any, num_samples: int, *, temperature: float = 1.0, seed: int | None = 0,
@@ -94,9 +114,17 @@ def write_samples(model: Any, config: TrainConfig, path: str, *, num_samples: in
     if not path.lower().endswith(".png"):
         raise UserError(f"expected an output path ending in .png or .npy, got {path!r}.")
     if len(model.event_shape) == 3:
+        if plots.available():
+            return images.write_png(path, plots.sample_grid_plot(
+                images.image_grid(x), title=_grid_title(len(x), temperature, config)))
         return images.write_image_grid(path, x)
     if model.event_shape == (2,):  # several context rows: their samples pooled
-        return images.write_png(path, images.histogram_image(x.reshape(-1, 2)))
+        points = x.reshape(-1, 2)
+        if plots.available():
+            return images.write_png(path, plots.scatter_plot(
+                points, title=f"{len(points):,} samples at temperature T={temperature:g}\n"
+                              f"{_run_name(config)}"))
+        return images.write_png(path, images.histogram_image(points))
     raise UserError(f"cannot draw {model.event_shape[0]}-dimensional samples as a PNG; "
                     "write them to a .npy file instead.")
 
@@ -128,17 +156,26 @@ def _checked_context(model: Any, config: TrainConfig,
 
 
 def epoch_pictures(config: TrainConfig, data: RunData
-                   ) -> Callable[[keras.Model], dict[str, tf.Tensor]]:
-    """What `TensorBoardLogger` draws each epoch for this data."""
+                   ) -> Callable[[keras.Model], dict[str, Any]] | None:
+    """What `TensorBoardLogger` draws each epoch for this data; None when nothing.
+
+    Image samples stay plain pixel grids (TensorBoard names the temperature in
+    the tag); the density and the pair plot are the end-of-run pictures at a
+    lower resolution, pixel versions where matplotlib is missing. A table
+    without matplotlib gets None, so its TensorBoard run holds no empty
+    `samples` entry.
+    """
     info, num_classes = data.info, data.num_classes
     num_samples = min(config.num_samples, 36)
     labels = _sample_labels(num_samples, num_classes)
     # p(x | c) changes with c: no single density picture of a conditional table.
-    points = data.array("test") if info.event_shape == (2,) and data.context_shape is None \
-        else None
+    points = data.array("test") if _density_applies(data) else None
+    if info.kind != "image" and points is None and not (
+            _pair_plot_applies(data) and plots.available()):
+        return None
     traced: dict[int, Callable[[tf.Tensor], tf.Tensor]] = {}  # trace once per model
 
-    def pictures(model: keras.Model) -> dict[str, tf.Tensor]:
+    def pictures(model: keras.Model) -> dict[str, Any]:
         if info.kind == "image":
             return {f"samples/T={temperature:g}": images.image_grid(
                         sample(model, num_samples, temperature=temperature, seed=config.seed,
@@ -147,8 +184,12 @@ def epoch_pictures(config: TrainConfig, data: RunData
         if points is not None:
             if id(model) not in traced:
                 traced[id(model)] = _marginal_log_prob_fn(model, num_classes)
+            if plots.available():
+                return {"density": plots.density_plot(
+                    traced[id(model)], points, title=_run_name(config), resolution=64,
+                    points_label="test data")}
             return {"density": images.density_image(traced[id(model)], points, resolution=64)}
-        return {}
+        return {"pairs": _pair_plot(model, config, data, rows=_EPOCH_PAIR_PLOT_ROWS)}
     return pictures
 
 
@@ -157,19 +198,72 @@ def write_pictures(model: Any, config: TrainConfig, data: RunData) -> dict[str, 
     files = {}
     workdir = config.workdir
     info, num_classes = data.info, data.num_classes
+    with_plots = plots.available()
     if info.kind == "image":
         labels = _sample_labels(config.num_samples, num_classes)
         for temperature in SAMPLE_TEMPERATURES:
             x = sample(model, config.num_samples, temperature=temperature, seed=config.seed,
                        labels=labels)
-            files[f"samples_T{temperature:.1f}"] = images.write_image_grid(
-                os.path.join(workdir, f"samples_T{temperature:.1f}.png"), x)
-    elif info.event_shape == (2,) and data.context_shape is None:
+            path = os.path.join(workdir, f"samples_T{temperature:.1f}.png")
+            files[f"samples_T{temperature:.1f}"] = images.write_png(path, plots.sample_grid_plot(
+                images.image_grid(x), title=_grid_title(len(x), temperature, config))) \
+                if with_plots else images.write_image_grid(path, x)
+    elif _density_applies(data):
         points = data.array("test")  # in the data's own units
-        files["density"] = images.write_density_png(
-            os.path.join(workdir, "density.png"), _marginal_log_prob_fn(model, num_classes),
-            points)
+        path = os.path.join(workdir, "density.png")
+        log_prob_fn = _marginal_log_prob_fn(model, num_classes)
+        files["density"] = images.write_png(path, plots.density_plot(
+            log_prob_fn, points, title=_run_name(config), points_label="test data")) \
+            if with_plots else images.write_density_png(path, log_prob_fn, points)
+    elif _pair_plot_applies(data) and with_plots:
+        files["pairs"] = images.write_png(os.path.join(workdir, "pairs.png"),
+                                          _pair_plot(model, config, data, rows=_PAIR_PLOT_ROWS))
     return files
+
+
+def _density_applies(data: RunData) -> bool:
+    """2-D data without a context: one density picture says it all."""
+    return data.info.kind != "image" and data.info.event_shape == (2,) and \
+        data.context_shape is None
+
+
+def _pair_plot_applies(data: RunData) -> bool:
+    """Vector data that no density picture shows: wider tables, conditional ones."""
+    return data.info.kind != "image" and len(data.info.event_shape) == 1 and \
+        not _density_applies(data)
+
+
+def _run_name(config: TrainConfig) -> str:
+    return f"{config.model} on {os.path.basename(config.dataset) or config.dataset}"
+
+
+def _grid_title(num_samples: int, temperature: float, config: TrainConfig) -> str:
+    return f"{num_samples} samples at temperature T={temperature:g}\n{_run_name(config)}"
+
+
+def _pair_plot(model: Any, config: TrainConfig, data: RunData, *, rows: int) -> np.ndarray:
+    """Samples against the test rows, first `PAIR_PLOT_COLUMNS` columns, as a picture.
+
+    A conditional model draws one sample per test row's context, so its
+    samples follow the same mixture over contexts as the test rows do.
+    """
+    test = data.array("test")[:rows]
+    context = data.context_array("test")
+    if context is not None:
+        context = context[:rows].astype(model.dtype_name)
+        x = sample(model, 1, seed=config.seed, context=context)[:, 0]
+        drawn = "one sample per test row's context"
+    else:
+        x = sample(model, len(test), seed=config.seed,
+                   labels=_sample_labels(len(test), data.num_classes))
+        drawn = f"{len(x):,} samples at T=1"
+    num_columns = test.shape[1]
+    shown = min(PAIR_PLOT_COLUMNS, num_columns)
+    which = (f"all {num_columns} columns" if shown == num_columns else
+             f"the first {shown} of {num_columns} columns")
+    return plots.pair_plot(
+        x, test, title=f"{_run_name(config)}: samples against the test rows\n{drawn}; "
+                       f"{which}", columns=range(shown), data_label="test rows")
 
 
 def _marginal_log_prob_fn(model: Any,

@@ -32,7 +32,7 @@ from tfflow.training.config import (ARCHITECTURE_FIELDS, CONFIG_FILE, EvalResult
 from tfflow.training.determinism import enable_determinism
 from tfflow.training.errors import TrainingDiverged, UserError
 from tfflow.training.health import conv1x1_condition_numbers, find_non_finite_layer
-from tfflow.training.pictures import epoch_pictures, write_pictures
+from tfflow.training.pictures import epoch_pictures, plots_note, write_pictures
 from tfflow.training.run_data import RunData
 from tfflow.training.strategies import is_chief, make_strategy
 
@@ -302,6 +302,9 @@ def _finish(model: Any, config: TrainConfig, data: RunData, callbacks: _Callback
                  "model": save_model(model, os.path.join(config.workdir, MODEL_FILE)),
                  "logs": os.path.join(config.workdir, LOG_DIR)}
         files.update(write_pictures(model, config, data))
+        note = plots_note(data)  # once per run: how to get pictures with axes
+        if note:
+            _say(config, note)
         # The state it finished in, for a later run with more epochs (`plan_workdir`).
         callbacks.backup.save(epochs_run, directory=os.path.join(config.workdir, FINISHED_DIR))
         shutil.rmtree(_backup_dir(config), ignore_errors=True)
