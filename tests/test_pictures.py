@@ -60,7 +60,7 @@ def plotted_runs(tmp_path_factory):
     matplotlib: the tests that look at plots skip then)."""
     root = tmp_path_factory.mktemp("plotted")
     configs = {
-        "moons": dict(dataset="two_moons", num_examples=512, **TINY_VECTOR_FLOW),
+        "moons": dict(dataset="two_moons", num_examples=256, **TINY_VECTOR_FLOW),
         "table": dict(dataset=_table(root / "table.npy"), **TINY_VECTOR_FLOW),
         "digits": TINY_GLOW,
     }
@@ -112,6 +112,20 @@ def test_a_table_run_writes_a_pair_plot_and_tensorboard_shows_it(plotted_runs):
     tensorboard = _tensorboard_images(result.files["logs"])
     assert set(tensorboard) == {"pairs"}
     assert tensorboard["pairs"].shape[1] > 800
+
+
+@needs_matplotlib
+def test_a_conditional_table_run_draws_one_sample_per_test_context(tmp_path):
+    rng = np.random.default_rng(1)
+    context = rng.standard_normal([300, 1])
+    rows = np.concatenate([context + 0.3 * rng.standard_normal([300, 1]),
+                           np.sin(2 * context), context], axis=1)
+    np.save(tmp_path / "cond.npy", rows)
+    result = training.train(training.TrainConfig(
+        dataset=str(tmp_path / "cond.npy"), context_columns="2", workdir=str(tmp_path / "run"),
+        **TINY_VECTOR_FLOW))
+    picture = _png(result.files["pairs"])  # 2 x columns: a 2 x 2 pair plot
+    assert picture.shape[1] >= 480 and picture.shape[0] >= 480
 
 
 @needs_matplotlib

@@ -230,10 +230,12 @@ def pair_plot(samples: Any, data: Any, *, title: str, columns: Sequence[int] | N
             if row == col == 0:
                 axes.set_ylabel(names[row_column], fontsize=9)
     handles, labels = grid[0, 0].get_legend_handles_labels()
-    labels = [f"{data_label} ({len(data):,} rows)" if label == data_label else
+    labels = [f"{data_label} ({len(data):,})" if label == data_label else
               f"{samples_label} ({len(samples):,})" for label in labels]
-    figure.legend(handles, labels, loc="upper right", fontsize=9, frameon=False,
-                  bbox_to_anchor=(0.98, 0.9))
+    if k > 1:  # in the empty top-right cell, clear of the title
+        grid[0, k - 1].legend(handles, labels, loc="center", fontsize=9, frameon=False)
+    else:
+        grid[0, 0].legend(handles, labels, loc="upper right", fontsize=8, frameon=False)
     suffix = (f"\n{int(outside.sum())} of {len(samples):,} samples fall outside the axes"
               if outside.any() else "")
     figure.suptitle(title + suffix, fontsize=11)

@@ -252,18 +252,24 @@ def _pair_plot(model: Any, config: TrainConfig, data: RunData, *, rows: int) -> 
     if context is not None:
         context = context[:rows].astype(model.dtype_name)
         x = sample(model, 1, seed=config.seed, context=context)[:, 0]
-        drawn = "one sample per test row's context"
+        given = [str(column) for column in config.context_columns or ()]
+        drawn = (f"one sample per test row's context (column{'s' if len(given) > 1 else ''} "
+                 f"{','.join(given)})")
     else:
         x = sample(model, len(test), seed=config.seed,
                    labels=_sample_labels(len(test), data.num_classes))
         drawn = f"{len(x):,} samples at T=1"
     num_columns = test.shape[1]
     shown = min(PAIR_PLOT_COLUMNS, num_columns)
-    which = (f"all {num_columns} columns" if shown == num_columns else
-             f"the first {shown} of {num_columns} columns")
+    kind = "columns" if context is None else "x columns"
+    which = (f"all {num_columns} {kind}" if shown == num_columns else
+             f"the first {shown} of {num_columns} {kind}")
+    # A conditional table's x leaves the context columns out: number x's own columns.
+    names = [f"x[{i}]" for i in range(num_columns)] if context is not None else None
     return plots.pair_plot(
         x, test, title=f"{_run_name(config)}: samples against the test rows\n{drawn}; "
-                       f"{which}", columns=range(shown), data_label="test rows")
+                       f"{which}", columns=range(shown), column_names=names,
+        data_label="test rows")
 
 
 def _marginal_log_prob_fn(model: Any,
