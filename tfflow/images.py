@@ -208,8 +208,9 @@ def density_image(
     extent = data_extent(points) if extent is None else _check_extent(extent)
     log_probs = log_density_grid(log_prob_fn, extent, resolution=resolution,
                                  batch_size=batch_size, where="density_image")
-    density = np.exp(log_probs - np.max(log_probs))  # all -inf: NaN, drawn as 0
-    density = np.where(np.isfinite(density), density, 0.0).astype(np.float32)
+    peak = np.max(log_probs)
+    density = (np.exp(log_probs - peak) if np.isfinite(peak)  # all -inf: nothing to draw
+               else np.zeros_like(log_probs)).astype(np.float32)
     heat = _to_uint8(_colour_map(tf.constant(density)))
     return _side_by_side([heat, histogram_image(points, extent, resolution=resolution)])
 

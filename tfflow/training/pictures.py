@@ -42,10 +42,11 @@ def plots_note(data: RunData) -> str | None:
     """One line saying how to get plots with axes, when matplotlib is missing; else None."""
     if plots.available():
         return None
-    kind = ("a pair plot of samples against the data" if _pair_plot_applies(data)
-            else "pictures with axes, colour bars and captions")
-    return (f"pictures: plain pixels (matplotlib is not installed); for {kind}: "
-            f"{plots.INSTALL_HINT}")
+    if _pair_plot_applies(data):
+        return (f"no pair plot of samples against the data (matplotlib is not installed): "
+                f"{plots.INSTALL_HINT}")
+    return (f"pictures without axes or captions (matplotlib is not installed); for plots "
+            f"with axes, colour bars and captions: {plots.INSTALL_HINT}")
 
 
 def sample(model: Any, num_samples: int, *, temperature: float = 1.0, seed: int | None = 0,
