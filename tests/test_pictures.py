@@ -129,6 +129,14 @@ def test_a_conditional_table_run_draws_one_sample_per_test_context(tmp_path):
 
 
 @needs_matplotlib
+def test_tensorboard_plots_keep_to_a_small_share_of_the_run(plotted_runs):
+    result = plotted_runs["table"]
+    draw = pictures.epoch_pictures(result.config, RunData.from_config(result.config))
+    assert set(draw(result.model)) == {"pairs"}
+    assert draw(result.model) == {}  # at once again: > 5% of the time, skipped
+
+
+@needs_matplotlib
 def test_write_samples_captions_an_image_grid(plotted_runs, tmp_path):
     result = plotted_runs["digits"]
     path = training.write_samples(result.model, result.config, str(tmp_path / "s.png"),

@@ -75,8 +75,10 @@ def density_plot(log_prob_fn: Callable[[Any], Any], points: Any, *, title: str,
     """
     from tfflow import images  # pylint: disable=import-outside-toplevel
     colors = _matplotlib("colors")
-    points = images._as_points("density_plot", points)  # pylint: disable=protected-access
-    extent = images.data_extent(points) if extent is None else images._check_extent(extent)  # pylint: disable=protected-access
+    # pylint: disable=protected-access  (the checks images' own pictures make)
+    points = images._as_points("density_plot", points)
+    extent = images.data_extent(points) if extent is None else images._check_extent(extent)
+    # pylint: enable=protected-access
     log_probs = images.log_density_grid(log_prob_fn, extent, resolution=resolution,
                                         where="density_plot")
     density = np.where(np.isfinite(log_probs), np.exp(np.minimum(log_probs, 700.0)), 0.0)
