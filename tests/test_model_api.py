@@ -216,9 +216,9 @@ def test_predict_returns_log_prob_in_nats_per_example(image_model):
 def test_import_tfflow_makes_every_submodule_available():
     code = ("import tfflow; print(tfflow.training.TrainConfig.__name__, "
             "tfflow.export.export_saved_model.__name__, tfflow.data.load.__name__, "
-            "tfflow.images.write_image_grid.__name__)")
+            "tfflow.images.write_image_grid.__name__, tfflow.plots.available.__name__)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["TrainConfig", "export_saved_model", "load",
-                                     "write_image_grid"]
+                                     "write_image_grid", "available"]
