@@ -484,7 +484,7 @@ IMAGE = (4, 4, 1)
 
 def _image_model():
     """A tiny class-conditional Glow on 4x4x1 data quantised to 17 levels."""
-    return tfflow.models.Glow(IMAGE, levels=1, steps_per_level=1, hidden_channels=4,
+    return tfflow.models.Glow(IMAGE, scales=1, steps_per_scale=1, hidden_channels=4,
                               num_levels=17, num_classes=3)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 BIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bin")
-TINY_GLOW = ["--levels=1", "--steps_per_level=1", "--hidden_channels=8"]
+TINY_GLOW = ["--scales=1", "--steps_per_scale=1", "--hidden_channels=8"]
 TIMEOUT_S = 120
 
 
@@ -70,7 +70,7 @@ def test_train_on_digits_writes_the_run_and_ends_with_test_bits_per_dim(digits_r
     assert "test" in last and "bits/dim" in last, last
     config = json.loads((workdir / "config.json").read_text())
     assert config["model"] == "glow" and config["dataset"] == "digits"
-    assert config["levels"] == 1 and config["epochs"] == 1
+    assert config["scales"] == 1 and config["epochs"] == 1
     assert (workdir / "samples_T0.7.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -175,7 +175,7 @@ def test_user_errors_exit_2_with_one_line_and_no_traceback(tmp_path, digits_run)
          ["cannot load", "corrupt or not a tfflow model file"]),
         (("tfflow-train", "--model=realnvp", f"--workdir={digits_workdir}"),
          ["holds a different run", "glow on digits", "realnvp on digits"]),
-        (("tfflow-train", "--levels=5", f"--workdir={tmp_path / 'c'}"),
+        (("tfflow-train", "--scales=5", f"--workdir={tmp_path / 'c'}"),
          ["5 scale(s)", "divisible by 32", "(8, 8, 1)", "fewer scales"]),
         (("tfflow-train", "--dataset=mnist", f"--data_dir={tmp_path / 'no_tfds'}",
           f"--workdir={tmp_path / 'd'}"), ["not prepared", "tfds build mnist", "--data_dir"]),

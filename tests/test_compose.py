@@ -60,7 +60,7 @@ def test_distribution_in_a_mixture(flow):
 
 
 @pytest.mark.parametrize("factory", [
-    lambda: tfflow.models.Glow((4, 4, 1), levels=1, steps_per_level=1, hidden_channels=4,
+    lambda: tfflow.models.Glow((4, 4, 1), scales=1, steps_per_scale=1, hidden_channels=4,
                                num_levels=17),
     lambda: tfflow.models.RealNVP((4, 4, 1), scales=1, hidden_channels=4, blocks=1,
                                    num_levels=17),

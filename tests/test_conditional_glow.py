@@ -46,7 +46,7 @@ def _digit_pairs(rows=640, seed=0):
 
 
 def _glow(memory_saving=False, dtype=None, **kwargs):
-    return tfflow.models.Glow((8, 8, 1), levels=2, steps_per_level=2, hidden_channels=8,
+    return tfflow.models.Glow((8, 8, 1), scales=2, steps_per_scale=2, hidden_channels=8,
                               num_levels=17, context_shape=(CONTEXT_UNITS,),
                               memory_saving=memory_saving, dtype=dtype, **kwargs)
 
@@ -141,10 +141,10 @@ def test_missing_or_wrong_context_is_a_clear_error(fitted, call, message):
 
 def test_bad_arguments_are_clear_errors():
     with pytest.raises(ValueError, match=r"Glow: expected a context_shape of positive sizes"):
-        tfflow.models.Glow((8, 8, 1), levels=1, steps_per_level=1, hidden_channels=4,
+        tfflow.models.Glow((8, 8, 1), scales=1, steps_per_scale=1, hidden_channels=4,
                            context_shape=(0,))
     with pytest.raises(ValueError, match="expected a context_shape or num_classes, got both"):
-        tfflow.models.Glow((8, 8, 1), levels=1, steps_per_level=1, hidden_channels=4,
+        tfflow.models.Glow((8, 8, 1), scales=1, steps_per_scale=1, hidden_channels=4,
                            num_classes=3, context_shape=(2,))
     bijector, x = glow_steps(tf.float64)
     params = dict(zip(bijector._names, bijector.params))
@@ -166,7 +166,7 @@ def test_bad_arguments_are_clear_errors():
 
 
 def test_unconditional_glow_has_no_context_weights():
-    model = tfflow.models.Glow((8, 8, 1), levels=2, steps_per_level=2, hidden_channels=8)
+    model = tfflow.models.Glow((8, 8, 1), scales=2, steps_per_scale=2, hidden_channels=8)
     assert not [w.path for w in model.weights if "context" in w.path]
 
 

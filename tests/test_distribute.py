@@ -25,7 +25,7 @@ def train(strategy):
     x = tf.random.stateless_uniform([64, 8, 8, 1], seed=(1, 2))
     data = tf.data.Dataset.from_tensor_slices(x).batch(16)   # global batch 16
     with strategy.scope():
-        model = tfflow.models.Glow((8, 8, 1), levels=2, steps_per_level=1, hidden_channels=8,
+        model = tfflow.models.Glow((8, 8, 1), scales=2, steps_per_scale=1, hidden_channels=8,
                                    num_levels=17)
         model.compile(learning_rate=1e-3, warmup_steps=0)
     history = model.fit(data, epochs=2, verbose=0).history

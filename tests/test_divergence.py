@@ -106,7 +106,7 @@ def test_a_corrupt_model_file_is_a_user_error(tmp_path, content):
 
 
 def test_a_trained_glow_round_trips_within_1e_4_and_reports_its_1x1_convs(tmp_path):
-    config = training.TrainConfig(workdir=str(tmp_path), levels=2, steps_per_level=1,
+    config = training.TrainConfig(workdir=str(tmp_path), scales=2, steps_per_scale=1,
                                   hidden_channels=16, epochs=2, batch_size=64, num_samples=4,
                                   verbose=0, max_train_seconds=0)
     result = training.train(config)
@@ -120,7 +120,7 @@ def test_a_trained_glow_round_trips_within_1e_4_and_reports_its_1x1_convs(tmp_pa
 
 def test_condition_number_is_that_of_the_matrix():
     from tfflow import models  # pylint: disable=import-outside-toplevel
-    model = models.build("glow", (4, 4, 1), levels=1, steps_per_level=1, hidden_channels=4,
+    model = models.build("glow", (4, 4, 1), scales=1, steps_per_scale=1, hidden_channels=4,
                          permutation="conv")
     (name, number), = training.conv1x1_condition_numbers(model).items()
     assert number == pytest.approx(1.0, abs=1e-5)  # initialised to a rotation

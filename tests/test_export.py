@@ -62,7 +62,7 @@ json.dump(results, open(out_file, "w"))
 
 
 def _model(num_classes=None):
-    model = tfflow.models.Glow((8, 8, 1), levels=2, steps_per_level=1, hidden_channels=8,
+    model = tfflow.models.Glow((8, 8, 1), scales=2, steps_per_scale=1, hidden_channels=8,
                                num_levels=17, num_classes=num_classes)
     x = tf.random.stateless_uniform([6, 8, 8, 1], seed=(1, 2))
     model.initialize(x, None if num_classes is None else tf.constant([0, 1, 2, 0, 1, 2]))
@@ -158,7 +158,7 @@ def test_versions_increase_and_existing_version_is_refused(tmp_path):
 @pytest.fixture(scope="module")
 def conditional_export(tmp_path_factory):
     """A tiny class-conditional Glow (4x4x1, 17 levels, 3 classes), exported and loaded."""
-    model = tfflow.models.Glow((4, 4, 1), levels=1, steps_per_level=1, hidden_channels=4,
+    model = tfflow.models.Glow((4, 4, 1), scales=1, steps_per_scale=1, hidden_channels=4,
                                num_levels=17, num_classes=3)
     model.initialize(tf.random.stateless_uniform([6, 4, 4, 1], seed=(1, 2)),
                      tf.constant([0, 1, 2, 0, 1, 2]))
@@ -412,8 +412,8 @@ def test_the_export_app_takes_max_samples(tmp_path):
     # A workdir as tfflow-train leaves it (model.keras, config.json), without the training.
     workdir = tmp_path / "run"
     workdir.mkdir()
-    train_config = config.TrainConfig(levels=1, steps_per_level=1, hidden_channels=4)
-    model = tfflow.models.build("glow", (8, 8, 1), num_levels=17, levels=1, steps_per_level=1,
+    train_config = config.TrainConfig(scales=1, steps_per_scale=1, hidden_channels=4)
+    model = tfflow.models.build("glow", (8, 8, 1), num_levels=17, scales=1, steps_per_scale=1,
                                 hidden_channels=4)
     model.initialize(tf.random.stateless_uniform([8, 8, 8, 1], seed=(1, 2)))
     model.save(workdir / config.MODEL_FILE)

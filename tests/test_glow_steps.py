@@ -60,7 +60,7 @@ def test_bad_parameters_are_value_errors():
 
 
 def test_initialisation_standardises_every_step():
-    model = tfflow.models.Glow((8, 8, 1), levels=1, steps_per_level=3, hidden_channels=4,
+    model = tfflow.models.Glow((8, 8, 1), scales=1, steps_per_scale=3, hidden_channels=4,
                                num_levels=17, dtype="float64")
     x = tf.random.stateless_uniform((32, 8, 8, 1), seed=(1, 2), dtype=tf.float64)
     assert model.initialize(x) and model.is_initialized

@@ -23,7 +23,7 @@ ROUNDS = 2
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """The export, loaded once, and each call's serial answer."""
-    model = tfflow.models.Glow((4, 4, 1), levels=1, steps_per_level=1, hidden_channels=4,
+    model = tfflow.models.Glow((4, 4, 1), scales=1, steps_per_scale=1, hidden_channels=4,
                                num_levels=17)
     model.initialize(tf.random.stateless_uniform([64, 4, 4, 1], seed=(1, 2)))
     for v in model.trainable_variables:  # not the identity anywhere

@@ -24,16 +24,16 @@ from tfflow import layers as fl
 
 MODELS = {
     "glow_affine_lu": lambda ms, dtype: tfflow.models.Glow(
-        (8, 8, 2), levels=2, steps_per_level=2, hidden_channels=8, memory_saving=ms,
+        (8, 8, 2), scales=2, steps_per_scale=2, hidden_channels=8, memory_saving=ms,
         dtype=dtype),
     "glow_additive_conv_classes": lambda ms, dtype: tfflow.models.Glow(
-        (8, 8, 1), levels=1, steps_per_level=2, hidden_channels=8, coupling="additive",
+        (8, 8, 1), scales=1, steps_per_scale=2, hidden_channels=8, coupling="additive",
         permutation="conv", num_classes=3, memory_saving=ms, dtype=dtype),
     "glow_reverse_permutation": lambda ms, dtype: tfflow.models.Glow(
-        (8, 8, 2), levels=2, steps_per_level=2, hidden_channels=8, permutation="reverse",
+        (8, 8, 2), scales=2, steps_per_scale=2, hidden_channels=8, permutation="reverse",
         memory_saving=ms, dtype=dtype),
     "realnvp_image_batch_norm": lambda ms, dtype: tfflow.models.RealNVP(
-        (8, 8, 1), filters=8, blocks=1, memory_saving=ms, dtype=dtype),
+        (8, 8, 1), hidden_channels=8, blocks=1, memory_saving=ms, dtype=dtype),
     "realnvp_vector_spline": lambda ms, dtype: tfflow.models.RealNVP(
         (4,), num_couplings=3, hidden_units=(8,), coupling="spline", memory_saving=ms,
         dtype=dtype),
@@ -98,7 +98,7 @@ def _digits(n=32):
 def test_jit_compiled_fit_matches_the_plain_eager_fit():
     def fit(memory_saving):
         keras.utils.set_random_seed(0)
-        model = tfflow.models.Glow((8, 8, 1), levels=1, steps_per_level=2, hidden_channels=8,
+        model = tfflow.models.Glow((8, 8, 1), scales=1, steps_per_scale=2, hidden_channels=8,
                                    num_levels=17, memory_saving=memory_saving)
         # The reference runs eagerly: nothing to trace, and plain autodiff.
         model.compile(jit_compile=memory_saving, run_eagerly=not memory_saving,
@@ -116,7 +116,7 @@ def test_jit_compiled_fit_matches_the_plain_eager_fit():
 
 
 def test_keras_save_load_round_trip(tmp_path):
-    model = tfflow.models.Glow((8, 8, 1), levels=1, steps_per_level=2, hidden_channels=8,
+    model = tfflow.models.Glow((8, 8, 1), scales=1, steps_per_scale=2, hidden_channels=8,
                                memory_saving=True)
     model.compile(warmup_steps=0)
     model.run_eagerly = True  # eager steps: nothing to trace, and the eager gradient path
@@ -148,7 +148,7 @@ x = tf.random.stateless_uniform((8, 16, 16, 2), seed=(1, 2))
 peaks = {}
 for memory_saving in (False, True):
     keras.utils.set_random_seed(0)
-    model = tfflow.models.Glow((16, 16, 2), levels=1, steps_per_level=4, hidden_channels=16,
+    model = tfflow.models.Glow((16, 16, 2), scales=1, steps_per_scale=4, hidden_channels=16,
                                memory_saving=memory_saving)
     model.initialize(x)
     model.compile(warmup_steps=0)

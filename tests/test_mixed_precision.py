@@ -13,7 +13,7 @@ from tfflow.mixed_precision import flow_and_network_dtypes
 
 def _glow(dtype):
     keras.utils.set_random_seed(0)
-    return tfflow.models.Glow((8, 8, 1), levels=2, steps_per_level=2, hidden_channels=16,
+    return tfflow.models.Glow((8, 8, 1), scales=2, steps_per_scale=2, hidden_channels=16,
                               num_levels=17, dtype=dtype)
 
 
@@ -86,14 +86,14 @@ def test_global_policy_is_the_default():
 
 
 def test_a_float16_model_compiles_with_loss_scaling():
-    model = tfflow.models.Glow((8, 8, 1), levels=1, steps_per_level=1, hidden_channels=8,
+    model = tfflow.models.Glow((8, 8, 1), scales=1, steps_per_scale=1, hidden_channels=8,
                                num_levels=17, dtype="mixed_float16")
     model.compile()
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     x = tf.random.stateless_uniform([32, 8, 8, 1], seed=(1, 2))
     history = model.fit(x, epochs=1, batch_size=16, verbose=0).history
     assert np.isfinite(history["loss"][0])
-    plain = tfflow.models.Glow((8, 8, 1), levels=1, steps_per_level=1, hidden_channels=8,
+    plain = tfflow.models.Glow((8, 8, 1), scales=1, steps_per_scale=1, hidden_channels=8,
                                num_levels=17)
     plain.compile()
     assert not isinstance(plain.optimizer, keras.optimizers.LossScaleOptimizer)

@@ -83,10 +83,10 @@ class Case:
 
 MODELS = {
     "glow": Case(lambda dtype: tfflow.models.Glow(
-        (8, 8, 1), levels=2, steps_per_level=1, hidden_channels=8, num_levels=17, dtype=dtype),
+        (8, 8, 1), scales=2, steps_per_scale=1, hidden_channels=8, num_levels=17, dtype=dtype),
         _digits_images, traced_fit=True),
     "glow_conditional": Case(lambda dtype: tfflow.models.Glow(
-        (8, 8, 1), levels=2, steps_per_level=1, hidden_channels=8, num_classes=3,
+        (8, 8, 1), scales=2, steps_per_scale=1, hidden_channels=8, num_classes=3,
         num_levels=17, dtype=dtype), _digits_3_classes, traced_fit=True),
     "realnvp_image": Case(lambda dtype: tfflow.models.RealNVP(
         (8, 8, 1), scales=2, filters=8, blocks=1, num_levels=17, dtype=dtype), _digits_images),
@@ -104,16 +104,16 @@ MODELS = {
 VARIANTS = {
     **MODELS,
     "glow_additive_shuffle": Case(lambda dtype: tfflow.models.Glow(
-        (4, 4, 2), levels=1, steps_per_level=2, hidden_channels=8, coupling="additive",
+        (4, 4, 2), scales=1, steps_per_scale=2, hidden_channels=8, coupling="additive",
         permutation="shuffle", learn_top=False, num_levels=17, dtype=dtype), _digits_4x4x2),
     "glow_conv_glow_scale": Case(lambda dtype: tfflow.models.Glow(
-        (4, 4, 2), levels=1, steps_per_level=2, hidden_channels=8, permutation="conv",
+        (4, 4, 2), scales=1, steps_per_scale=2, hidden_channels=8, permutation="conv",
         log_scale="glow", num_levels=17, dtype=dtype), _digits_4x4x2),
     "glow_reverse_3_levels": Case(lambda dtype: tfflow.models.Glow(
-        (8, 8, 1), levels=3, steps_per_level=1, hidden_channels=4, permutation="reverse",
+        (8, 8, 1), scales=3, steps_per_scale=1, hidden_channels=4, permutation="reverse",
         num_levels=17, dtype=dtype), _digits_images),
     "glow_spline": Case(lambda dtype: tfflow.models.Glow(
-        (4, 4, 2), levels=1, steps_per_level=1, hidden_channels=8, coupling="spline",
+        (4, 4, 2), scales=1, steps_per_scale=1, hidden_channels=8, coupling="spline",
         num_bins=4, num_levels=17, dtype=dtype), _digits_4x4x2),
     "realnvp_vector_spline": Case(lambda dtype: tfflow.models.RealNVP(
         (2,), num_couplings=2, hidden_units=(8,), coupling="spline", num_bins=4,
@@ -454,7 +454,7 @@ def test_fit_on_arrays_initialises_with_the_labels_given_as_y():
     # `fit(x, y)` with arrays: the automatic ActNorm initialisation needs `y` too, since the
     # class-conditional prior sits at the end of the chain it runs.
     x, labels = _digits_3_classes()
-    model = tfflow.models.Glow((8, 8, 1), levels=1, steps_per_level=1, hidden_channels=4,
+    model = tfflow.models.Glow((8, 8, 1), scales=1, steps_per_scale=1, hidden_channels=4,
                                num_classes=3, num_levels=17)
     _compile(model, run_eagerly=True)
     assert not model.is_initialized
@@ -492,9 +492,9 @@ def test_log_prob_rejects_integer_data():
         model.log_prob(np.zeros([4, 2], np.int32))
 
 
-def test_glow_rejects_too_many_levels():
-    with pytest.raises(ValueError, match=r"Glow: 4 level.*\(8, 8, 1\)"):
-        tfflow.models.Glow((8, 8, 1), levels=4, steps_per_level=1, hidden_channels=4)
+def test_glow_rejects_too_many_scales():
+    with pytest.raises(ValueError, match=r"Glow: 4 scale.*\(8, 8, 1\)"):
+        tfflow.models.Glow((8, 8, 1), scales=4, steps_per_scale=1, hidden_channels=4)
 
 
 def test_build_by_name():

@@ -31,7 +31,7 @@ keras.utils.set_random_seed(0)
 x = tf.random.stateless_uniform([64, 8, 8, 1], seed=(1, 2))
 data = tf.data.Dataset.from_tensor_slices(x).batch(16)  # the global batch
 with strategy.scope():
-    model = tfflow.models.Glow((8, 8, 1), levels=2, steps_per_level=1, hidden_channels=8,
+    model = tfflow.models.Glow((8, 8, 1), scales=2, steps_per_scale=1, hidden_channels=8,
                                num_levels=17)
     model.compile(learning_rate=1e-3, warmup_steps=0)
 history = model.fit(data, epochs=2, verbose=0).history
@@ -155,8 +155,8 @@ def test_tfflow_train_on_two_workers(tmp_path):
     """The command line: the same `tfflow-train --strategy=multi_worker` on both workers."""
     train = pathlib.Path(__file__).resolve().parents[1] / "bin" / "tfflow-train"
     workdir = tmp_path / "run"
-    argv = [train, "--strategy=multi_worker", f"--workdir={workdir}", "--levels=1",
-            "--steps_per_level=1", "--hidden_channels=8", "--epochs=1", "--batch_size=64",
+    argv = [train, "--strategy=multi_worker", f"--workdir={workdir}", "--scales=1",
+            "--steps_per_scale=1", "--hidden_channels=8", "--epochs=1", "--batch_size=64",
             "--max_train_seconds=0", "--num_samples=4", "--verbose=0"]
     results = _finish([_start(argv, tf_config) for tf_config in _cluster(2)])
     for index, (code, _, err) in enumerate(results):
@@ -186,7 +186,7 @@ def test_a_worker_killed_mid_epoch_and_restarted_ends_with_the_uninterrupted_wei
     cluster that was never interrupted.
     """
     train = pathlib.Path(__file__).resolve().parents[1] / "bin" / "tfflow-train"
-    flags = ["--strategy=multi_worker", "--levels=1", "--steps_per_level=1",
+    flags = ["--strategy=multi_worker", "--scales=1", "--steps_per_scale=1",
              "--hidden_channels=8", "--epochs=3", "--batch_size=64", "--num_samples=4",
              "--verbose=2", "--deterministic"]
     reference, victim = tmp_path / "reference", tmp_path / "victim"

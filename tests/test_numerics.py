@@ -26,9 +26,9 @@ from tfflow.layers import ActNormLayer, GlowStepsLayer
 
 IMAGE = (4, 4, 1)
 MODELS = {
-    "glow": lambda: tfflow.models.Glow(IMAGE, levels=1, steps_per_level=2, hidden_channels=4,
+    "glow": lambda: tfflow.models.Glow(IMAGE, scales=1, steps_per_scale=2, hidden_channels=4,
                                        num_levels=17),
-    "realnvp_image": lambda: tfflow.models.RealNVP(IMAGE, scales=1, filters=4, blocks=1,
+    "realnvp_image": lambda: tfflow.models.RealNVP(IMAGE, scales=1, hidden_channels=4, blocks=1,
                                                    num_levels=17),
     "nice_image": lambda: tfflow.models.NICE(IMAGE, num_couplings=2, hidden_units=(8,),
                                              num_levels=17),
@@ -131,7 +131,7 @@ def test_actnorm_initialises_finitely_on_zero_variance_channels(data):
         x[..., 1] = 0.25  # e.g. an unused colour channel
     else:
         x[:] = 0.  # e.g. the constant border of every digit, everywhere
-    model = tfflow.models.Glow((4, 4, 2), levels=1, steps_per_level=2, hidden_channels=4,
+    model = tfflow.models.Glow((4, 4, 2), scales=1, steps_per_scale=2, hidden_channels=4,
                                num_levels=17)
     assert model.initialize(x)
     layers = _actnorms(model)

@@ -19,7 +19,7 @@ from tfflow.training.run_data import RunData
 
 TINY_VECTOR_FLOW = dict(model="realnvp", num_couplings=2, hidden_units=(8,), epochs=1,
                         batch_size=64, verbose=0)
-TINY_GLOW = dict(model="glow", levels=1, steps_per_level=1, hidden_channels=4, epochs=1,
+TINY_GLOW = dict(model="glow", scales=1, steps_per_scale=1, hidden_channels=4, epochs=1,
                  num_samples=16, verbose=0)
 
 needs_matplotlib = pytest.mark.skipif(not plots.available(),

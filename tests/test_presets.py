@@ -97,12 +97,12 @@ def test_a_preset_sets_the_runs_model_and_architecture():
     del expected["num_levels"]  # the data's quantisation decides it
     assert config.architecture() == expected
     # Flags given too override the preset, under the factory's current names.
-    glow = training.TrainConfig(preset="glow_cifar10", levels=2, hidden_channels=64).resolved()
+    glow = training.TrainConfig(preset="glow_cifar10", scales=2, hidden_channels=64).resolved()
     arguments = glow.architecture()
     assert (glow.model, arguments["scales"], arguments["hidden_channels"]) == ("glow", 2, 64)
     assert "levels" not in arguments and arguments["steps_per_scale"] == 32
     assert arguments["log_scale"] == "glow"
-    realnvp = training.TrainConfig(preset="realnvp_cifar10", filters=32).resolved()
+    realnvp = training.TrainConfig(preset="realnvp_cifar10", hidden_channels=32).resolved()
     assert realnvp.architecture()["hidden_channels"] == 32 and "filters" not in \
         realnvp.architecture()
 
@@ -118,7 +118,7 @@ def test_train_builds_the_preset_on_cifar10(tmp_path):
     """The preset through `train` (tfflow-train's path), on mock CIFAR-10 at a reduced size."""
     tfds = pytest.importorskip("tensorflow_datasets")
     from tfflow import training  # pylint: disable=import-outside-toplevel
-    config = training.TrainConfig(preset="glow_cifar10", steps_per_level=1, hidden_channels=8,
+    config = training.TrainConfig(preset="glow_cifar10", steps_per_scale=1, hidden_channels=8,
                                   dataset="cifar10", data_dir=str(tmp_path / "tfds"),
                                   workdir=str(tmp_path / "run"), epochs=1, batch_size=8,
                                   max_train_seconds=0, num_samples=4, verbose=0)

@@ -7,7 +7,7 @@ file runs in a few minutes on 2 CPU cores (`_smaller` applies them and
 `test_readme_command_blocks_run` prints each command as run):
 
 * `tfflow-train` trains 1 epoch of a tiny model of the same family (Glow: 1-2
-  steps per level of 8 hidden channels, `--levels` kept; RealNVP: 2 couplings
+  steps per scale of 8 hidden channels, `--scales` kept; RealNVP: 2 couplings
   of 16 units on 512 points; MAF/IAF/NSF: 1 transform of 16 units) with
   4 samples per picture; every other flag is kept, so the command's shape of
   data, model family and options are what the README says.

@@ -22,7 +22,7 @@ TIMEOUT_S = 240
 # average of the weights, the cosine schedule and early stopping all resume.
 # --deterministic: with the default time budget the schedule would otherwise
 # follow the clock too, and the weights would differ from run to run.
-FLAGS = ["--levels=1", "--steps_per_level=1", "--hidden_channels=8", "--batch_size=64",
+FLAGS = ["--scales=1", "--steps_per_scale=1", "--hidden_channels=8", "--batch_size=64",
          "--epochs=8", "--num_samples=4", "--verbose=2", "--deterministic"]
 
 

@@ -27,7 +27,7 @@ ROOT = pathlib.Path(tfflow.__file__).resolve().parent
 
 
 def _tiny_glow():
-    model = tfflow.models.Glow((4, 4, 1), levels=1, steps_per_level=1, hidden_channels=4,
+    model = tfflow.models.Glow((4, 4, 1), scales=1, steps_per_scale=1, hidden_channels=4,
                                num_levels=17)
     model.initialize(tf.random.stateless_uniform([8, 4, 4, 1], seed=(1, 2)))
     return model

@@ -116,7 +116,7 @@ def test_config_rejects_bad_values_as_user_errors(changes, words):
 
 
 def test_architecture_options_a_model_does_not_take_are_user_errors(tmp_path):
-    config = training.TrainConfig(steps_per_level=2, num_couplings=3, workdir=str(tmp_path))
+    config = training.TrainConfig(steps_per_scale=2, num_couplings=3, workdir=str(tmp_path))
     with pytest.raises(training.UserError, match="glow takes no num_couplings"):
         training.train(config)
 
@@ -251,7 +251,7 @@ def test_train_on_a_toy_stops_on_the_time_budget_and_restores_the_best_epoch(tmp
 def test_train_on_a_tfds_set_carves_validation_from_train(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
     config = training.TrainConfig(dataset="mnist", data_dir=str(tmp_path / "tfds"),
-                                  workdir=str(tmp_path / "run"), levels=1, steps_per_level=1,
+                                  workdir=str(tmp_path / "run"), scales=1, steps_per_scale=1,
                                   hidden_channels=4, epochs=1, batch_size=8, num_samples=4,
                                   verbose=0)
     with tfds.testing.mock_data(num_examples=20):
@@ -268,7 +268,7 @@ def test_train_on_a_tfds_set_carves_validation_from_train(tmp_path):
 @pytest.mark.parametrize("options", [{"memory_saving": True}, {"precision": "mixed_bfloat16"},
                                      {"precision": "mixed_float16"}])
 def test_train_with_memory_saving_or_mixed_precision(tmp_path, options):
-    config = training.TrainConfig(model="glow", levels=1, steps_per_level=2, hidden_channels=8,
+    config = training.TrainConfig(model="glow", scales=1, steps_per_scale=2, hidden_channels=8,
                                   epochs=1, max_train_seconds=0, num_samples=4, verbose=0,
                                   workdir=str(tmp_path), **options)
     result = training.train(config)

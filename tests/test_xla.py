@@ -8,12 +8,12 @@ import tensorflow as tf
 import tfflow
 
 MODELS = {
-    "glow": lambda: tfflow.models.Glow((8, 8, 1), levels=2, steps_per_level=1,
+    "glow": lambda: tfflow.models.Glow((8, 8, 1), scales=2, steps_per_scale=1,
                                        hidden_channels=8, num_levels=17),
     "glow_full_conv_spline": lambda: tfflow.models.Glow(
-        (8, 8, 1), levels=1, steps_per_level=1, hidden_channels=8, permutation="conv",
+        (8, 8, 1), scales=1, steps_per_scale=1, hidden_channels=8, permutation="conv",
         coupling="spline", num_levels=17),
-    "realnvp_image": lambda: tfflow.models.RealNVP((8, 8, 1), filters=8, blocks=1,
+    "realnvp_image": lambda: tfflow.models.RealNVP((8, 8, 1), hidden_channels=8, blocks=1,
                                                    num_levels=17),
     "realnvp_vector": lambda: tfflow.models.RealNVP((2,), num_couplings=2, hidden_units=(8,)),
     "nice": lambda: tfflow.models.NICE((8, 8, 1), hidden_units=(8,), num_levels=17),
@@ -46,7 +46,7 @@ def test_jit_compiled_fit_matches_the_plain_one(name):
 def test_glow_steps_loop_in_graph_mode_and_unroll_under_xla():
     # A level's K steps are one tf.while_loop in graph mode (the trace does not grow
     # with K); under XLA they are unrolled (an XLA loop ran 11-19x slower on CPU).
-    model = tfflow.models.Glow((8, 8, 1), levels=1, steps_per_level=3, hidden_channels=4,
+    model = tfflow.models.Glow((8, 8, 1), scales=1, steps_per_scale=3, hidden_channels=4,
                                num_levels=17)
     x = tf.random.stateless_uniform((4, 8, 8, 1), seed=(1, 2))
 

@@ -112,16 +112,18 @@ def define_train_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                       "context c; trains p(other columns | c) with a vector model "
                       "(maf, iaf, nsf, realnvp, nice). Sample with tfflow-sample --context.",
                       flag_values=flag_values)
-    integer("levels", d.levels, "Glow: number of scales L.")
-    integer("steps_per_level", d.steps_per_level, "Glow: flow steps K per scale.")
-    integer("hidden_channels", d.hidden_channels, "Glow: width of the coupling networks.")
+    integer("scales", d.scales, "Glow and RealNVP on images: number of scales L.")
+    integer("steps_per_scale", d.steps_per_scale, "Glow: flow steps K per scale.")
+    integer("hidden_channels", d.hidden_channels,
+            "Glow and RealNVP on images: width of the coupling networks.")
     string("coupling", d.coupling, "Glow: coupling, a name in tfflow.models.glow.COUPLINGS; "
            "default: the factory's; an unknown name is answered with the list.")
     string("permutation", d.permutation, "Glow: channel mixing, a name in "
            "tfflow.models.glow.MIXINGS (lu: 1x1 conv in LU form); default: the factory's.")
-    integer("scales", d.scales, "RealNVP on images: number of scales.")
-    integer("filters", d.filters, "RealNVP on images: ResNet conditioner width.")
     integer("blocks", d.blocks, "RealNVP on images: ResNet blocks per conditioner.")
+    # The old names, for one release: --levels=3 sets --scales (the help lists them).
+    for old, new in run_config.RENAMED_FIELDS.items():
+        flags.DEFINE_alias(old, new, flag_values=flag_values)
     integer("num_couplings", d.num_couplings,
             "RealNVP on vectors and NICE: number of coupling layers.")
     int_list("hidden_units", d.hidden_units,
@@ -447,7 +449,9 @@ def _train_resume_hint(workdir: str) -> str:
 
 
 def _train_config_fields() -> list[str]:
-    return [field for field in run_config.TrainConfig.__dataclass_fields__ if field in FLAGS]
+    # An old name is an alias of its new flag: the value reaches the config once.
+    return [field for field in run_config.TrainConfig.__dataclass_fields__
+            if field in FLAGS and field not in run_config.RENAMED_FIELDS]
 
 
 def _sample_context(config: Any) -> Any:

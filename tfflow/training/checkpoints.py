@@ -20,8 +20,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfflow.training.callbacks import AnnealLearningRate, ResumableEarlyStopping, TimeBudget
-from tfflow.training.config import (CONFIG_FILE, LOG_DIR, MODEL_FILE, RESUMABLE_DIFFERENCES,
-                                    TrainConfig)
+from tfflow.training.config import (CONFIG_FILE, LOG_DIR, MODEL_FILE, RENAMED_FIELDS,
+                                    RESUMABLE_DIFFERENCES, TrainConfig, renamed_fields)
 from tfflow.training.errors import UserError
 
 __all__ = [
@@ -170,9 +170,10 @@ def check_workdir_holds_this_run(config: TrainConfig) -> dict[str, Any] | None:
                         f"({error}); use another workdir, or --overwrite to replace it.") from None
     wanted = json.loads(config.to_json())
     # A field added to TrainConfig after that run was written had its default there.
+    # A field renamed since is compared under its new name.
     defaults = {field.name: field.default for field in dataclasses.fields(TrainConfig)
-                if field.default is not dataclasses.MISSING}
-    stored = {**json.loads(json.dumps(defaults)), **stored}
+                if field.default is not dataclasses.MISSING and field.name not in RENAMED_FIELDS}
+    stored = {**json.loads(json.dumps(defaults)), **renamed_fields(stored)}
     differences = sorted(key for key in set(stored) | set(wanted)
                          if key not in RESUMABLE_DIFFERENCES
                          and stored.get(key) != wanted.get(key))

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import re
+import warnings
 from typing import Any
 
 import numpy as np
@@ -68,8 +69,9 @@ LR_SCHEDULES: tuple[str, ...] = ("cosine", "constant")
 PRECISIONS: tuple[str, ...] = ("float32", "mixed_bfloat16", "mixed_float16")
 
 ARCHITECTURE_FIELDS: tuple[str, ...] = (
-    "levels", "steps_per_level", "hidden_channels", "coupling", "permutation",  # Glow
-    "scales", "filters", "blocks",  # RealNVP on images
+    "scales", "hidden_channels",  # Glow and RealNVP on images
+    "steps_per_scale", "coupling", "permutation",  # Glow
+    "blocks",  # RealNVP on images
     "num_couplings", "hidden_units",  # RealNVP and NICE on vectors (NICE: on anything)
     "transforms", "num_bins",  # MAF, IAF, NSF (with hidden_units); num_bins: splines
 )
@@ -124,9 +126,11 @@ class TrainConfig:
         indices) that are the context c; the run trains p(other columns | c)
         with a vector model's `context_shape=(C,)`. Stored in config.json, so
         evaluate, sample, export and resume need only the workdir.
-      levels, steps_per_level, hidden_channels, coupling, permutation: Glow's
-        architecture (`tfflow.models.Glow`); None: the factory's default.
-      scales, filters, blocks: RealNVP's on images (`tfflow.models.RealNVP`).
+      scales, hidden_channels: the number of scales and the coupling
+        networks' width, of Glow and of RealNVP on images; None (as for every
+        architecture field): the factory's default.
+      steps_per_scale, coupling, permutation: Glow's (`tfflow.models.Glow`).
+      blocks: RealNVP's ResNet blocks on images (`tfflow.models.RealNVP`).
       num_couplings, hidden_units: RealNVP's on vectors and NICE's
         (`tfflow.models.NICE`); `hidden_units` is a tuple of MLP widths.
       transforms, num_bins: the autoregressive layers of MAF, IAF and NSF
@@ -154,6 +158,9 @@ class TrainConfig:
       num_samples: Samples per picture.
       verbose: Keras verbosity for `fit` (1: progress bars, 2: a line per
         epoch, 0: silent); prints of `train` follow it too.
+      levels, steps_per_level, filters: deprecated names of `scales`,
+        `steps_per_scale` and `hidden_channels` (`resolved` moves them, with
+        a `DeprecationWarning`; a config.json that has them reads as the new).
     """
 
     model: str = "glow"
@@ -177,13 +184,11 @@ class TrainConfig:
     image_size: int | None = None
     conditional: bool = False
     context_columns: tuple[str, ...] | None = None
-    levels: int | None = None
-    steps_per_level: int | None = None
+    scales: int | None = None
+    steps_per_scale: int | None = None
     hidden_channels: int | None = None
     coupling: str | None = None
     permutation: str | None = None
-    scales: int | None = None
-    filters: int | None = None
     blocks: int | None = None
     num_couplings: int | None = None
     hidden_units: tuple[int, ...] | None = None
@@ -197,10 +202,24 @@ class TrainConfig:
     tpu: str | None = None
     num_samples: int = 64
     verbose: int | str = "auto"
+    levels: int | None = dataclasses.field(default=None, repr=False)
+    steps_per_level: int | None = dataclasses.field(default=None, repr=False)
+    filters: int | None = dataclasses.field(default=None, repr=False)
 
     def resolved(self) -> TrainConfig:
         """A copy with `workdir` filled in and every field checked."""
         config = dataclasses.replace(self)
+        for old, new in RENAMED_FIELDS.items():
+            value = getattr(config, old)
+            if value is None:
+                continue
+            if getattr(config, new) is not None:
+                raise UserError(f"expected {new} only ({old} is its deprecated old name), "
+                                f"got both: {new}={getattr(config, new)!r}, {old}={value!r}.")
+            warnings.warn(f"TrainConfig: {old} is deprecated and will be removed in the next "
+                          f"release; use {new}.", DeprecationWarning, stacklevel=2)
+            setattr(config, new, value)
+            setattr(config, old, None)
         names = model_names()
         if config.model not in names:
             raise UserError(f"unknown model {config.model!r}; expected one of "
@@ -210,8 +229,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "num_samples"):
             check_positive_int(name, getattr(config, name))
         check_positive_int("patience", config.patience, allow_zero=True)
-        for name in ("num_examples", "levels", "steps_per_level", "hidden_channels", "scales",
-                     "filters", "blocks", "num_couplings", "transforms", "num_bins"):
+        for name in ("num_examples", "scales", "steps_per_scale", "hidden_channels",
+                     "blocks", "num_couplings", "transforms", "num_bins"):
             check_positive_int(name, getattr(config, name), allow_none=True)
         if config.hidden_units is not None:
             config.hidden_units = tuple(config.hidden_units)
@@ -257,13 +276,21 @@ class TrainConfig:
         return config
 
     def to_json(self) -> str:
-        """The config as indented JSON (what `train` writes to config.json)."""
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+        """The config as indented JSON (what `train` writes to config.json).
+
+        The deprecated field names are left out (`resolved` moved their values).
+        """
+        values = {name: value for name, value in dataclasses.asdict(self).items()
+                  if name not in RENAMED_FIELDS}
+        return json.dumps(values, indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> TrainConfig:
-        """Reads `to_json`'s output; unknown keys (from a newer tfflow) are an error."""
-        values = json.loads(text)
+        """Reads `to_json`'s output; unknown keys (from a newer tfflow) are an error.
+
+        A config.json written before the renames reads under the new names.
+        """
+        values = renamed_fields(json.loads(text))
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -274,8 +301,7 @@ class TrainConfig:
         """The architecture fields that are set, as factory keyword arguments.
 
         With a `preset`, its arguments first (less `num_levels`, which the
-        data decides), then the fields that are set, under the names the
-        preset uses (Glow's `levels` is its `scales`).
+        data decides), then the fields that are set.
         """
         fields = {name: getattr(self, name) for name in ARCHITECTURE_FIELDS
                   if getattr(self, name) is not None}
@@ -283,8 +309,7 @@ class TrainConfig:
             return fields
         arguments = {name: value for name, value in _preset(self.preset).arguments.items()
                      if name != "num_levels"}
-        renamed = _PRESET_SYNONYMS.get(self.model, {})
-        return {**arguments, **{renamed.get(name, name): value for name, value in fields.items()}}
+        return {**arguments, **fields}
 
 
 @dataclasses.dataclass
@@ -417,9 +442,19 @@ def _context_columns(config: TrainConfig) -> tuple[str, ...] | None:
     return columns
 
 
-# Architecture fields whose factory argument a preset spells differently.
-_PRESET_SYNONYMS = {"glow": {"levels": "scales", "steps_per_level": "steps_per_scale"},
-                    "realnvp": {"filters": "hidden_channels"}}
+# Fields renamed to the factories' vocabulary: {old name: new name}.
+RENAMED_FIELDS: dict[str, str] = {"levels": "scales", "steps_per_level": "steps_per_scale",
+                                  "filters": "hidden_channels"}
+
+
+def renamed_fields(values: dict) -> dict:
+    """A config.json's values with the old field names moved to the new ones."""
+    values = dict(values)
+    for old, new in RENAMED_FIELDS.items():
+        value = values.pop(old, None)
+        if value is not None and values.get(new) is None:
+            values[new] = value
+    return values
 
 
 def _preset(name: str) -> Any:
