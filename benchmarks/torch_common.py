@@ -21,3 +21,13 @@ def warm_up_adam(lr: float) -> None:
     optimizer = torch.optim.Adam([warm], lr=lr)
     warm.sum().backward()
     optimizer.step()
+
+
+def adam_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> bool:
+    """One step on `loss`; a non-finite loss is skipped (False), as tfflow's guard does."""
+    optimizer.zero_grad(set_to_none=True)
+    if not torch.isfinite(loss):
+        return False
+    loss.backward()
+    optimizer.step()
+    return True

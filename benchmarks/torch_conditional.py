@@ -59,7 +59,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import zuko  # noqa: E402
-from torch_common import CLOCKS, warm_up_adam  # noqa: E402
+from torch_common import CLOCKS, adam_step, warm_up_adam  # noqa: E402
 
 MODELS = ("zuko_nsf", "zuko_maf")
 EVAL_BATCH = 8192
@@ -136,12 +136,7 @@ def run(args: argparse.Namespace) -> dict:
         order = torch.randperm(num_train, generator=shuffle)
         for index in range(num_batches):
             rows = order[index * batch_size:(index + 1) * batch_size]
-            loss = -flow(c_train[rows]).log_prob(x_train[rows]).mean()
-            optimizer.zero_grad(set_to_none=True)
-            if torch.isfinite(loss):
-                loss.backward()
-                optimizer.step()
-            else:
+            if not adam_step(optimizer, -flow(c_train[rows]).log_prob(x_train[rows]).mean()):
                 skipped += 1
             steps += 1
             if now() - clock_start > args.seconds:

@@ -72,7 +72,7 @@ import zuko  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tables import gaussian_nll  # noqa: E402  (the benchmark's own module, NumPy only)
-from torch_common import CLOCKS, warm_up_adam  # noqa: E402
+from torch_common import CLOCKS, adam_step, warm_up_adam  # noqa: E402
 
 MODELS = ("zuko_nsf", "zuko_maf", "normflows_nsf")
 EVAL_BATCH = 4096
@@ -198,12 +198,7 @@ def run(args: argparse.Namespace) -> dict:
         order = torch.randperm(num_train, generator=shuffle)
         for index in range(num_batches):
             batch = tensors["train"][order[index * batch_size:(index + 1) * batch_size]]
-            loss = -log_prob(batch).mean()
-            optimizer.zero_grad(set_to_none=True)
-            if torch.isfinite(loss):
-                loss.backward()
-                optimizer.step()
-            else:
+            if not adam_step(optimizer, -log_prob(batch).mean()):
                 skipped += 1
             steps += 1
             if now() - clock_start > args.seconds:

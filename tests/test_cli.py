@@ -16,6 +16,8 @@ import time
 import numpy as np
 import pytest
 
+from served import check_ok, last_line
+
 BIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bin")
 TINY_GLOW = ["--scales=1", "--steps_per_scale=1", "--hidden_channels=8"]
 TIMEOUT_S = 120
@@ -32,14 +34,6 @@ def _run(app, *flags, cwd=None):
                           env=env, timeout=TIMEOUT_S, check=False)
 
 
-def _last_line(text):
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
-
-
-def _check_ok(result):
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +55,12 @@ def moons_run(tmp_path_factory):
 
 def test_train_on_digits_writes_the_run_and_ends_with_test_bits_per_dim(digits_run):
     workdir, result = digits_run
-    _check_ok(result)
+    check_ok(result)
     for name in ("model.keras", "config.json", "samples_T0.7.png", "samples_T1.0.png"):
         assert (workdir / name).is_file(), name
     for run in ("train", "validation", "samples"):
         assert list((workdir / "logs" / run).glob("events.out.tfevents.*")), run
-    last = _last_line(result.stdout)
+    last = last_line(result.stdout)
     assert "test" in last and "bits/dim" in last, last
     config = json.loads((workdir / "config.json").read_text())
     assert config["model"] == "glow" and config["dataset"] == "digits"
@@ -79,7 +73,7 @@ def test_sample_writes_npy_at_a_temperature(digits_run, tmp_path):
     output = tmp_path / "s.npy"
     result = _run("tfflow-sample", f"--workdir={workdir}", "--num_samples=5",
                   "--temperature=0.5", f"--output={output}")
-    _check_ok(result)
+    check_ok(result)
     samples = np.load(output)
     assert samples.shape == (5, 8, 8, 1)
     assert np.all(np.isfinite(samples))
@@ -87,24 +81,24 @@ def test_sample_writes_npy_at_a_temperature(digits_run, tmp_path):
 
 def test_evaluate_reports_bits_per_dim_and_round_trip_error(digits_run):
     workdir, train_result = digits_run
-    _check_ok(train_result)
+    check_ok(train_result)
     result = _run("tfflow-evaluate", f"--workdir={workdir}")
-    _check_ok(result)
-    last = _last_line(result.stdout)
+    check_ok(result)
+    last = last_line(result.stdout)
     assert "bits/dim" in last and "round-trip error" in last, last
     error = float(last.rsplit("round-trip error", 1)[1].split()[0].rstrip(",;"))
     assert error < 1e-4
     assert "1x1 conv" in result.stdout and "condition number" in last, result.stdout
     # The same test bits/dim as training reported (same weights, same noise seed).
     bits = lambda line: float(line.split(" bits/dim")[0].rsplit(" ", 1)[1])  # noqa: E731
-    assert bits(last) == pytest.approx(bits(_last_line(train_result.stdout)), abs=1e-4)
+    assert bits(last) == pytest.approx(bits(last_line(train_result.stdout)), abs=1e-4)
 
 
 def test_export_writes_a_versioned_saved_model(digits_run, tmp_path):
     workdir, train_result = digits_run
-    _check_ok(train_result)
+    check_ok(train_result)
     result = _run("tfflow-export", f"--workdir={workdir}", f"--export_dir={tmp_path / 'serve'}")
-    _check_ok(result)
+    check_ok(result)
     assert (tmp_path / "serve" / "1" / "saved_model.pb").is_file()
     again = _run("tfflow-export", f"--workdir={workdir}", f"--export_dir={tmp_path / 'serve'}",
                  "--version=1")
@@ -114,26 +108,26 @@ def test_export_writes_a_versioned_saved_model(digits_run, tmp_path):
 
 def test_train_on_two_moons_writes_the_density_picture(moons_run):
     workdir, result = moons_run
-    _check_ok(result)
+    check_ok(result)
     assert (workdir / "density.png").is_file()
     assert (workdir / "model.keras").is_file()
-    last = _last_line(result.stdout)
+    last = last_line(result.stdout)
     assert "nats per row" in last and "Gaussian fit" in last, last
 
 
 def test_rerunning_a_finished_run_is_refused_and_more_epochs_continue_it(moons_run):
     workdir, result = moons_run
-    _check_ok(result)
+    check_ok(result)
     flags = ["--model=realnvp", "--dataset=two_moons", "--num_examples=256", "--num_couplings=2",
              "--hidden_units=16", f"--workdir={workdir}", "--verbose=0"]
     again = _run("tfflow-train", *flags, "--epochs=1")
     assert again.returncode == 2, again.stdout + again.stderr
-    last = _last_line(again.stderr)
+    last = last_line(again.stderr)
     assert "already holds this run, finished after 1 epoch" in last and "--overwrite" in last
     longer = _run("tfflow-train", *flags, "--epochs=2", "--verbose=2")  # later flags win
-    _check_ok(longer)
+    check_ok(longer)
     assert "Continuing the finished run in" in longer.stdout, longer.stdout
-    assert "2 epochs" in _last_line(longer.stdout), longer.stdout
+    assert "2 epochs" in last_line(longer.stdout), longer.stdout
 
 
 def test_every_train_config_field_has_a_flag_with_the_same_default():
@@ -196,7 +190,7 @@ def test_user_errors_exit_2_with_one_line_and_no_traceback(tmp_path, digits_run)
             stdout, stderr = process.communicate(timeout=TIMEOUT_S)
             assert process.returncode == 2, stdout + stderr
             assert "Traceback" not in stderr, stderr
-            last = _last_line(stderr)
+            last = last_line(stderr)
             assert last.startswith("tfflow-") and ": error: " in last, stderr
             for word in words:
                 assert word in last, (word, last)
@@ -295,8 +289,8 @@ def _app_error_fixtures(tmp, digits_workdir, moons_workdir):
 
 
 def test_every_app_error_is_one_line_on_stderr_and_exit_2(tmp_path, digits_run, moons_run):
-    _check_ok(digits_run[1])
-    _check_ok(moons_run[1])
+    check_ok(digits_run[1])
+    check_ok(moons_run[1])
     _app_error_fixtures(tmp_path, digits_run[0], moons_run[0])
     cases = [(app, [arg.format(tmp=tmp_path, run=digits_run[0]) for arg in argv], code,
               [fragment.format(tmp=tmp_path) for fragment in fragments])
@@ -447,26 +441,26 @@ def budget_run(tmp_path_factory):
 
 
 def test_tensorflow_start_up_lines_stay_off_the_terminal(budget_run):
-    _check_ok(budget_run)
+    check_ok(budget_run)
     for noise in ("absl::InitializeLog", "I0000", "cuInit", "oneDNN", "cuda drivers"):
         assert noise not in budget_run.stderr, budget_run.stderr
 
 
 def test_piped_output_gets_one_plain_line_per_epoch(budget_run):
-    _check_ok(budget_run)
+    check_ok(budget_run)
     assert "Epoch 1/3" in budget_run.stdout
     assert "\r" not in budget_run.stdout and "\x1b" not in budget_run.stdout, \
         budget_run.stdout[-2000:]
 
 
 def test_first_line_states_the_plan_and_the_summary_says_the_budget_stopped_it(budget_run):
-    _check_ok(budget_run)
+    check_ok(budget_run)
     first = budget_run.stdout.splitlines()[0]
     # 256 points, batch 32: 8 steps per epoch, 24 planned, so at most 2 warm-up steps.
     for words in ("3 epochs x 8 steps = 24 steps", "warm-up 2 steps (cut from 200",
                   "time budget 0.001 s"):
         assert words in first, (words, first)
-    last = _last_line(budget_run.stdout)
+    last = last_line(budget_run.stdout)
     assert "stopped by the 0.001 s time budget after 1 of 3 epochs" in last, last
 
 

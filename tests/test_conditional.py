@@ -9,6 +9,8 @@ import tfflow
 from tfflow import bijectors as fb
 from tfflow import layers as fl
 
+from served import serve_conditional
+
 MODELS = ["maf", "iaf", "nsf"]
 
 
@@ -139,43 +141,15 @@ def test_an_unconditional_model_refuses_a_context():
                          context_shape=(2,))
 
 
-_SERVE = r"""
-import json, sys
-sys.modules["tensorflow_probability"] = None
-sys.modules["tfflow"] = None
-import numpy as np
-import tensorflow as tf
-path, inputs, out_file = sys.argv[1:4]
-sig = tf.saved_model.load(path).signatures
-data = dict(np.load(inputs))
-x, c = tf.constant(data["x"]), tf.constant(data["c"])
-out = {"inputs": sorted(sig["log_prob"].structured_input_signature[1]),
-       "log_prob": sig["log_prob"](x=x, context=c)["log_prob"].numpy().tolist(),
-       "samples": sig["sample"](n=tf.constant(3), seed=tf.constant([1, 2]),
-                                temperature=tf.constant(1.0),
-                                context=c[:2])["samples"].numpy().tolist()}
-try:
-    sig["log_prob"](x=x, context=c[:2])
-    out["mismatch"] = "no error"
-except Exception as error:
-    out["mismatch"] = str(error)[:300]
-json.dump(out, open(out_file, "w"))
-"""
 
 
 def test_export_takes_the_context_as_a_named_input(tmp_path):
-    import json  # pylint: disable=import-outside-toplevel
-    import subprocess  # pylint: disable=import-outside-toplevel
-    import sys  # pylint: disable=import-outside-toplevel
     x, c = _pairs(400)
     model = _small("nsf")
     model.compile(warmup_steps=1)
     model.fit(x, c, batch_size=100, epochs=1, verbose=0)
     path = tfflow.export.export_saved_model(model, tmp_path / "export")
-    np.savez(tmp_path / "inputs.npz", x=x[:6], c=c[:6])
-    subprocess.run([sys.executable, "-c", _SERVE, str(path), str(tmp_path / "inputs.npz"),
-                    str(tmp_path / "out.json")], check=True, timeout=300)
-    out = json.loads((tmp_path / "out.json").read_text())
+    out = serve_conditional(path, x[:6], c[:6], tmp_path, n=3, temperature=1.0)
     assert out["inputs"] == ["context", "x"]
     np.testing.assert_allclose(out["log_prob"], model.log_prob(x[:6], context=c[:6]),
                                rtol=1e-5, atol=1e-5)

@@ -9,10 +9,6 @@ for fixed contexts, batch-split invariance, and the memory-saving gradient
 (also with respect to the context) against plain autodiff in float64.
 """
 
-import json
-import subprocess
-import sys
-
 import keras
 import numpy as np
 import pytest
@@ -25,6 +21,7 @@ from tfflow.layers.base import FlowContext
 from tfflow.testing import EAGER, check_bijector, in_function
 
 from bijector_registry import glow_steps
+from served import serve_conditional
 
 CONTEXT_UNITS = 2
 
@@ -282,32 +279,12 @@ def test_memory_saving_gives_the_same_loss_and_gradients_with_a_context(traced):
 
 # --- Export: served from a fresh process without tfflow or TFP -------------------------------
 
-_SERVE = r"""
-import json, sys
-sys.modules["tensorflow_probability"] = None
-sys.modules["tfflow"] = None
-import numpy as np
-import tensorflow as tf
-path, inputs, out_file = sys.argv[1:4]
-sig = tf.saved_model.load(path).signatures
-data = dict(np.load(inputs))
-x, c = tf.constant(data["x"]), tf.constant(data["c"])
-out = {"inputs": sorted(sig["log_prob"].structured_input_signature[1]),
-       "log_prob": sig["log_prob"](x=x, context=c)["log_prob"].numpy().tolist(),
-       "samples": sig["sample"](n=tf.constant(2), seed=tf.constant([1, 2]),
-                                temperature=tf.constant(0.7),
-                                context=c[:2])["samples"].numpy().tolist()}
-json.dump(out, open(out_file, "w"))
-"""
 
 
 def test_export_serves_log_prob_and_samples_per_context(fitted, tmp_path):
     model, x, c, _, _ = fitted
     path = tfflow.export.export_saved_model(model, tmp_path / "export")
-    np.savez(tmp_path / "inputs.npz", x=x[:5], c=c[:5])
-    subprocess.run([sys.executable, "-c", _SERVE, str(path), str(tmp_path / "inputs.npz"),
-                    str(tmp_path / "out.json")], check=True, timeout=300)
-    out = json.loads((tmp_path / "out.json").read_text())
+    out = serve_conditional(path, x[:5], c[:5], tmp_path, n=2, temperature=0.7)
     assert out["inputs"] == ["context", "x"]
     np.testing.assert_allclose(out["log_prob"], model.log_prob(x[:5], context=c[:5]),
                                rtol=1e-5, atol=1e-4)

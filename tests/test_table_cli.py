@@ -22,6 +22,8 @@ import tfflow
 from tfflow import data
 from tfflow.data import table
 
+from served import check_ok, last_line
+
 BIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bin")
 TIMEOUT_S = 180
 TINY_MAF = ["--model=maf", "--transforms=1", "--hidden_units=8", "--epochs=1", "--verbose=0"]
@@ -46,20 +48,12 @@ def _finish(process):
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
-def _last_line(text):
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
-
-
-def _check_ok(result):
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
 
 
 def _check_one_line_error(result, *words):
     assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    last = _last_line(result.stderr)
+    last = last_line(result.stderr)
     assert ": error: " in last, result.stderr[-3000:]
     for word in words:
         assert word in last, (word, last)
@@ -184,7 +178,7 @@ def conditional_run(training_runs):
 def after_training(tables, conditional_run, tmp_path_factory):
     """evaluate, export and the sampling cases, side by side, on the finished runs."""
     workdir, train_result = conditional_run
-    _check_ok(train_result)
+    check_ok(train_result)
     folder = tmp_path_factory.mktemp("after")
     # An unconditional run's workdir on the same table: its config and an initialised model
     # (what `tfflow-sample` reads), written here rather than trained.
@@ -236,10 +230,10 @@ def after_training(tables, conditional_run, tmp_path_factory):
 def test_train_with_context_columns_stores_them_and_reports_the_conditional_gaussian(
         conditional_run):
     workdir, result = conditional_run
-    _check_ok(result)
+    check_ok(result)
     config = json.loads((workdir / "config.json").read_text())
     assert config["context_columns"] == ["a", "b"]
-    last = _last_line(result.stdout)
+    last = last_line(result.stdout)
     assert "nats per row" in last and "conditional Gaussian fit" in last, last
     # The baseline is the regression of (x1, x2) on (a, b), fitted on the training rows.
     source = data.source(str(config["dataset"]), context_columns=["a", "b"])
@@ -252,9 +246,9 @@ def test_train_with_context_columns_stores_them_and_reports_the_conditional_gaus
 
 def test_a_finished_conditional_run_continues_with_more_epochs(training_runs):
     result = training_runs["continued"]
-    _check_ok(result)
+    check_ok(result)
     # Quiet (--verbose=0): the history it reports holds the first run's epoch and the new one.
-    assert "; 2 epochs (epochs," in _last_line(result.stdout), result.stdout[-3000:]
+    assert "; 2 epochs (epochs," in last_line(result.stdout), result.stdout[-3000:]
 
 
 def test_a_baseline_that_cannot_be_fitted_is_a_note_in_the_summary():
@@ -268,9 +262,9 @@ def test_a_baseline_that_cannot_be_fitted_is_a_note_in_the_summary():
 
 def test_evaluate_scores_the_test_rows_given_their_context(after_training, training_runs):
     result = after_training["results"]["evaluate"]
-    _check_ok(result)
-    last = _last_line(result.stdout)
-    train_last = _last_line(training_runs["continued"].stdout)  # the workdir's last run
+    check_ok(result)
+    last = last_line(result.stdout)
+    train_last = last_line(training_runs["continued"].stdout)  # the workdir's last run
     nll = lambda line: float(line.split("NLL ")[1].split()[0])  # noqa: E731
     assert nll(last) == pytest.approx(nll(train_last), abs=1e-4)
     assert "conditional Gaussian fit" in last and "round-trip error" in last, last
@@ -278,9 +272,9 @@ def test_evaluate_scores_the_test_rows_given_their_context(after_training, train
 
 def test_sample_given_a_context_row_or_a_file_of_rows(after_training):
     cases = after_training["sample_cases"]
-    _check_ok(cases["one_row"])
-    _check_ok(cases["file"])
-    assert "for each of 3 context rows" in _last_line(cases["file"].stdout)
+    check_ok(cases["one_row"])
+    check_ok(cases["file"])
+    assert "for each of 3 context rows" in last_line(cases["file"].stdout)
     one = np.load(after_training["samples"] / "one.npy")
     assert one.shape == (400, 2) and np.all(np.isfinite(one))
     # x1 | a=1.5 has mean 3.0 and sd 0.3; x2 | a=1.5, b=2 mean 0.5 and sd 0.5 (one epoch
@@ -302,12 +296,12 @@ def test_sample_given_a_context_row_or_a_file_of_rows(after_training):
 def test_bad_contexts_are_one_line_errors_with_exit_2(after_training, case, words):
     result = after_training["sample_cases"][case]
     _check_one_line_error(result, *words)
-    assert _last_line(result.stderr).startswith("tfflow-sample: error: ")
+    assert last_line(result.stderr).startswith("tfflow-sample: error: ")
 
 
 def test_export_takes_the_context_as_a_named_input(after_training):
     result = after_training["results"]["export"]
-    _check_ok(result)
+    check_ok(result)
     loaded = tf.saved_model.load(str(after_training["serve"] / "1"))
     _, inputs = loaded.signatures["log_prob"].structured_input_signature
     assert "context" in inputs and inputs["context"].shape.as_list() == [None, 2], inputs
