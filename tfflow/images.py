@@ -281,15 +281,24 @@ def _side_by_side(panels: list[tf.Tensor]) -> tf.Tensor:
     return tf.pad(row, [[0, 0], [0, 1], [0, 0]], constant_values=grey)
 
 
-def _as_points(where: str, points: Any) -> np.ndarray:
-    points = np.asarray(points, dtype=np.float64)
-    if points.ndim != 2 or points.shape[1] != 2 or points.shape[0] == 0:
-        raise ValueError(f"{where}: expected 2-D points of shape [N, 2], got shape "
-                         f"{points.shape}.")
-    finite = np.all(np.isfinite(points), axis=1)
+def finite_rows(where: str, what: str, rows: Any, width: int | None = None) -> np.ndarray:
+    """`rows` as float64 [N, D] (D = `width` if given) less its non-finite rows.
+
+    Not 2-D, empty, the wrong width, or no finite row left: a `ValueError`
+    naming `where` and `what`.
+    """
+    rows = np.asarray(rows, dtype=np.float64)
+    if rows.ndim != 2 or rows.shape[0] == 0 or (width is not None and rows.shape[1] != width):
+        raise ValueError(f"{where}: expected {what} of shape [N, {width or 'D'}] with N >= 1, "
+                         f"got shape {rows.shape}.")
+    finite = np.all(np.isfinite(rows), axis=1)
     if not finite.any():
-        raise ValueError(f"{where}: expected finite points, got only NaN/Inf.")
-    return points[finite]
+        raise ValueError(f"{where}: expected finite {what}, got only NaN/Inf rows.")
+    return rows[finite]
+
+
+def _as_points(where: str, points: Any) -> np.ndarray:
+    return finite_rows(where, "2-D points", points, width=2)
 
 
 def _check_extent(extent: Any) -> tuple[float, float, float, float]:

@@ -76,7 +76,7 @@ def density_plot(log_prob_fn: Callable[[Any], Any], points: Any, *, title: str,
     from tfflow import images  # pylint: disable=import-outside-toplevel
     colors = _matplotlib("colors")
     # pylint: disable=protected-access  (the checks images' own pictures make)
-    points = images._as_points("density_plot", points)
+    points = images.finite_rows("density_plot", "2-D points", points, width=2)
     extent = images.data_extent(points) if extent is None else images._check_extent(extent)
     # pylint: enable=protected-access
     log_probs = images.log_density_grid(log_prob_fn, extent, resolution=resolution,
@@ -109,7 +109,7 @@ def scatter_plot(points: Any, *, title: str,
     """A 2-D histogram of points (e.g. samples) with axes, a colour bar and a title."""
     from tfflow import images  # pylint: disable=import-outside-toplevel
     colors = _matplotlib("colors")
-    points = images._as_points("scatter_plot", points)  # pylint: disable=protected-access
+    points = images.finite_rows("scatter_plot", "2-D points", points, width=2)
     extent = images.data_extent(points)
     figure, axes = _figure(5.6, 4.6)
     counts, _, _ = np.histogram2d(points[:, 0], points[:, 1], bins=bins,
@@ -178,7 +178,9 @@ def pair_plot(samples: Any, data: Any, *, title: str, columns: Sequence[int] | N
     Returns:
       uint8 [H, W, 3]; about 250 pixels per column, at least 500 wide.
     """
-    samples, data = _as_rows("samples", samples), _as_rows("data", data)
+    from tfflow import images  # pylint: disable=import-outside-toplevel
+    samples = images.finite_rows("pair_plot", "samples", samples)
+    data = images.finite_rows("pair_plot", "data", data)
     if samples.shape[1] != data.shape[1]:
         raise ValueError(f"pair_plot: expected samples and data with the same number of "
                          f"columns, got {samples.shape[1]} and {data.shape[1]}.")
@@ -278,12 +280,3 @@ def _render(figure: Any, *, tight: bool = True) -> np.ndarray:
     return picture
 
 
-def _as_rows(name: str, rows: Any) -> np.ndarray:
-    rows = np.asarray(rows, np.float64)
-    if rows.ndim != 2 or len(rows) == 0:
-        raise ValueError(f"pair_plot: expected {name} as a non-empty [N, D] array, got shape "
-                         f"{rows.shape}.")
-    finite = np.all(np.isfinite(rows), axis=1)
-    if not finite.any():
-        raise ValueError(f"pair_plot: expected finite {name}, got only NaN/Inf rows.")
-    return rows[finite]
