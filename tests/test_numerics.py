@@ -151,7 +151,18 @@ def test_actnorm_initialises_finitely_on_zero_variance_channels(data):
     assert np.all(np.isfinite(model.sample(4, seed=1)))
 
 
-@pytest.mark.parametrize("name", ["realnvp_image", "nice_image", "realnvp_vector"])
+def test_a_vector_model_refuses_a_constant_column_at_initialisation():
+    # A point mass has no density: the standardisation names the column instead of
+    # dividing by a zero standard deviation (tfflow.data.table.check_columns).
+    model = MODELS["realnvp_vector"]()
+    x = _data(model)
+    x[..., -1] = 0.25
+    with pytest.raises(ValueError, match=r"column 1: expected a column that varies, got the "
+                                         r"constant 0.25"):
+        model.initialize(x)
+
+
+@pytest.mark.parametrize("name", ["realnvp_image", "nice_image"])
 def test_other_models_initialise_finitely_on_constant_data(name):
     model = MODELS[name]()
     x = _data(model)
