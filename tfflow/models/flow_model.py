@@ -250,8 +250,10 @@ class FlowModel(keras.Model):
     def scoring_range(self) -> _checks.ValueRange | None:
         """The values `log_prob`, `predict`, `encode` and the export accept (None: any finite).
 
-        With `num_levels`: [-1, 2], wide enough for the model's own samples,
-        narrowed to the flow's domain (a logit preprocessing's).
+        With `num_levels` = B: [0.5 - h, 0.5 + h], h = max(B/2, 2) ([-8, 9] for
+        B = 17): wide enough for the model's own samples, narrow enough to refuse
+        data on the integer scale 0..B-1; narrowed to the flow's domain (a logit
+        preprocessing's). See `_checks.scoring_range`.
         """
         return _checks.scoring_range(self.num_levels, self.flow.data_domain())
 
