@@ -1,17 +1,19 @@
 """Input checks for `FlowModel` and its SavedModel export: every bad input, one clear error.
 
-One set of rules, applied wherever data enters a model (`log_prob`,
-`bits_per_dim`, `encode`, `decode`, `sample`, `interpolate`, `initialize`,
-`fit`'s data and the exported signatures):
+One set of rules, applied wherever data enters a model (`model(x)`,
+`predict`, `evaluate`, `log_prob`, `bits_per_dim`, `encode`, `decode`,
+`sample`, `interpolate`, `initialize`, `fit`'s data and the exported
+signatures):
 
 * `x`: a floating dtype; shape `[batch, *event_shape]` (the scoring methods,
   `log_prob`, `bits_per_dim`, `encode`, `decode`, take more leading batch
   dimensions, `[*batch, *event_shape]`, as TFP does); at least one example;
   every value finite. For a model with `num_levels` set (quantised data,
   dequantised into [0, 1) as `tfflow.data` does: `x = (k + u) / B`) every value
-  must also lie in [0, 1], give or take `RANGE_TOLERANCE` (rounding in a user's
-  own scaling, e.g. `x / 255` computed in float16). Pixels in [0, 255] or
-  [-1, 1] are the usual mistake, and the model's density there is meaningless.
+  must also lie in a range: what the model trains on (`fit`, `initialize`) in
+  [0, 1], give or take `RANGE_TOLERANCE` (`training_range`); what it scores in
+  the wider `scoring_range`, which takes the model's own samples and still
+  refuses data on the integer scale 0..B-1.
   Continuous models (tabular, 2-D) have no range: only finiteness applies.
 * `labels` (class-conditional models only; others ignore them): an integer
   dtype, one per example (shape `[batch]`; a scalar is repeated), values in
