@@ -175,10 +175,14 @@ def program_chain_repeated_step(dtype, event=IMAGE):
 
 
 def glow_steps(dtype, *, coupling="affine", permutation="lu", memory_saving=False,
-               unroll=None, event=IMAGE, num_steps=3):
-    """K=3 stacked Glow steps, every parameter non-trivial (random, LU from a random matrix)."""
+               unroll=None, event=IMAGE, num_steps=3, context_units=None):
+    """K=3 stacked Glow steps, every parameter non-trivial (random, LU from a random matrix).
+
+    With `context_units`, conditional steps for one fixed random context row
+    (broadcast over any batch, static or None).
+    """
     specs = fb.glow_steps_parameters(event[-1], 5, coupling=coupling, permutation=permutation,
-                                     num_bins=4)
+                                     num_bins=4, context_units=context_units)
     params = {}
     for index, (name, spec) in enumerate(sorted(specs.items())):
         shape = (num_steps,) + spec.shape
@@ -195,8 +199,9 @@ def glow_steps(dtype, *, coupling="affine", permutation="lu", memory_saving=Fals
             params[name] = eye + _normal(shape, dtype, 20 + index, scale=0.2)
         else:
             params[name] = _normal(shape, dtype, 20 + index, scale=0.2)
+    context = None if context_units is None else _normal((context_units,), dtype, 40)
     return (fb.GlowSteps(params, coupling=coupling, permutation=permutation, num_bins=4,
-                         memory_saving=memory_saving, unroll=unroll),
+                         memory_saving=memory_saving, unroll=unroll, context=context),
             _normal((BATCH,) + event, dtype))
 
 
@@ -263,6 +268,8 @@ REGISTRY = {
     "glow_steps_spline_conv": lambda d: glow_steps(d, coupling="spline", permutation="conv"),
     "glow_steps_affine_reverse_memory_saving": lambda d: glow_steps(
         d, permutation="reverse", memory_saving=True),
+    "glow_steps_conditional_memory_saving": lambda d: glow_steps(
+        d, memory_saving=True, context_units=2),
     "apply_to_channels": apply_to_channels,
     "elementwise_affine_batched": elementwise_affine,
 }
