@@ -98,11 +98,11 @@ class ActNorm(ChannelAffine):
         """Builds the bijector.
 
         Args:
-          loc: float tensor [C] (or [..., C]): per-channel shift.
-          log_scale: float tensor [C] (or [..., C]): per-channel log of the scale.
+          loc, log_scale: float tensors [C] (or [..., C]): the per-channel shift
+            and log of the scale, shared by every position of an event (the map
+            is `ElementwiseAffine`'s with parameters broadcast from [C]).
           event_ndims: rank of one event: 3 for [H, W, C] images, 1 for [D] vectors.
-          validate_args: check inputs for NaN/Inf at run time.
-          name: name scope.
+          validate_args, name: check inputs for NaN/Inf at run time; the name scope.
         """
         parameters = dict(locals())
         with tf.name_scope(name) as name:
