@@ -55,6 +55,18 @@ def test_find_non_finite_layer_names_the_layer_with_a_broken_weight():
     assert found.startswith(f"layer 'realnvp/{layer.name}' has non-finite weights"), found
 
 
+def test_find_non_finite_layer_runs_a_conditional_model_on_its_context():
+    from tfflow import models  # pylint: disable=import-outside-toplevel
+    model = models.build("realnvp", (2,), num_couplings=2, hidden_units=(4,), context_shape=(1,))
+    coupling = model.flow.flow_layers[1]
+    output_kernel = coupling.trainable_weights[2]  # zero-initialised: make the context reach the shift
+    output_kernel.assign(tf.ones_like(output_kernel))
+    x = tf.random.normal([8, 2], seed=1)
+    assert training.find_non_finite_layer(model, x, context=tf.ones([8, 1])) is None
+    found = training.find_non_finite_layer(model, x, context=tf.fill([8, 1], 3e38))
+    assert found.startswith(f"layer 'realnvp/{coupling.name}' gave a non-finite"), found
+
+
 def _model_and_file(tmp_path):
     from tfflow import models  # pylint: disable=import-outside-toplevel
     model = models.build("realnvp", (2,), num_couplings=1, hidden_units=(4,))

@@ -179,10 +179,14 @@ class FlowModel(keras.Model):
         units; standardised here) for a conditional model, broadcastable
         against the batch the bijector will see.
         """
+        return self.flow.bijector(self.flow_context(labels, training=training, context=context))
+
+    def flow_context(self, labels=None, *, training: bool = False, context=None) -> FlowContext:
+        """The `FlowContext` the flow's layers see: `context` standardised, as `bijector_for`'s."""
         if context is not None:
             context = self.context_standardizer.bijector().inverse(
                 tf.cast(context, self.dtype_name))
-        return self.flow.bijector(FlowContext(training=training, labels=labels, context=context))
+        return FlowContext(training=training, labels=labels, context=context)
 
     @property
     def bijector(self):

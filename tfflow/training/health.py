@@ -8,7 +8,6 @@ import numpy as np
 import tensorflow as tf
 
 from tfflow.bijectors import Invertible1x1Conv, LUInvertible1x1Conv
-from tfflow.layers.base import FlowContext
 from tfflow.layers.glow_steps import GlowStepsLayer
 from tfflow.layers.mixing import Invertible1x1ConvLayer, LUInvertible1x1ConvLayer
 
@@ -19,13 +18,21 @@ class _Found(Exception):
     pass
 
 
-def find_non_finite_layer(model: Any, x: Any, labels: Any = None) -> str | None:
+def find_non_finite_layer(model: Any, x: Any, labels: Any = None,
+                          context: Any = None) -> str | None:
     """Names the first part of the flow that is not finite on `x`, or None.
 
     Walks the model's flow layers (`model.flow` and every container's
     `flow_children`) in the data -> latent direction, as `log_prob` and
     training run it (batch statistics for batch norm). First every layer's
     weights are checked, then each leaf layer's output and log-det on `x`.
+
+    Args:
+      model: a `tfflow.models.FlowModel`.
+      x: the batch the loss was not finite on, [N, *event].
+      labels: its int labels [N] for a class-conditional model, else None.
+      context: its context rows [N, *context_shape] (in the data's units) for a
+        conditional model, else None.
 
     Returns:
       A phrase such as "layer 'level_0/affine_coupling_layer_1' gave a
@@ -38,15 +45,16 @@ def find_non_finite_layer(model: Any, x: Any, labels: Any = None) -> str | None:
         if bad:
             raise _Found(f"layer {path!r} has non-finite weights ({', '.join(bad)})")
 
-    context = FlowContext(training=True, labels=None if labels is None else
-                          tf.convert_to_tensor(labels, tf.int32))
+    flow_context = model.flow_context(
+        None if labels is None else tf.convert_to_tensor(labels, tf.int32), training=True,
+        context=None if context is None else tf.convert_to_tensor(context))
     largest_growth: list[Any] = ["", 0.0]  # [path, max|out| / max|in|] of the worst layer
 
     def run(layer: Any, path: str, value: tf.Tensor) -> tf.Tensor:
         if layer.flow_children():
             return layer.apply_children(
                 value, lambda child, v: run(child, f"{path}/{child.name}", v))
-        bijector = layer.bijector(context)
+        bijector = layer.bijector(flow_context)
         output = bijector.inverse(value)
         growth = float(tf.reduce_max(tf.abs(output))) / max(float(tf.reduce_max(tf.abs(value))),
                                                              1e-30)

@@ -353,8 +353,7 @@ def _diverged(model: Any, config: TrainConfig, data: RunData, stop: NonFiniteLos
     try:
         element = _training_batch(data, stop.epoch, stop.batch)
         x, labels, context = data.unpack(element)
-        # The walk takes no context: a conditional model's diagnosis names no layer.
-        layer = None if context is not None else find_non_finite_layer(model, x, labels)
+        layer = find_non_finite_layer(model, x, labels, context)
     except Exception:  # pylint: disable=broad-except  # a diagnosis must not hide the stop
         layer = None
     path = os.path.join(config.workdir, MODEL_FILE)
