@@ -615,7 +615,9 @@ def _import_training() -> Any:
     else (a real error) is written out afterwards. A user who set the level to
     "0" asked for everything and gets it.
     """
-    if os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2") == "0":
+    if not os.environ.get("TF_CPP_MIN_LOG_LEVEL"):  # unset or empty (`VAR= cmd`): TF reads 0
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    if os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0":
         return _import_training_and_devices()
     with _stderr_without(_TF_START_UP_NOISE):
         return _import_training_and_devices()
