@@ -29,6 +29,11 @@ def _autoregressive_model(owner: str, layer_class, event_shape, *, transforms: i
                           hidden_units: Sequence[int], transform: str, num_bins: int,
                           bound: float, mixing: str, num_levels: int | None, context_shape,
                           dtype, name: str) -> FlowModel:
+    """The model of the factories `MAF`, `IAF` and `NSF`, which pass their arguments as given.
+
+    `owner` names the factory in errors; `layer_class` is its autoregressive
+    layer (masked: fast `log_prob`; inverse: fast `sample`).
+    """
     dims = vector_dims(owner, event_shape)
     if int(transforms) < 1:
         raise ValueError(f"{owner}: expected transforms >= 1, got {transforms}.")
@@ -81,11 +86,8 @@ def MAF(event_shape, *, transforms: int = 5, hidden_units: Sequence[int] = (128,
         `context=`.
       dtype: "float32", "float64", a mixed-precision policy, or None.
     """
-    return _autoregressive_model("MAF", fl.MaskedAutoregressiveLayer, event_shape,
-                                 transforms=transforms, hidden_units=hidden_units,
-                                 transform=transform, num_bins=num_bins, bound=bound,
-                                 mixing=mixing, num_levels=num_levels,
-                                 context_shape=context_shape, dtype=dtype, name=name)
+    # The arguments, by name: the three factories differ only in what they pass first.
+    return _autoregressive_model("MAF", fl.MaskedAutoregressiveLayer, **locals())
 
 
 def IAF(event_shape, *, transforms: int = 5, hidden_units: Sequence[int] = (128, 128),
@@ -98,11 +100,7 @@ def IAF(event_shape, *, transforms: int = 5, hidden_units: Sequence[int] = (128,
     the other one: `sample` takes one MADE pass per layer, `log_prob` and
     training take D (a fit on data is D times slower than `MAF`'s).
     """
-    return _autoregressive_model("IAF", fl.InverseAutoregressiveLayer, event_shape,
-                                 transforms=transforms, hidden_units=hidden_units,
-                                 transform=transform, num_bins=num_bins, bound=bound,
-                                 mixing=mixing, num_levels=num_levels,
-                                 context_shape=context_shape, dtype=dtype, name=name)
+    return _autoregressive_model("IAF", fl.InverseAutoregressiveLayer, **locals())
 
 
 def NSF(event_shape, *, transforms: int = 3, hidden_units: Sequence[int] = (128, 128),
@@ -116,8 +114,5 @@ def NSF(event_shape, *, transforms: int = 3, hidden_units: Sequence[int] = (128,
     of the affine maps: far more flexible per layer, so fewer layers are
     needed. For the coupling form use `RealNVP(..., coupling="spline")`.
     """
-    return _autoregressive_model("NSF", fl.MaskedAutoregressiveLayer, event_shape,
-                                 transforms=transforms, hidden_units=hidden_units,
-                                 transform="spline", num_bins=num_bins, bound=bound,
-                                 mixing=mixing, num_levels=num_levels,
-                                 context_shape=context_shape, dtype=dtype, name=name)
+    return _autoregressive_model("NSF", fl.MaskedAutoregressiveLayer, transform="spline",
+                                 **locals())
