@@ -24,6 +24,7 @@ import math
 import os
 import platform
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -48,6 +49,23 @@ def without_missing_peers(models: list[str], torch_models: Iterable[str],
         print(f"no PyTorch virtualenv at {peer_python}: skipping the PyTorch peers")
         return [m for m in models if m not in torch_models]
     return models
+
+
+def start_run(args: argparse.Namespace, models: Sequence[str], torch_models: Iterable[str],
+              *, prefix: str) -> tuple[str, list[str], str]:
+    """What a quality benchmark does first: `(device line, models to run, scratch folder)`.
+
+    Checks `--models` against `models` (before TensorFlow loads, so a typo fails at
+    once) less the PyTorch peers when `--peer_python` is missing, restricts
+    TensorFlow to `--device` (before it creates a tensor), makes a scratch folder
+    named `prefix...` and prints the device and the code measured.
+    """
+    chosen = without_missing_peers(subset("models", args.models, models), torch_models,
+                                   args.peer_python)
+    device = setup_device(args.device)
+    workdir = tempfile.mkdtemp(prefix=prefix)
+    print(f"device: {device}; {code_version()}")
+    return device, chosen, workdir
 
 
 def add_common_flags(parser: argparse.ArgumentParser, *, seconds: float) -> None:

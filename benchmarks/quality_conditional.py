@@ -63,7 +63,6 @@ import math
 import os
 import subprocess
 import sys
-import tempfile
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -366,17 +365,13 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    models = common.without_missing_peers(common.subset("models", args.models, MODELS),
-                                          TORCH_MODELS, args.peer_python)
     problems = common.subset("problems", args.problems, PROBLEMS)
-    device = common.setup_device(args.device)
+    device, models, workdir = common.start_run(args, MODELS, TORCH_MODELS, prefix="conditional_")
 
     import keras  # pylint: disable=import-outside-toplevel
 
     import tfflow  # pylint: disable=import-outside-toplevel
 
-    workdir = tempfile.mkdtemp(prefix="conditional_")
-    print(f"device: {device}; {common.code_version()}")
     print(f"{args.train_size:,d} training / {args.validation_size:,d} validation pairs; batch "
           f"{args.batch_size}, Adam lr {args.learning_rate:g} (tfflow: {args.warmup_steps}-step "
           f"warm-up); {args.seconds:g} s ({args.clock} clock) per model and problem; KL over "

@@ -70,9 +70,7 @@ def batch_size_for(rows: int) -> int:
 
 def main(argv=None):
     args = parse_args(argv)
-    device = common.setup_device(args.device)
-
-    import tempfile  # pylint: disable=import-outside-toplevel
+    device, models, workdir = common.start_run(args, MODELS, TORCH_MODELS, prefix="tabular_")
 
     import keras  # pylint: disable=import-outside-toplevel
     import numpy as np  # pylint: disable=import-outside-toplevel
@@ -83,11 +81,7 @@ def main(argv=None):
     import tfflow  # pylint: disable=import-outside-toplevel
 
     tfb, tfd = tfp.bijectors, tfp.distributions
-    models = common.without_missing_peers(common.subset("models", args.models, MODELS),
-                                          TORCH_MODELS, args.peer_python)
     names = [t.strip() for t in args.tables.split(",") if t.strip()]
-    workdir = tempfile.mkdtemp(prefix="tabular_")
-    print(f"device: {device}; {common.code_version()}")
     print(f"{args.seconds:g} s ({args.clock} clock) per model and table, {args.repeats} "
           f"repeat(s); test NLL in nats per row, in the file's units")
 

@@ -135,9 +135,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    device = common.setup_device(args.device)
-
-    import tempfile  # pylint: disable=import-outside-toplevel
+    device, models, workdir = common.start_run(args, MODELS, TORCH_MODELS, prefix="toy2d_")
 
     import keras  # pylint: disable=import-outside-toplevel
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
@@ -148,13 +146,9 @@ def main(argv=None):
     from tfflow import data as tfdata  # pylint: disable=import-outside-toplevel
 
     tfb, tfd = tfp.bijectors, tfp.distributions
-    models = common.without_missing_peers(common.subset("models", args.models, MODELS),
-                                          TORCH_MODELS, args.peer_python)
     datasets = common.subset("datasets", args.datasets, tfdata.TOY_DATASETS)
     hidden = (args.hidden, args.hidden)
-    workdir = tempfile.mkdtemp(prefix="toy2d_")
 
-    print(f"device: {device}; {common.code_version()}")
     print(f"batch {args.batch_size}, Adam lr {args.learning_rate:g}, warm-up "
           f"{args.warmup_steps} steps; {args.seconds:g} s ({args.clock} clock) per model and "
           f"data set, {args.repeats} repeat(s)")
