@@ -335,6 +335,138 @@ def reset_peak_rss() -> bool:
         return False
 
 
+# ------------------------------------------------- speed.py's protocol (any framework)
+
+
+def add_speed_protocol_flags(parser: argparse.ArgumentParser, *,
+                             quick: tuple[int, int] | None = None) -> None:
+    """The timing flags of speed.py and of its PyTorch worker (torch_glow.py).
+
+    --warmup 2 and --repeats 10 by default. With `quick` = (warmup, repeats) of
+    a --quick run, both default to None and the caller picks 2/10 or `quick`.
+    """
+    def default(value: int, quick_value: int | None) -> str:
+        return f"default {value}" + ("" if quick is None else f"; --quick {quick_value}")
+
+    flags = (("--warmup", int, 2, "untimed calls after the first, per metric "
+                                  f"({default(2, quick and quick[0])})"),
+             ("--repeats", int, 10, f"timed calls per metric ({default(10, quick and quick[1])})"),
+             ("--phase_seconds", float, 60.0,
+              "cap on the warm-up + timed calls of one metric; fewer calls are timed when it "
+              "is reached (default 60)"),
+             ("--seed", int, 0, "seed of the data, the weights and the draws (default 0)"))
+    for name, kind, value, text in flags:
+        if quick is not None and name in ("--warmup", "--repeats"):
+            value = None
+        parser.add_argument(name, type=kind, default=value, help=text)
+
+
+def timed_calls(fn: Callable[[], Any], warmup: int, repeats: int,
+                cap_s: float) -> tuple[float, list[float]]:
+    """(seconds of the first call, [seconds of each timed call]); fn must block until done.
+
+    Stops early (after at least one timed call) once the warm-up and timed calls
+    together pass `cap_s` seconds, so that a pathological case (e.g. an XLA
+    recompilation on every call) costs a minute, not an hour.
+    """
+    start = time.perf_counter()
+    fn()
+    first = time.perf_counter() - start
+    begin = time.perf_counter()
+    for _ in range(warmup):
+        fn()
+        if time.perf_counter() - begin > cap_s:
+            break
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+        if time.perf_counter() - begin > cap_s:
+            break
+    return first, times
+
+
+def looks_recompiled(first_s: float, times: Sequence[float]) -> bool:
+    """A steady call costing over half the first (tracing) call: likely recompiling each call."""
+    return bool(times) and sorted(times)[len(times) // 2] > max(0.5 * first_s, 0.5)
+
+
+def measure_speed(train: Callable[[], float], log_prob: Callable[[], Any],
+                  draw: Callable[[int, float], Any], *, batch: int, warmup: int, repeats: int,
+                  cap_s: float, phases: str = "all", tensors: Any = None) -> dict[str, Any]:
+    """speed.py's measurements of a built, initialised model; the same for every framework.
+
+    Args:
+      train: one training step on the fixed batch; returns the loss as a float
+        (so it has finished).
+      log_prob: log p of the batch, finished when it returns.
+      draw: `draw(index, temperature)`, one batch of samples as an array
+        [batch, ...] (finished), `index` seeding the draw where the framework
+        takes seeds.
+      phases: "all", or "train" (first step and training only).
+      tensors: a `TensorMemory` (TensorFlow's allocator statistics), or None
+        where there are none (PyTorch on the CPU).
+
+    Returns the worker's fields: `first_step_s` (wall) and `first_step_cpu_s`
+    (this process, all threads), `train_ms` (the timed steps after `warmup - 1`
+    more untimed ones: the first step is a warm-up too), peak RSS of the first
+    step and of the timed steps (reset just before the first step), and with
+    phases "all" `log_prob_ms`, `sample_ms` (temperature 1) and the count of
+    samples with a non-finite value among 4 batches at T=1 and 4 at T=0.7.
+    """
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    no_tensors = tensors is None
+
+    def tensor(what: str) -> int | None:
+        return None if no_tensors else getattr(tensors, what)()
+
+    out: dict[str, Any] = {"rss_before_train": rss_bytes(), "peak_reset": reset_peak_rss(),
+                           "tensor_before_train": tensor("current")}
+    if not no_tensors:
+        tensors.reset()
+    losses = []
+    start, cpu_start = time.perf_counter(), time.process_time()
+    losses.append(train())
+    out["first_step_s"] = time.perf_counter() - start
+    # CPU seconds (all threads): the work, robust to other jobs on a shared machine.
+    out["first_step_cpu_s"] = time.process_time() - cpu_start
+    out["peak_first_step_rss"] = peak_rss_bytes()
+    out["rss_after_first_step"] = rss_bytes()
+    out["tensor_peak_first_step"] = tensor("peak")
+    reset_peak_rss()
+    if not no_tensors:
+        tensors.reset()
+    _, times = timed_calls(lambda: losses.append(train()), warmup - 1, repeats, cap_s)
+    out["peak_steady_rss"] = peak_rss_bytes()
+    out["peak_train_rss"] = max(out["peak_first_step_rss"], out["peak_steady_rss"])
+    out["train_ms"] = [1e3 * t for t in times]
+    suspects = ["train step"] if looks_recompiled(out["first_step_s"], times) else []
+    out["tensor_peak_steady"] = tensor("peak")
+    out["train_finite"] = bool(np.all(np.isfinite(losses)))
+    out["final_loss"] = losses[-1]
+    if phases == "all":
+        first, times = timed_calls(log_prob, warmup, repeats, cap_s)
+        out["log_prob_first_s"], out["log_prob_ms"] = first, [1e3 * t for t in times]
+        suspects += ["log_prob"] if looks_recompiled(first, times) else []
+        counter = iter(range(10**6))
+        first, times = timed_calls(lambda: draw(next(counter), 1.0), warmup, repeats, cap_s)
+        out["sample_first_s"], out["sample_ms"] = first, [1e3 * t for t in times]
+        suspects += ["sample"] if looks_recompiled(first, times) else []
+        bad, total = 0, 0
+        for temperature in (1.0, 0.7):
+            for k in range(4):
+                samples = np.asarray(draw(10**6 + k, temperature))
+                bad += int(np.sum(~np.all(np.isfinite(samples.reshape(batch, -1)), axis=1)))
+                total += batch
+        out["nonfinite"], out["samples"] = bad, total
+    out["peak_rss"] = peak_rss_bytes()
+    if suspects:
+        out["warning"] = (f"{', '.join(suspects)}: a steady call costs over half the first "
+                          "call; recompiling (or retracing) on every call?")
+    return out
+
+
 # ---------------------------------------------------------------- Keras (tfflow) training
 
 

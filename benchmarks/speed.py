@@ -75,6 +75,7 @@ ISSUE_PEER = {"images32": "train 103 / 93 ms, log_prob 37 / 17 ms, sample 35 / 6
 TARGETS = {"train_ms": 1.5, "log_prob_ms": 1.5, "sample_ms": 1.3, "first_step_s": 2.0}
 MEMORY_TARGET = 1.5
 VECTOR_DIMS = (2, 64)
+QUICK_PROTOCOL = (1, 3)  # --quick: warm-up calls and timed calls per metric
 
 
 # =============================================================================== worker
@@ -189,41 +190,10 @@ class NotAvailable(Exception):
     """The option asked for does not exist in this tfflow (reported as n/a)."""
 
 
-def _timed(fn, warmup: int, repeats: int, cap_s: float):
-    """(seconds of the first call, [seconds of each timed call]); fn must block until done.
-
-    Stops early (after at least one timed call) once the warm-up and timed calls
-    together pass `cap_s` seconds, so that a pathological case (e.g. an XLA
-    recompilation on every call) costs a minute, not an hour.
-    """
-    start = time.perf_counter()
-    fn()
-    first = time.perf_counter() - start
-    begin = time.perf_counter()
-    for _ in range(warmup):
-        fn()
-        if time.perf_counter() - begin > cap_s:
-            break
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-        if time.perf_counter() - begin > cap_s:
-            break
-    return first, times
-
-
-def _suspect(first_s: float, times: list) -> bool:
-    """A steady call costing over half the first (tracing) call: likely recompiling each call."""
-    return bool(times) and sorted(times)[len(times) // 2] > max(0.5 * first_s, 0.5)
-
-
 def worker(spec: dict) -> dict:
     """Measures one model in one mode; returns a JSON-able dict (see the module docstring)."""
     common.setup_device(spec["device"])
     import keras  # pylint: disable=import-outside-toplevel
-    import numpy as np  # pylint: disable=import-outside-toplevel
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     import tfflow  # pylint: disable=import-outside-toplevel
@@ -300,53 +270,13 @@ def worker(spec: dict) -> dict:
         def draw(seed_pair, temperature):
             return make_distribution(temperature).sample(batch, seed=seed_pair) + offset
 
-    losses = []
-    out["rss_before_train"] = common.rss_bytes()
-    out["peak_reset"] = common.reset_peak_rss()
     tensors = common.TensorMemory("GPU:0" if spec["device"] == "gpu" else "CPU:0")
-    out["tensor_before_train"] = tensors.current()
-    tensors.reset()
-    start, cpu_start = time.perf_counter(), time.process_time()
-    losses.append(train())
-    out["first_step_s"] = time.perf_counter() - start
-    # CPU seconds (all threads): the work, robust to other jobs on a shared machine.
-    out["first_step_cpu_s"] = time.process_time() - cpu_start
-    out["peak_first_step_rss"] = common.peak_rss_bytes()
-    out["rss_after_first_step"] = common.rss_bytes()
-    out["tensor_peak_first_step"] = tensors.peak()
-    common.reset_peak_rss()
-    tensors.reset()
-    _, times = _timed(lambda: losses.append(train()), spec["warmup"] - 1, spec["repeats"],
-                      spec["cap_s"])
-    out["peak_steady_rss"] = common.peak_rss_bytes()
-    out["peak_train_rss"] = max(out["peak_first_step_rss"], out["peak_steady_rss"])
-    out["train_ms"] = [1e3 * t for t in times]
-    suspects = ["train step"] if _suspect(out["first_step_s"], times) else []
-    out["tensor_peak_steady"] = tensors.peak()
-    out["train_finite"] = bool(np.all(np.isfinite(losses)))
-    out["final_loss"] = losses[-1]
-    if spec["phases"] == "all":
-        first, times = _timed(lambda: log_prob(x).numpy(), spec["warmup"], spec["repeats"],
-                              spec["cap_s"])
-        out["log_prob_first_s"], out["log_prob_ms"] = first, [1e3 * t for t in times]
-        suspects += ["log_prob"] if _suspect(first, times) else []
-        counter = iter(range(10**6))
-        first, times = _timed(
-            lambda: draw(tf.constant([next(counter), seed], tf.int32), 1.0).numpy(),
-            spec["warmup"], spec["repeats"], spec["cap_s"])
-        out["sample_first_s"], out["sample_ms"] = first, [1e3 * t for t in times]
-        suspects += ["sample"] if _suspect(first, times) else []
-        bad, total = 0, 0
-        for temperature in (1.0, 0.7):
-            for k in range(4):
-                samples = draw(tf.constant([10**6 + k, seed], tf.int32), temperature).numpy()
-                bad += int(np.sum(~np.all(np.isfinite(samples.reshape(batch, -1)), axis=1)))
-                total += batch
-        out["nonfinite"], out["samples"] = bad, total
-    out["peak_rss"] = common.peak_rss_bytes()
-    if suspects:
-        out["warning"] = (f"{', '.join(suspects)}: a steady call costs over half the first "
-                          "call; recompiling (or retracing) on every call?")
+    out.update(common.measure_speed(
+        train, lambda: log_prob(x).numpy(),
+        lambda index, temperature: draw(tf.constant([index, seed], tf.int32),
+                                        temperature).numpy(),
+        batch=batch, warmup=spec["warmup"], repeats=spec["repeats"], cap_s=spec["cap_s"],
+        phases=spec["phases"], tensors=tensors))
     return out
 
 
@@ -962,17 +892,11 @@ def parse_args(argv=None):
                         help=f"comma-separated subset of: {', '.join(SECTIONS)}")
     parser.add_argument("--xla", choices=("both", "off", "on"), default="both",
                         help="measure without XLA, with jit_compile=True, or both (default)")
-    parser.add_argument("--warmup", type=int, default=None,
-                        help="untimed steps after the first (default 2; --quick 1)")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="timed steps per metric (default 10; --quick 3)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="run every worker this many times (alternating order) and "
                              "report medians")
-    parser.add_argument("--phase_seconds", type=float, default=60.,
-                        help="cap on the warm-up + timed calls of one metric in one worker; "
-                             "fewer calls are timed when it is reached (default 60)")
-    parser.add_argument("--seed", type=int, default=0)
+    # --warmup, --repeats, --phase_seconds, --seed: shared with the PyTorch worker.
+    common.add_speed_protocol_flags(parser, quick=QUICK_PROTOCOL)
     parser.add_argument("--mixed_policy", default="mixed_bfloat16",
                         help="Keras mixed-precision policy for the 'mixed' section")
     parser.add_argument("--memory_saving_arg", default=None,
@@ -994,10 +918,13 @@ def parse_args(argv=None):
         if unknown or not args.sections:
             parser.error(f"--sections: expected a subset of {','.join(SECTIONS)}, "
                          f"got {sorted(unknown) or 'nothing'}")
-        args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+        quick_warmup, quick_repeats = QUICK_PROTOCOL
+        args.warmup = args.warmup if args.warmup is not None else (quick_warmup if args.quick
+                                                                   else 2)
         if args.warmup < 1:
             parser.error("--warmup: at least 1 (the first step is timed on its own)")
-        args.repeats = args.repeats if args.repeats is not None else (3 if args.quick else 10)
+        args.repeats = args.repeats if args.repeats is not None else (quick_repeats if args.quick
+                                                                       else 10)
     return args
 
 
