@@ -394,7 +394,8 @@ def looks_recompiled(first_s: float, times: Sequence[float]) -> bool:
 
 def measure_speed(train: Callable[[], float], log_prob: Callable[[], Any],
                   draw: Callable[[int, float], Any], *, batch: int, warmup: int, repeats: int,
-                  cap_s: float, phases: str = "all", tensors: Any = None) -> dict[str, Any]:
+                  cap_s: float, phases: str = "all", tensors: Any = None,
+                  traced: bool = True) -> dict[str, Any]:
     """speed.py's measurements of a built, initialised model; the same for every framework.
 
     Args:
@@ -407,6 +408,10 @@ def measure_speed(train: Callable[[], float], log_prob: Callable[[], Any],
       phases: "all", or "train" (first step and training only).
       tensors: a `TensorMemory` (TensorFlow's allocator statistics), or None
         where there are none (PyTorch on the CPU).
+      traced: whether the first call traces (TensorFlow); if so, a steady call
+        costing over half the first is flagged as a likely recompilation
+        (`looks_recompiled`). An eager framework's first call is an ordinary
+        call, so nothing is flagged.
 
     Returns the worker's fields: `first_step_s` (wall) and `first_step_cpu_s`
     (this process, all threads), `train_ms` (the timed steps after `warmup - 1`
@@ -417,6 +422,9 @@ def measure_speed(train: Callable[[], float], log_prob: Callable[[], Any],
     """
     import numpy as np  # pylint: disable=import-outside-toplevel
     no_tensors = tensors is None
+
+    def suspect(first_s: float, times: Sequence[float]) -> bool:
+        return traced and looks_recompiled(first_s, times)
 
     def tensor(what: str) -> int | None:
         return None if no_tensors else getattr(tensors, what)()
@@ -441,18 +449,18 @@ def measure_speed(train: Callable[[], float], log_prob: Callable[[], Any],
     out["peak_steady_rss"] = peak_rss_bytes()
     out["peak_train_rss"] = max(out["peak_first_step_rss"], out["peak_steady_rss"])
     out["train_ms"] = [1e3 * t for t in times]
-    suspects = ["train step"] if looks_recompiled(out["first_step_s"], times) else []
+    suspects = ["train step"] if suspect(out["first_step_s"], times) else []
     out["tensor_peak_steady"] = tensor("peak")
     out["train_finite"] = bool(np.all(np.isfinite(losses)))
     out["final_loss"] = losses[-1]
     if phases == "all":
         first, times = timed_calls(log_prob, warmup, repeats, cap_s)
         out["log_prob_first_s"], out["log_prob_ms"] = first, [1e3 * t for t in times]
-        suspects += ["log_prob"] if looks_recompiled(first, times) else []
+        suspects += ["log_prob"] if suspect(first, times) else []
         counter = iter(range(10**6))
         first, times = timed_calls(lambda: draw(next(counter), 1.0), warmup, repeats, cap_s)
         out["sample_first_s"], out["sample_ms"] = first, [1e3 * t for t in times]
-        suspects += ["sample"] if looks_recompiled(first, times) else []
+        suspects += ["sample"] if suspect(first, times) else []
         bad, total = 0, 0
         for temperature in (1.0, 0.7):
             for k in range(4):

@@ -1,4 +1,5 @@
-"""Speed and memory: tfflow vs tfp.bijectors.Glow / tfp.bijectors.RealNVP (issue 6).
+"""Speed and memory: tfflow vs tfp.bijectors.Glow / tfp.bijectors.RealNVP (issue 6), and vs
+normflows' Glow in PyTorch (issue 13).
 
     python benchmarks/speed.py                       # everything: 31 workers, ~30-40 min on
                                                      # 2 cores shared with other jobs
@@ -30,9 +31,19 @@ runs the data-dependent ActNorm initialisation, then times:
   at T=0.7, drawn after the timed steps.
 
 "graph" is a plain `tf.function`, "XLA" the same with `jit_compile=True`. Ratios
-are tfflow / peer (below 1 is faster); the issue's targets compare tfflow's
-faster mode with the faster of the peer's two modes, and are printed with
-pass/MISS and the margin at the end.
+are tfflow / peer (below 1 is faster); issue 6's targets compare tfflow's
+faster mode with the faster of the peer's two modes, issue 13's tfflow's
+default mode on the device (what `FlowModel.compile()` picks without
+`jit_compile`) with tfb.Glow's faster mode and with normflows; all are printed
+with pass/MISS and the margin at the end.
+
+normflows' Glow (PyTorch, eager, `--torch_threads` 2) is a third Glow column
+in the images32, digits, deep and depth sections: benchmarks/torch_glow.py,
+run by the benchmark-only virtualenv's python (`--peer_python`,
+benchmarks/peers_requirements.md; PyTorch is no tfflow dependency) on the
+same images (written to an .npz for it) and under the same protocol
+(`common.measure_speed`). Without that virtualenv, or with `--device gpu`,
+it is skipped with a one-line note.
 
 Data: digits-derived images (the embedded 8x8 digits, their integer levels
 repeated up to 32x32 and across channels for 32x32x3, dequantised with fresh
@@ -49,6 +60,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -56,6 +68,11 @@ import common  # noqa: E402  pylint: disable=wrong-import-position
 
 GB = 1e9
 PEERS = {"glow": "tfb.Glow", "realnvp": "tfb.RealNVP"}
+# normflows' Glow in PyTorch (issue 13): run by torch_glow.py in the benchmark-only
+# virtualenv (--peer_python, benchmarks/peers_requirements.md), on the CPU, eagerly.
+TORCH_PEER = "normflows"
+TORCH_PEER_NAME = "normflows Glow (PyTorch eager)"
+TORCH_GLOW = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_glow.py")
 SECTIONS = ("images32", "digits", "deep", "depth", "paper_depth", "memory", "mixed", "vectors")
 # Issue 13's absolute first-step targets (s) and the growth allowed from the first to the
 # last depth of the sweep: the default digits Glow, and the paper's depth (L=3, K=32).
@@ -74,6 +91,9 @@ ISSUE_PEER = {"images32": "train 103 / 93 ms, log_prob 37 / 17 ms, sample 35 / 6
                         "first step 16 / 23 s"}
 TARGETS = {"train_ms": 1.5, "log_prob_ms": 1.5, "sample_ms": 1.3, "first_step_s": 2.0}
 MEMORY_TARGET = 1.5
+# Issue 13: tfflow in its default mode >= 1.5x faster than tfb.Glow's faster mode (train
+# step, log_prob, sample), and faster than normflows' Glow (PyTorch eager, 2 threads).
+ISSUE13_PEER_SPEEDUP = 1.5
 VECTOR_DIMS = (2, 64)
 QUICK_PROTOCOL = (1, 3)  # --quick: warm-up calls and timed calls per metric
 
@@ -296,6 +316,8 @@ def glow_config(shape, levels, steps, batch, hidden=64):
 
 
 def label(spec) -> str:
+    if spec["library"] == TORCH_PEER:
+        return TORCH_PEER_NAME
     if spec["library"] == "tfflow":
         name = "tfflow " + ("Glow" if spec["model"] == "glow" else "RealNVP")
     else:
@@ -323,6 +345,43 @@ class Runner:
     def __init__(self, args):
         self.args = args
         self.results: dict[str, list[dict]] = {}
+        self.workdir = None  # the PyTorch worker's image files, made when first needed
+
+    def image_file(self, spec) -> str:
+        """An .npz of the images every worker of `spec` trains on (torch_glow.py's --data).
+
+        The TensorFlow workers make the same arrays themselves (`_image_data`: the
+        batch with `seed`, the ActNorm initialisation batch with `seed + 1`).
+        """
+        import numpy as np  # pylint: disable=import-outside-toplevel
+        if self.workdir is None:
+            self.workdir = tempfile.mkdtemp(prefix="tfflow_speed_")
+        shape, batch, seed = tuple(spec["shape"]), spec["batch"], spec["seed"]
+        path = os.path.join(self.workdir, f"{'x'.join(map(str, shape))}_b{batch}_s{seed}.npz")
+        if not os.path.exists(path):
+            np.savez(path, x=_image_data(shape, batch, seed),
+                     x_init=_image_data(shape, max(256, batch), seed + 1))
+        return path
+
+    def torch_command(self, spec, *extra) -> list[str]:
+        """The command line of torch_glow.py for `spec` (see its docstring)."""
+        return [self.args.peer_python, TORCH_GLOW, f"--data={self.image_file(spec)}",
+                f"--levels={spec['levels']}", f"--steps={spec['steps']}",
+                f"--hidden={spec['hidden']}", f"--threads={self.args.torch_threads}",
+                f"--phases={spec['phases']}", f"--warmup={spec['warmup']}",
+                f"--repeats={spec['repeats']}", f"--phase_seconds={spec['cap_s']}",
+                f"--seed={spec['seed']}", *extra]
+
+    def torch_params(self, spec) -> int:
+        """Trainable parameters of normflows' Glow for `spec` (built in the PyTorch venv)."""
+        done = subprocess.run(self.torch_command(self.full(spec), "--params_only"),
+                              capture_output=True, text=True, check=False)
+        for line in done.stdout.splitlines():
+            if line.startswith("PARAMS "):
+                return int(line.split()[1])
+        tail = [l for l in done.stderr.strip().splitlines() if l.strip()][-3:]
+        raise SystemExit(f"{TORCH_GLOW} --params_only failed (exit {done.returncode}): "
+                         + " | ".join(tail))
 
     def full(self, spec) -> dict:
         spec = dict(spec, device=self.args.device, seed=self.args.seed,
@@ -364,7 +423,9 @@ class Runner:
     def run_one(self, spec) -> dict:
         command = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
-        if self.args.cpu_allocator == "bfc":
+        if spec["library"] == TORCH_PEER:
+            command = self.torch_command(spec)
+        elif self.args.cpu_allocator == "bfc":
             # TF's BFC allocator on the CPU too, so that it reports peak tensor memory.
             env["TF_CPU_ALLOCATOR_USE_BFC"] = "true"
         try:
@@ -437,9 +498,12 @@ def plan(args) -> dict:
     libraries = ("tfflow",) if args.tfflow_only else ("tfflow", "tfp")
 
     def pair(config, phases="all", mode_list=None):
-        return [job(lib, "glow", xla=xla, phases=phases, **config)
-                for xla in (modes if mode_list is None else mode_list)
-                for lib in libraries]
+        specs = [job(lib, "glow", xla=xla, phases=phases, **config)
+                 for xla in (modes if mode_list is None else mode_list)
+                 for lib in libraries]
+        if args.torch_peer:  # PyTorch eager: one mode
+            specs.append(job(TORCH_PEER, "glow", phases=phases, **config))
+        return specs
 
     sections["images32"] = {"config": images32, "specs": pair(images32)}
     sections["digits"] = {"config": digits, "specs": pair(digits)}
@@ -477,6 +541,19 @@ def plan(args) -> dict:
     return {name: sections[name] for name in args.sections}
 
 
+def torch_peer_available(args) -> bool:
+    """Whether normflows' Glow runs: its virtualenv exists, on the CPU, not --tfflow_only.
+
+    Says so in one line when it is skipped for a reason the user may not expect.
+    """
+    if args.tfflow_only:
+        return False
+    if args.device != "cpu":
+        print(f"{TORCH_PEER_NAME}: not run with --device {args.device} (a CPU build of torch)")
+        return False
+    return bool(common.without_missing_peers([TORCH_PEER], [TORCH_PEER], args.peer_python))
+
+
 def xla_modes(args) -> list:
     return {"off": [False], "on": [True], "both": [False, True]}[args.xla]
 
@@ -501,6 +578,8 @@ def check_parameters(sections, runner) -> None:
     import keras  # pylint: disable=import-outside-toplevel
     import tfflow  # pylint: disable=import-outside-toplevel
     seen = set()
+    with_torch = {describe(spec) for section in sections.values() for spec in section["specs"]
+                  if spec["library"] == TORCH_PEER}
     print("parameters (trainable):")
     for section in sections.values():
         for spec in section["specs"]:
@@ -519,10 +598,25 @@ def check_parameters(sections, runner) -> None:
                 glow, _ = common.tfp_glow(tuple(ours["shape"]), levels=ours["levels"],
                                           steps_per_level=ours["steps"], hidden=ours["hidden"])
                 counts[f"tfb.Glow {name}"] = common.count_params(glow.trainable_variables)
+                if name in with_torch:
+                    counts[f"{TORCH_PEER_NAME} {name}"] = runner.torch_params(
+                        dict(spec, library=TORCH_PEER, xla=False))
             else:
                 counts[f"tfb.RealNVP {describe(peer)}"] = common.tfp_realnvp_stack_params(
                     ours["shape"][0], ours["couplings"], peer["hidden_units"])
             common.check_params_close(counts)
+
+
+def default_mode() -> str:
+    """The mode `FlowModel.compile()` picks on this device by itself: "XLA" or "graph".
+
+    Issue 13's targets judge tfflow in the mode a user gets by default; a small
+    Glow is compiled without `jit_compile` and asked what Keras resolved.
+    """
+    import tfflow  # pylint: disable=import-outside-toplevel
+    model = tfflow.models.Glow((8, 8, 1), scales=1, steps_per_scale=1, hidden_channels=4)
+    model.compile()
+    return "XLA" if model.jit_compile else "graph"
 
 
 # ============================================================================== reporting
@@ -573,14 +667,14 @@ def best(results: dict, field: str):
     return min(options) if options else (math.nan, "-")
 
 
-def verdict(what, ours, peer, target, unit):
+def verdict(what, ours, peer, target, unit, peer_name="peer"):
     """One target line: speed-up = peer / ours against `target`."""
     (our_value, our_mode), (peer_value, peer_mode) = ours, peer
     if math.isnan(our_value) or math.isnan(peer_value):
         return f"{what}: not measured", None
     speedup = peer_value / our_value
     line = (f"{what}: tfflow {our_value:.{3 if unit == 's' else 1}f} {unit} ({our_mode}) vs "
-            f"peer {peer_value:.{3 if unit == 's' else 1}f} {unit} ({peer_mode}): ratio "
+            f"{peer_name} {peer_value:.{3 if unit == 's' else 1}f} {unit} ({peer_mode}): ratio "
             f"{our_value / peer_value:.2f}, {speedup:.2f}x faster (target >= {target:g}x): ")
     if speedup >= target:
         return line + "pass", True
@@ -588,8 +682,14 @@ def verdict(what, ours, peer, target, unit):
             f"{peer_value / target:.{3 if unit == 's' else 1}f} {unit})"), False
 
 
-def report_glow_pair(name, section, runner, modes, targets_out, issue_note=None):
-    """A section's table and its target lines (speed targets only where all phases ran)."""
+def report_glow_pair(name, section, runner, modes, targets_out, issue_note=None,
+                     default="graph"):
+    """A section's table and its target lines (speed targets only where all phases ran).
+
+    `default` is tfflow's default mode on this device (`default_mode`), the one
+    issue 13's steady-state targets judge: >= 1.5x faster than tfb.Glow's faster
+    mode, and faster than normflows' Glow (when its virtualenv is there).
+    """
     config = section["config"]
     full = any(spec["phases"] == "all" for spec in section["specs"])
     print(f"\n### {name}: Glow {describe(dict(config, model='glow'))}")
@@ -599,11 +699,26 @@ def report_glow_pair(name, section, runner, modes, targets_out, issue_note=None)
             for xla in modes}
     peer = {("XLA" if xla else "graph"): runner.get(job("tfp", "glow", xla=xla, **config))
             for xla in modes}
-    _pair_table(ours, peer, "tfb.Glow", full)
+    torch = runner.get(job(TORCH_PEER, "glow", **config))
+    _pair_table(ours, peer, "tfb.Glow", full, torch, default)
     if full:
         for field in ("train_ms", "log_prob_ms", "sample_ms"):
             targets_out.append(verdict(f"[{name}] {METRIC_NAMES[field]}", best(ours, field),
                                        best(peer, field), TARGETS[field], "ms"))
+        for field in ("train_ms", "log_prob_ms", "sample_ms"):
+            what = f"[{name}, issue 13] {METRIC_NAMES[field]}, tfflow's default mode"
+            if default not in ours:
+                targets_out.append((f"{what}: not measured (the default, {default}, is not "
+                                    "among --xla's modes)", None))
+                continue
+            mine = (_median(ours[default], field), f"default: {default}")
+            targets_out.append(verdict(f"{what} vs tfb.Glow's faster mode", mine,
+                                       best(peer, field), ISSUE13_PEER_SPEEDUP, "ms",
+                                       "tfb.Glow"))
+            if torch is not None:
+                targets_out.append(verdict(f"{what} vs {TORCH_PEER_NAME}", mine,
+                                           (_median(torch, field), "2 threads"), 1.0, "ms",
+                                           "normflows"))
     for mode in ours:
         targets_out.append(verdict(f"[{name}] first step ({mode})",
                                    (_median(ours[mode], "first_step_s"), mode),
@@ -619,39 +734,52 @@ def report_glow_pair(name, section, runner, modes, targets_out, issue_note=None)
                             + ("pass" if ok else "MISS"), ok))
 
 
-def _pair_table(ours, peer, peer_name, full):
+def _pair_table(ours, peer, peer_name, full, torch=None, default=None):
+    """A section's Markdown table: tfflow's and the TFP peer's modes, and ratios.
+
+    With `torch` (normflows' result, one eager mode): its column, and the ratio
+    of tfflow in its `default` mode to it, the issue-13 comparison.
+    """
+    columns = list(ours.values()) + list(peer.values()) + ([torch] if torch else [])
     header = ["metric"] + [f"tfflow {m}" for m in ours] + [f"{peer_name} {m}" for m in peer] + \
-        ["tfflow best / peer best"]
+        ([TORCH_PEER_NAME] if torch else []) + [f"tfflow best / {peer_name} best"] + \
+        ([f"tfflow default ({default}) / normflows"] if torch else [])
     rows = []
     metrics = METRICS if full else [m for m in METRICS if m[0] in ("train_ms", "first_step_s",
                                                                      "peak_train_rss",
                                                                      "tensor_peak_steady")]
-    measured = [r for r in list(ours.values()) + list(peer.values()) if r]
+    measured = [r for r in columns if r]
     metrics = [m for m in metrics if m[0] != "tensor_peak_steady"
                or any(r.get(m[0]) is not None for r in measured)]
     for field, title, unit in metrics:
-        row = [title] + [_cell(r, field, unit) for r in ours.values()] + \
-            [_cell(r, field, unit) for r in peer.values()]
-        our_best, peer_best = best(ours, field)[0], best(peer, field)[0]
-        row.append(f"{our_best / peer_best:.2f}" if peer_best and not math.isnan(peer_best)
-                   and not math.isnan(our_best) else "-")
+        row = [title] + [_cell(r, field, unit) for r in columns]
+        row.append(_ratio(best(ours, field)[0], best(peer, field)[0]))
+        if torch:
+            row.append(_ratio(_median(ours.get(default), field), _median(torch, field)))
         rows.append(row)
+    ratio_cells = ["-"] * (2 if torch else 1)
     if full:
         row = ["non-finite samples (T=1, 0.7)"]
-        for result in list(ours.values()) + list(peer.values()):
+        for result in columns:
             row.append(f"{result['nonfinite']}/{result['samples']}" if result and
                        "nonfinite" in result else _cell(result, "nonfinite"))
-        rows.append(row + ["-"])
+        rows.append(row + ratio_cells)
     row = ["params"]
-    for result in list(ours.values()) + list(peer.values()):
+    for result in columns:
         row.append(f"{result['params']:,d}" if result and "params" in result else "-")
-    rows.append(row + ["-"])
+    rows.append(row + ratio_cells)
     common.print_table(header, rows)
     for name, result in [(f"tfflow {m}", r) for m, r in ours.items()] + \
-            [(f"{peer_name} {m}", r) for m, r in peer.items()]:
+            [(f"{peer_name} {m}", r) for m, r in peer.items()] + \
+            ([(TORCH_PEER_NAME, torch)] if torch else []):
         if result and ("error" in result or "na" in result or "warning" in result):
             print(f"  note ({name}): "
                   f"{result.get('error') or result.get('na') or result.get('warning')}")
+
+
+def _ratio(ours: float, theirs: float) -> str:
+    return f"{ours / theirs:.2f}" if theirs and not math.isnan(theirs) \
+        and not math.isnan(ours) else "-"
 
 
 def report_depth(section, runner, modes, targets_out):
@@ -660,17 +788,20 @@ def report_depth(section, runner, modes, targets_out):
     header = ["model"] + [f"K={k}" for k in depths] + ["s per added step (first -> last)",
                                                         "growth exponent"]
     rows = []
-    for lib in ("tfflow", "tfp"):
-        for xla in modes:
-            times = [_median(runner.get(job(lib, "glow", xla=xla, phases="train",
-                                            **glow_config((32, 32, 3), 2, k, 32))),
-                             "first_step_s") for k in depths]
+    for lib in ("tfflow", "tfp", TORCH_PEER):
+        for xla in modes if lib != TORCH_PEER else [False]:
+            results = [runner.get(job(lib, "glow", xla=xla, phases="train",
+                                      **glow_config((32, 32, 3), 2, k, 32))) for k in depths]
+            if lib == TORCH_PEER and all(r is None for r in results):
+                continue  # no PyTorch virtualenv, or --tfflow_only
+            times = [_median(r, "first_step_s") for r in results]
             slopes = [(b - a) / (kb - ka) for a, b, ka, kb in
                       zip(times, times[1:], depths, depths[1:])]
             exponent = math.log(times[-1] / times[0]) / math.log(depths[-1] / depths[0]) \
                 if times[0] > 0 and times[-1] > 0 else math.nan
-            name = ("tfflow Glow" if lib == "tfflow" else "tfb.Glow") + \
-                (" XLA" if xla else " graph")
+            name = {"tfflow": "tfflow Glow graph", "tfp": "tfb.Glow graph",
+                    TORCH_PEER: "normflows Glow eager"}[lib]
+            name = name.replace(" graph", " XLA") if xla else name
             rows.append([name] + [_fmt(t) for t in times] +
                         [" -> ".join(f"{s:.2f}" for s in slopes), f"{exponent:.2f}"])
             if lib == "tfflow" and not any(math.isnan(t) for t in times):
@@ -828,12 +959,13 @@ def report(args, sections, runner, device):
           f"{args.warmup} warm-up steps, {args.rounds} round(s)")
     if "images32" in sections:
         report_glow_pair("32x32x3", sections["images32"], runner, modes, targets,
-                         ISSUE_PEER["images32"])
+                         ISSUE_PEER["images32"], args.default_mode)
     if "digits" in sections:
         report_glow_pair("digits 8x8x1", sections["digits"], runner, modes, targets,
-                         ISSUE_PEER["digits"])
+                         ISSUE_PEER["digits"], args.default_mode)
     if "deep" in sections:
-        report_glow_pair("deep", sections["deep"], runner, modes, targets)
+        report_glow_pair("deep", sections["deep"], runner, modes, targets,
+                         default=args.default_mode)
     if "depth" in sections:
         report_depth(sections["depth"], runner, sections["depth"]["modes"], targets)
     for name in ("digits", "paper_depth"):
@@ -849,8 +981,8 @@ def report(args, sections, runner, device):
             ok = None if math.isnan(first) else first <= want
             targets.append((
                 f"[{name}, issue 13] tfflow first step ({'XLA' if xla else 'graph'}), "
-                f"{describe({'model': 'glow', **config})}: {_fmt(first, ' s')} wall, "
-                f"{_fmt(cpu, ' s')} CPU (target <= {want} s): "
+                f"{describe({'model': 'glow', **config})}: {_fmt(first)} s wall, "
+                f"{_fmt(cpu)} s CPU (target <= {want} s): "
                 + {True: "pass", False: "MISS", None: "n/a"}[ok], ok))
     if "memory" in sections:
         report_memory(sections["memory"], runner, targets)
@@ -858,8 +990,9 @@ def report(args, sections, runner, device):
         report_mixed(args, runner, modes, targets)
     if "vectors" in sections:
         report_vectors(sections["vectors"]["dims"], runner, modes)
-    print("\n## Targets (issue 6; speed-ups compare tfflow's faster mode with the peer's "
-          "faster mode; first step per mode)")
+    print("\n## Targets (issue 6: speed-ups compare tfflow's faster mode with the peer's "
+          "faster mode, first step per mode; issue 13: tfflow's default mode on this device, "
+          f"{args.default_mode}, against tfb.Glow's faster mode and normflows)")
     for line, _ in targets:
         print("- " + line)
     passed = sum(1 for _, ok in targets if ok is True)
@@ -888,6 +1021,12 @@ def parse_args(argv=None):
     parser.add_argument("--tfflow_only", action="store_true",
                         help="skip the tfb.Glow peers (e.g. a depth sweep to K=32, which "
                              "tfb.Glow takes many minutes to trace on 2 shared cores)")
+    parser.add_argument("--peer_python", "--torch_python", default="/work/bench-venv/bin/python",
+                        help="python of the benchmark-only PyTorch virtualenv "
+                             "(benchmarks/peers_requirements.md) that runs normflows' Glow "
+                             "(torch_glow.py); skipped with a note when it is missing")
+    parser.add_argument("--torch_threads", type=int, default=2,
+                        help="torch.set_num_threads of the normflows worker (default 2)")
     parser.add_argument("--sections", default=",".join(SECTIONS),
                         help=f"comma-separated subset of: {', '.join(SECTIONS)}")
     parser.add_argument("--xla", choices=("both", "off", "on"), default="both",
@@ -938,9 +1077,13 @@ def main(argv=None):
     device = common.setup_device(args.device)
     print(f"device: {device}; {common.code_version()}", flush=True)
     print("command: python benchmarks/speed.py " + " ".join(sys.argv[1:]))
+    args.torch_peer = torch_peer_available(args)
     sections = plan(args)
     runner = Runner(args)
     check_parameters(sections, runner)
+    args.default_mode = default_mode()
+    print(f"tfflow's default mode here (FlowModel.compile() without jit_compile): "
+          f"{args.default_mode}")
     option = memory_saving_option(args.memory_saving_arg)
     print("tfflow memory-saving switch: " + (f"{option[0]}({option[1]}={option[2]!r})"
                                              if option else "none found (n/a)"))
