@@ -66,101 +66,116 @@ _DEFAULT_WORKDIR = run_config.default_workdir(_DEFAULTS.model, _DEFAULTS.dataset
 _HELP_ARGS = ("-h", "-?", "-help", "--help", "-helpshort", "--helpshort")
 
 
+# tfflow-train's flags for TrainConfig's fields: what each says. A flag's type and
+# default are its field's (`_define_config_flag`), so the two cannot disagree.
+_TRAIN_FLAG_HELP: dict[str, str] = {
+    "model": "Flow model: a name in tfflow.models.MODELS (glow for images); an unknown name "
+             "is answered with the list.",
+    "preset": "A paper's model, a name in tfflow.models.PRESETS (e.g. glow_cifar10); an "
+              "unknown name is answered with the list. Sets --model and the architecture "
+              "(architecture flags given too override it); made for 32x32x3 images "
+              "(--dataset=cifar10).",
+    "dataset": f"Embedded set ({', '.join(data_names.EMBEDDED_DATASETS)}), a TFDS image set "
+               f"prepared under --data_dir ({', '.join(data_names.TFDS_IMAGE_DATASETS)}, "
+               f"...), or a path to a {'/'.join(data_names.TABLE_EXTENSIONS)} table [N, D].",
+    "data_dir": "TFDS data directory (nothing is downloaded).",
+    "workdir": "Output folder (default ./tfflow_runs/<model>-<dataset>).",
+    "epochs": "Most passes over the training split.",
+    "batch_size": "Global batch size.",
+    "learning_rate": "Adam's peak learning rate.",
+    "lr_schedule": f"One of {', '.join(run_config.LR_SCHEDULES)}. cosine: warm-up, then "
+                   "cosine decay until the epochs or the time budget run out; constant: "
+                   "warm-up, then flat.",
+    "warmup_steps": "Steps of linear learning-rate warm-up; at most a tenth of the planned "
+                    "steps are used (the first line of the run says so).",
+    "clipnorm": "Gradient-norm clipping (default: none).",
+    "weight_decay": "Decoupled weight decay (AdamW) if > 0.",
+    "ema_momentum": "Momentum of the moving average of the weights that is validated and "
+                    "saved; 0: no averaging.",
+    "patience": "Epochs without a better validation loss before stopping; the best weights "
+                "are restored either way.",
+    "max_train_seconds": "Wall-clock budget for training in seconds; 0: none.",
+    "validation_fraction": "Share of the training rows held out for early stopping.",
+    "num_examples": "Training examples drawn from a toy density (toy sets only).",
+    "num_bits": "Bits kept per 8-bit pixel (TFDS images).",
+    "image_size": "Crop and resize TFDS images to this side.",
+    "conditional": "Class-conditional model (uses labels).",
+    "context_columns": "Tables: columns (CSV header names, or 0-based indices) that are the "
+                       "context c; trains p(other columns | c) with a vector model (maf, "
+                       "iaf, nsf, realnvp, nice). Sample with tfflow-sample --context.",
+    "scales": "Glow and RealNVP on images: number of scales L.",
+    "steps_per_scale": "Glow: flow steps K per scale.",
+    "hidden_channels": "Glow and RealNVP on images: width of the coupling networks.",
+    "coupling": "Glow: coupling, a name in tfflow.models.glow.COUPLINGS; default: the "
+                "factory's; an unknown name is answered with the list.",
+    "permutation": "Glow: channel mixing, a name in tfflow.models.glow.MIXINGS (lu: 1x1 conv "
+                   "in LU form); default: the factory's.",
+    "blocks": "RealNVP on images: ResNet blocks per conditioner.",
+    "num_couplings": "RealNVP on vectors and NICE: number of coupling layers.",
+    "hidden_units": "RealNVP on vectors, NICE, MAF, IAF, NSF: MLP (MADE) widths, e.g. "
+                    "128,128.",
+    "transforms": "MAF, IAF, NSF: number of autoregressive layers (defaults: 5, 5, 3).",
+    "num_bins": "Spline bins (NSF; coupling=spline in Glow and RealNVP).",
+    "memory_saving": "Rebuild activations from the flow's outputs in the backward pass "
+                     "instead of storing them: memory stops growing with depth, a step "
+                     "costs ~1 more pass.",
+    "precision": f"One of {', '.join(run_config.PRECISIONS)} (mixed: coupling networks in "
+                 "16 bits; the flow, log-dets and loss stay float32).",
+    "seed": "Seeds weights, data order, noise and samples (0 to 2**32-1).",
+    "deterministic": "Reproducible: TensorFlow's op determinism, and a learning-rate "
+                     "schedule that follows the steps, not the clock; two runs with the same "
+                     "flags and --seed, and a killed run resumed, end with bit-identical "
+                     "weights. Without it the schedule follows the time budget too, and "
+                     "runs differ.",
+    "strategy": "Distribution strategy: default (one device), mirrored (all local GPUs), "
+                "multi_worker (cluster from TF_CONFIG; run on every worker) or tpu (with "
+                "--tpu). --batch_size is the global batch.",
+    "tpu": "TPU name or address for --strategy=tpu ('local' on a TPU VM).",
+    "num_samples": "Samples per picture.",
+}
+
+# The absl definer of a TrainConfig field, by the first type of its annotation
+# ("int | None" -> "int"; a tuple field is a comma-separated list flag).
+_CONFIG_FLAG_DEFINERS: dict[str, Callable[..., Any]] = {
+    "str": flags.DEFINE_string, "int": flags.DEFINE_integer, "float": flags.DEFINE_float,
+    "bool": flags.DEFINE_boolean, "tuple": flags.DEFINE_list,
+}
+
+
 def define_train_flags(flag_values: flags.FlagValues = FLAGS) -> None:
-    """Defines `tfflow-train`'s flags, defaults taken from `training.TrainConfig`."""
-    d = _DEFAULTS
-    string, integer, real, boolean, int_list = _definers(flag_values)
-    string("model", d.model, "Flow model: a name in tfflow.models.MODELS (glow for images); "
-           "an unknown name is answered with the list.")
-    string("preset", d.preset, "A paper's model, a name in tfflow.models.PRESETS (e.g. "
-           "glow_cifar10); an unknown name is answered with the list. Sets --model and the "
-           "architecture (architecture flags given too override it); made for 32x32x3 images "
-           "(--dataset=cifar10).")
-    string("dataset", d.dataset,
-           f"Embedded set ({', '.join(data_names.EMBEDDED_DATASETS)}), a TFDS image set "
-           f"prepared under --data_dir ({', '.join(data_names.TFDS_IMAGE_DATASETS)}, ...), or "
-           f"a path to a {'/'.join(data_names.TABLE_EXTENSIONS)} table [N, D].")
-    string("data_dir", d.data_dir, "TFDS data directory (nothing is downloaded).")
-    string("workdir", None, "Output folder (default ./tfflow_runs/<model>-<dataset>).")
-    integer("epochs", d.epochs, "Most passes over the training split.")
-    integer("batch_size", d.batch_size, "Global batch size.")
-    real("learning_rate", d.learning_rate, "Adam's peak learning rate.")
-    string("lr_schedule", d.lr_schedule,
-           f"One of {', '.join(run_config.LR_SCHEDULES)}. cosine: warm-up, then cosine "
-           "decay until the epochs or the time budget run out; constant: warm-up, then flat.")
-    integer("warmup_steps", d.warmup_steps, "Steps of linear learning-rate warm-up; at most a "
-            "tenth of the planned steps are used (the first line of the run says so).")
-    real("clipnorm", d.clipnorm, "Gradient-norm clipping (default: none).")
-    real("weight_decay", d.weight_decay, "Decoupled weight decay (AdamW) if > 0.")
-    real("ema_momentum", d.ema_momentum,
-         "Momentum of the moving average of the weights that is validated and saved; "
-         "0: no averaging.")
-    integer("patience", d.patience,
-            "Epochs without a better validation loss before stopping; the best "
-            "weights are restored either way.")
-    real("max_train_seconds", d.max_train_seconds,
-         "Wall-clock budget for training in seconds; 0: none.")
-    real("validation_fraction", d.validation_fraction,
-         "Share of the training rows held out for early stopping.")
-    integer("num_examples", d.num_examples,
-            "Training examples drawn from a toy density (toy sets only).")
-    integer("num_bits", d.num_bits, "Bits kept per 8-bit pixel (TFDS images).")
-    integer("image_size", d.image_size, "Crop and resize TFDS images to this side.")
-    boolean("conditional", d.conditional, "Class-conditional model (uses labels).")
-    flags.DEFINE_list("context_columns", d.context_columns,
-                      "Tables: columns (CSV header names, or 0-based indices) that are the "
-                      "context c; trains p(other columns | c) with a vector model "
-                      "(maf, iaf, nsf, realnvp, nice). Sample with tfflow-sample --context.",
-                      flag_values=flag_values)
-    integer("scales", d.scales, "Glow and RealNVP on images: number of scales L.")
-    integer("steps_per_scale", d.steps_per_scale, "Glow: flow steps K per scale.")
-    integer("hidden_channels", d.hidden_channels,
-            "Glow and RealNVP on images: width of the coupling networks.")
-    string("coupling", d.coupling, "Glow: coupling, a name in tfflow.models.glow.COUPLINGS; "
-           "default: the factory's; an unknown name is answered with the list.")
-    string("permutation", d.permutation, "Glow: channel mixing, a name in "
-           "tfflow.models.glow.MIXINGS (lu: 1x1 conv in LU form); default: the factory's.")
-    integer("blocks", d.blocks, "RealNVP on images: ResNet blocks per conditioner.")
+    """Defines `tfflow-train`'s flags: one per `training.TrainConfig` field, and two more.
+
+    A field's flag has the field's name, type and default (`_define_config_flag`);
+    `verbose` has its own default (chosen by the terminal), and `overwrite` is
+    no field: it says what to do with the run already in the workdir.
+    """
+    for name, help_text in _TRAIN_FLAG_HELP.items():
+        _define_config_flag(name, help_text, flag_values)
     # The old names, for one release: --levels=3 sets --scales (the help lists them).
     for old, new in run_config.RENAMED_FIELDS.items():
         flags.DEFINE_alias(old, new, flag_values=flag_values)
-    integer("num_couplings", d.num_couplings,
-            "RealNVP on vectors and NICE: number of coupling layers.")
-    int_list("hidden_units", d.hidden_units,
-             "RealNVP on vectors, NICE, MAF, IAF, NSF: MLP (MADE) widths, e.g. 128,128.")
-    integer("transforms", d.transforms,
-            "MAF, IAF, NSF: number of autoregressive layers (defaults: 5, 5, 3).")
-    integer("num_bins", d.num_bins, "Spline bins (NSF; coupling=spline in Glow and RealNVP).")
-    boolean("memory_saving", d.memory_saving,
-            "Rebuild activations from the flow's outputs in the backward pass instead of "
-            "storing them: memory stops growing with depth, a step costs ~1 more pass.")
-    string("precision", d.precision,
-           f"One of {', '.join(run_config.PRECISIONS)} (mixed: coupling networks in 16 bits; "
-           "the flow, log-dets and loss stay float32).")
-    integer("seed", d.seed, "Seeds weights, data order, noise and samples (0 to 2**32-1).")
-    boolean("deterministic", d.deterministic,
-            "Reproducible: TensorFlow's op determinism, and a learning-rate schedule that "
-            "follows the steps, not the clock; two runs with the same flags and --seed, and "
-            "a killed run resumed, end with bit-identical weights. Without it the schedule "
-            "follows the time budget too, and runs differ.")
-    string("strategy", d.strategy,
-           "Distribution strategy: default (one device), mirrored (all local GPUs), "
-           "multi_worker (cluster from TF_CONFIG; run on every worker) or tpu (with --tpu). "
-           "--batch_size is the global batch.")
-    string("tpu", d.tpu, "TPU name or address for --strategy=tpu ('local' on a TPU VM).")
-    integer("num_samples", d.num_samples, "Samples per picture.")
-    boolean("overwrite", False, "Remove the run already in --workdir (its model, backup, logs "
-            "and pictures) and train from scratch. Without it, a finished run of the same "
-            "flags is refused, and one with more --epochs, --max_train_seconds or --patience "
-            "is continued.")
-    integer("verbose", None, "Keras verbosity: 1 progress bars, 2 a line per epoch, "
-            "0 silent (the summary line is printed regardless); default: progress bars in a "
-            "terminal, a line per epoch when the output goes to a file or pipe.")
+    flags.DEFINE_boolean(
+        "overwrite", False, "Remove the run already in --workdir (its model, backup, logs and "
+        "pictures) and train from scratch. Without it, a finished run of the same flags is "
+        "refused, and one with more --epochs, --max_train_seconds or --patience is continued.",
+        flag_values=flag_values)
+    flags.DEFINE_integer(
+        "verbose", None, "Keras verbosity: 1 progress bars, 2 a line per epoch, 0 silent (the "
+        "summary line is printed regardless); default: progress bars in a terminal, a line "
+        "per epoch when the output goes to a file or pipe.", flag_values=flag_values)
+
+
+def _define_config_flag(name: str, help_text: str, flag_values: flags.FlagValues) -> None:
+    """Defines --<name> with the type and default of the `TrainConfig` field `name`."""
+    field = run_config.TrainConfig.__dataclass_fields__[name]
+    # config.py postpones annotations: `field.type` is their text, e.g. "int | None".
+    kind = re.match(r"\w+", field.type).group()
+    _CONFIG_FLAG_DEFINERS[kind](name, field.default, help_text, flag_values=flag_values)
 
 
 def define_sample_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     """Defines `tfflow-sample`'s flags."""
-    string, integer, real, _, _ = _definers(flag_values)
+    string, integer, real = _definers(flag_values)
     string("workdir", _DEFAULT_WORKDIR, "A folder written by tfflow-train.")
     integer("num_samples", 64, "How many samples.")
     real("temperature", 1.0, "Scale of the latent standard deviation (Glow: 0.7).")
@@ -180,7 +195,7 @@ def define_sample_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 
 def define_evaluate_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     """Defines `tfflow-evaluate`'s flags."""
-    string, integer, _, _, _ = _definers(flag_values)
+    string, integer, _ = _definers(flag_values)
     string("workdir", _DEFAULT_WORKDIR, "A folder written by tfflow-train.")
     string("split", "test", f"Split to evaluate: {', '.join(data_names.SPLITS)}.")
     integer("batch_size", 256, "Examples per evaluation batch.")
@@ -188,7 +203,7 @@ def define_evaluate_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 
 def define_export_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     """Defines `tfflow-export`'s flags."""
-    string, integer, _, _, _ = _definers(flag_values)
+    string, integer, _ = _definers(flag_values)
     string("workdir", _DEFAULT_WORKDIR, "A folder written by tfflow-train.")
     string("export_dir", None, "Base folder of the SavedModel; the export goes to "
            "<export_dir>/<version>/ (default <workdir>/export).")
@@ -200,10 +215,9 @@ def define_export_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 
 
 def _definers(flag_values: flags.FlagValues) -> tuple[Callable[..., Any], ...]:
-    """flags.DEFINE_{string, integer, float, boolean, list} bound to `flag_values`."""
+    """flags.DEFINE_{string, integer, float} bound to `flag_values`."""
     return tuple(functools.partial(define, flag_values=flag_values) for define in (
-        flags.DEFINE_string, flags.DEFINE_integer, flags.DEFINE_float, flags.DEFINE_boolean,
-        flags.DEFINE_list))
+        flags.DEFINE_string, flags.DEFINE_integer, flags.DEFINE_float))
 
 
 def parse_flags(argv: Sequence[str]) -> list[str]:
