@@ -27,7 +27,6 @@ import contextlib
 import errno
 import functools
 import json
-import math
 import os
 import re
 import signal
@@ -40,6 +39,7 @@ from absl import flags
 from absl import logging
 
 # These three load without TensorFlow (see the module docstring).
+from tfflow import _rules
 from tfflow.data import names as data_names
 from tfflow.training import config as run_config
 from tfflow.training.errors import UserError
@@ -276,7 +276,7 @@ def sample_main(argv: Sequence[str]) -> None:
         _check_run_folder(FLAGS.workdir)
         _check_count("num_samples", FLAGS.num_samples)
         _check_seed(FLAGS.seed)
-        if not (math.isfinite(FLAGS.temperature) and FLAGS.temperature >= 0):
+        if not _rules.is_temperature(FLAGS.temperature):  # FlowModel.sample's rule
             raise UserError(f"expected --temperature a finite number >= 0 (1: the model's "
                             f"spread, 0.7: Glow's usual), got {FLAGS.temperature!r}.")
         if not output.lower().endswith((".png", ".npy")):
@@ -344,19 +344,16 @@ def export_main(argv: Sequence[str]) -> None:
 
 
 # ------------------------------------------------------- checks before TensorFlow
-
-
-# TensorFlow's and NumPy's seeds are unsigned 32-bit integers.
-_MAX_SEED = 2**32 - 1
+# The rules are tfflow._rules' (the API's too); here only the flags' wording.
 
 
 def _check_seed(seed: int) -> None:
-    if not 0 <= seed <= _MAX_SEED:
-        raise UserError(f"expected --seed an integer in [0, {_MAX_SEED}], got {seed}.")
+    if not _rules.is_seed(seed):
+        raise UserError(f"expected --seed an integer in [0, {_rules.MAX_SEED}], got {seed}.")
 
 
 def _check_count(name: str, value: int) -> None:
-    if value < 1:
+    if not _rules.is_count(value):
         raise UserError(f"expected --{name} >= 1, got {value}.")
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from tfflow._rules import is_count, is_int
 from tfflow.data.names import SPLITS, TABLE_EXTENSIONS
 
 __all__ = [
@@ -188,9 +189,9 @@ def bits_per_dim(nll_nats: Any, num_dims: int, num_levels: int | None) -> Any:
     >>> round(bits_per_dim(0.0, 784, 256), 6)
     8.0
     """
-    if not isinstance(num_dims, (int, np.integer)) or num_dims < 1:
+    if not is_count(num_dims):
         raise ValueError(f"bits_per_dim: expected num_dims a positive int, got {num_dims!r}.")
-    if num_levels is not None and (not isinstance(num_levels, (int, np.integer)) or num_levels < 2):
+    if num_levels is not None and not is_count(num_levels, 2):
         raise ValueError(
             f"bits_per_dim: expected num_levels an int >= 2 or None, got {num_levels!r}."
         )
@@ -296,13 +297,8 @@ def check_positive_int(where: str, arg: str, value: Any, allow_none: bool = Fals
     """Raises a ValueError naming `where` and `arg` unless `value` is an int >= 1."""
     if value is None and allow_none:
         return
-    if not is_int(value) or value < 1:
+    if not is_count(value):
         raise ValueError(f"{where}: expected {arg} a positive int, got {value!r}.")
-
-
-def is_int(value: Any) -> bool:
-    """An int or NumPy integer, and not a bool."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def check_split(where: str, name: str, split: str) -> None:

@@ -41,6 +41,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from tfflow._rules import is_count, is_temperature
+
 __all__: list = []  # private to tfflow
 
 RANGE_TOLERANCE = 1e-3
@@ -309,7 +311,7 @@ def count(owner: str, what: str, value: Any, minimum: int = 1):
         number = operator.index(value)
     except TypeError:
         number = int(value) if isinstance(value, float) and value.is_integer() else None
-    if number is None or number < minimum:
+    if number is None or not is_count(number, minimum):
         raise ValueError(f"{message} {value!r}.")
     return number
 
@@ -351,13 +353,9 @@ def temperature(owner: str, value: Any):
     traced = _traced_scalar(value)
     if traced is not None:
         return _asserted(traced, tf.math.is_finite(traced) & (traced >= 0.), message)
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = None
-    if number is None or not np.isfinite(number) or number < 0:
+    if not is_temperature(value):  # tfflow._rules owns the rule (tfflow-sample's too)
         raise ValueError(f"{message} {value!r}.")
-    return number
+    return float(value)
 
 
 def seed(owner: str, value: tf.Tensor | None) -> tf.Tensor | None:

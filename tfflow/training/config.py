@@ -9,8 +9,8 @@ import re
 import warnings
 from typing import Any
 
-import numpy as np
-
+from tfflow._rules import is_count, is_seed
+from tfflow.data.names import TABLE_EXTENSIONS
 from tfflow.training.errors import UserError
 
 __all__ = [
@@ -239,11 +239,11 @@ class TrainConfig:
             for width in config.hidden_units:
                 check_positive_int("every hidden_units width", width)
         check_positive_int("warmup_steps", config.warmup_steps, allow_zero=True)
-        if not (isinstance(config.seed, int) and 0 <= config.seed <= 2**32 - 1):
+        if not is_seed(config.seed):
             raise UserError(f"expected seed an integer in [0, 2**32 - 1], got "
                             f"{config.seed!r}.")
         config.context_columns = _context_columns(config)
-        if config.dataset.lower().endswith((".npy", ".csv")):
+        if config.dataset.lower().endswith(TABLE_EXTENSIONS):
             # The run (config.json) names the file itself, wherever it is run from later.
             config.dataset = os.path.abspath(os.path.expanduser(config.dataset))
         if config.lr_schedule not in LR_SCHEDULES:
@@ -434,7 +434,7 @@ def _context_columns(config: TrainConfig) -> tuple[str, ...] | None:
     if not columns or any(not column for column in columns):
         raise UserError(f"expected context_columns as one or more column names or 0-based "
                         f"indices, e.g. a,b or 0,3, got {','.join(columns)!r}.")
-    if not config.dataset.lower().endswith((".npy", ".csv")):
+    if not config.dataset.lower().endswith(TABLE_EXTENSIONS):
         raise UserError(f"context_columns applies to .npy/.csv tables, got dataset "
                         f"{config.dataset!r}.")
     if config.conditional:
@@ -470,7 +470,7 @@ def _preset(name: str) -> Any:
 def default_workdir(model: str, dataset: str) -> str:
     """`./tfflow_runs/<model>-<dataset>`, with a file path reduced to its stem."""
     name = dataset
-    if name.lower().endswith((".npy", ".csv")):
+    if name.lower().endswith(TABLE_EXTENSIONS):
         name = os.path.splitext(os.path.basename(name))[0]
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "data"
     return os.path.join(".", "tfflow_runs", f"{model}-{name}")
@@ -481,5 +481,5 @@ def check_positive_int(name: str, value: Any, *, allow_none: bool = False,
     if value is None and allow_none:
         return
     low = 0 if allow_zero else 1
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+    if not is_count(value, low):
         raise UserError(f"expected {name} an int >= {low}, got {value!r}.")
