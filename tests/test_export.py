@@ -72,12 +72,24 @@ def _model(num_classes=None):
     return model, x
 
 
+@pytest.fixture(scope="module")
+def glow_export(tmp_path_factory):
+    """`_model()` and its first export, built once for the tests that only read them."""
+    model, x = _model()
+    export_dir = tmp_path_factory.mktemp("glow") / "glow"
+    return model, x, export_dir, tfflow.export.export_saved_model(model, export_dir)
+
+
 @pytest.mark.parametrize("num_classes", [None, 3], ids=["unconditional", "class_conditional"])
-def test_export_loads_in_fresh_process_without_tfflow_or_tfp(tmp_path, num_classes):
-    model, x = _model(num_classes)
+def test_export_loads_in_fresh_process_without_tfflow_or_tfp(tmp_path, num_classes, glow_export):
+    if num_classes is None:
+        model, x, export_dir, path = glow_export
+    else:
+        model, x = _model(num_classes)
+        export_dir = tmp_path / "glow"
+        path = tfflow.export.export_saved_model(model, export_dir)
     labels = None if num_classes is None else tf.constant([0, 1, 2, 0, 1, 2])
-    path = tfflow.export.export_saved_model(model, tmp_path / "glow")
-    assert path == tmp_path / "glow" / "1"
+    assert path == export_dir / "1"
     z = model.encode(x, labels)
     inputs = {"x": x.numpy(), "z": z.numpy()}
     if labels is not None:
@@ -110,9 +122,8 @@ def test_export_loads_in_fresh_process_without_tfflow_or_tfp(tmp_path, num_class
         assert "expected shape [?,8,8,1]" in out[case], out[case]
 
 
-def test_saved_model_cli_show_and_run(tmp_path):
-    model, x = _model()
-    path = tfflow.export.export_saved_model(model, tmp_path / "m")
+def test_saved_model_cli_show_and_run(tmp_path, glow_export):
+    _, x, _, path = glow_export
     cli = pathlib.Path(sys.executable).parent / "saved_model_cli"
     show = subprocess.run([str(cli), "show", "--dir", str(path), "--all"], check=True,
                           capture_output=True, text=True, timeout=300).stdout
@@ -144,8 +155,8 @@ def test_saved_model_cli_show_and_run(tmp_path):
     assert "samples" in sample
 
 
-def test_versions_increase_and_existing_version_is_refused(tmp_path):
-    model, _ = _model()
+def test_versions_increase_and_existing_version_is_refused(tmp_path, conditional_export):
+    model, _ = conditional_export  # the smallest model here: the versions do not depend on it
     assert tfflow.export.export_saved_model(model, tmp_path).name == "1"
     assert tfflow.export.export_saved_model(model, tmp_path).name == "2"
     with pytest.raises(ValueError, match="already exists"):
@@ -395,8 +406,8 @@ def test_exported_signatures_accept_the_edges(conditional_export):
     (2.5, "expected max_samples an integer >= 1, got 2.5"),
     (2 ** 31, "expected max_samples <= 2147483647"),
 ])
-def test_export_refuses_a_bad_max_samples(tmp_path, value, fragment):
-    model, _ = _model()
+def test_export_refuses_a_bad_max_samples(tmp_path, value, fragment, glow_export):
+    model = glow_export[0]
     with pytest.raises(ValueError, match=re.escape(f"export_saved_model: {fragment}")):
         tfflow.export.export_saved_model(model, tmp_path, max_samples=value)
     assert not any(tmp_path.iterdir())  # refused before anything is written
@@ -437,10 +448,10 @@ def test_the_export_app_takes_max_samples(tmp_path):
     assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
-def test_export_and_the_api_sample_through_one_rule():
+def test_export_and_the_api_sample_through_one_rule(glow_export):
     # FlowModel.sample and the SavedModel's `sample` both decode `sample_latent`; the same
     # seed gives the same samples, inside a tf.function with tensor arguments too.
-    model, _ = _model()
+    model = glow_export[0]
     seed = tf.constant([7, 11])
     latent = tf.function(model.sample_latent, autograph=False)(tf.constant(3), tf.constant(0.7),
                                                                  seed)
