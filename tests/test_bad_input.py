@@ -248,7 +248,10 @@ def test_spline_bins_and_bound(num_bins, bound):
         fb.RationalQuadraticSplineCoupling(_spline_params, num_bins=num_bins, bound=bound)
 
 
-@pytest.mark.parametrize("conditioner", [3, None, "net", [tf.sin]], ids=repr)
+# ids: the same in every process (a repr of [tf.sin] holds its address; pytest-xdist's
+# workers must collect the same test names).
+@pytest.mark.parametrize("conditioner", [3, None, "net", [tf.sin]],
+                         ids=["3", "None", "'net'", "[tf.sin]"])
 @pytest.mark.parametrize("cls", [fb.AdditiveCoupling, fb.AffineCoupling,
                                  fb.RationalQuadraticSplineCoupling], ids=lambda c: c.__name__)
 def test_non_callable_conditioner(cls, conditioner):
