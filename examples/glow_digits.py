@@ -39,10 +39,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         default=os.environ.get("TFFLOW_EXAMPLES_QUICK") == "1",
                         help="a tiny model trained for a few steps (also TFFLOW_EXAMPLES_QUICK=1)")
-    parser.add_argument("--output_dir", default="glow_digits_out",
-                        help="where the PNG and the SavedModel go")
     parser.add_argument("--epochs", type=int, default=None,
                         help="training epochs (default 30, or 1 short epoch with --quick)")
+    parser.add_argument("--output_dir", default="glow_digits_out",
+                        help="where the PNG and the SavedModel go")
     return parser.parse_args(argv)
 
 
