@@ -12,11 +12,19 @@ XLA on the CPU a loop runs 11-19x slower than unrolled XLA. So by default the
 steps are unrolled where that is cheaper: eagerly (nothing is traced) and
 inside an XLA compilation; `unroll=` overrides the choice.
 
-With `memory_saving=True` the gradient of the normalising direction
-(`inverse`, data -> latent, what training differentiates) keeps no
-activations: its backward pass walks the steps from last to first, rebuilds
-each step's input from its output and back-propagates through that step alone
-(`tfflow.bijectors.reversible.inverse_vjp`), in a loop as well.
+The gradient of the normalising direction (`inverse`, data -> latent, what
+training differentiates) through the loop is an explicit backward loop, not
+autodiff of the `tf.while_loop`: it walks the steps from last to first and
+back-propagates through one step at a time, replayed under a tape. The
+forward loop keeps each step's input (`[K, ...]`); with `memory_saving=True`
+it keeps nothing, and the backward loop rebuilds each step's input from its
+output instead (`tfflow.bijectors.reversible.inverse_vjp`). Autodiff of the
+loop (while_v2's gradient: the body's gradient graph plus an accumulator for
+every intermediate tensor) took about twice the CPU to trace and optimise on
+a first training step and kept every step's activations; the replay costs
+one more pass through the steps (digits Glow, K=8: ~5% per training step;
+benchmarks/README.md, issue 13). Unrolled, plain autodiff is used unless
+`memory_saving`.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from tensorflow.python.ops import control_flow_util  # pylint: disable=g-direct-
 from tensorflow_probability import bijectors as tfb
 
 from tfflow.bijectors._base import FlowBijector, common_dtype
-from tfflow.bijectors.reversible import inverse_vjp
+from tfflow.bijectors.reversible import _sum_to_shape, inverse_vjp
 
 __all__ = ["StackedSteps", "in_xla_context"]
 
@@ -46,15 +54,18 @@ def _differentiable(t: tf.Tensor) -> bool:
     return t.dtype.is_floating
 
 
-def _slicer(params: Sequence[tf.Tensor]) -> Callable[[tf.Tensor], list]:
+def _slicer(params: Sequence[tf.Tensor], differentiated: bool) -> Callable[[tf.Tensor], list]:
     """`read(k)`: step k's slices of `params` inside a loop.
 
-    TensorArrays in graph mode (the gradient of a read is a write, stacked once;
-    indexing with `tf.gather` instead was 19% slower at K=32: each step's
-    gradient is a dense [K, ...] tensor). XLA cannot compile the TensorArrays
-    of a looped gradient, and slices dynamically anyway: `tf.gather` there.
+    `differentiated`: whether autodiff will differentiate the loop (the
+    `forward` direction; `inverse` has its own gradient, `_backward`). Then
+    TensorArrays in graph mode: the gradient of a read is a write, stacked
+    once (indexing with `tf.gather` instead was 19% slower at K=32: each
+    step's gradient is a dense [K, ...] tensor). Otherwise, and under XLA
+    (which cannot compile the TensorArrays of a looped gradient), `tf.gather`:
+    no copy of the parameters into TensorArrays, and less to trace.
     """
-    if in_xla_context():
+    if not differentiated or in_xla_context():
         return lambda k: [tf.gather(p, k) for p in params]
     arrays = [tf.TensorArray(p.dtype, size=p.shape[0], element_shape=p.shape[1:],
                              clear_after_read=False).unstack(p) for p in params]
@@ -168,18 +179,35 @@ class StackedSteps(FlowBijector):
         parts = self._parts(params_k)
         total = tf.zeros([], x.dtype)
         for part in (parts if inverse else reversed(parts)):
-            if inverse:
-                y = part.inverse(x)
-                ldj = part.inverse_log_det_jacobian(x, event_ndims=self._event_ndims)
-            else:
-                y = part.forward(x)
-                ldj = part.forward_log_det_jacobian(x, event_ndims=self._event_ndims)
-            x, total = y, total + ldj
+            x, ldj = self._part_apply(part, x, inverse)
+            total = total + ldj
         return x, total
 
+    def _part_apply(self, part, x, inverse: bool):
+        """`(y, log_det)` of one part at the event rank.
+
+        A tfflow bijector whose event rank is the steps' is called through its
+        own hook (`_inverse_and_log_det`, after its input checks), which is
+        what TFP's `inverse` and `inverse_log_det_jacobian` compute; the public
+        calls' caching, rank arithmetic and reduction over no axes traced ~0.1 s
+        per step in each loop (the steps' parts are made in the loop, so the
+        cache never answers). Other parts go through the public API.
+        """
+        if isinstance(part, FlowBijector) and part.forward_min_event_ndims == self._event_ndims:
+            if inverse:
+                return part._inverse_and_log_det(part._validate_input(x, inverse=True))
+            return part._forward_and_log_det(part._validate_input(x, inverse=False))
+        if inverse:
+            return part.inverse(x), part.inverse_log_det_jacobian(x, event_ndims=self._event_ndims)
+        return part.forward(x), part.forward_log_det_jacobian(x, event_ndims=self._event_ndims)
+
     # The loop -----------------------------------------------------------------------------------
-    def _run(self, x, params, inverse: bool):
-        """All K steps (in the direction asked), looped or unrolled; `(out, log_det)`."""
+    def _run(self, x, params, inverse: bool, keep_inputs: bool = False):
+        """All K steps (in the direction asked), looped or unrolled; `(out, log_det)`.
+
+        With `keep_inputs` (a loop in the `inverse` direction only) also returns
+        each step's input stacked `[K, ...]`, for `_backward` to replay from.
+        """
         num_steps = self._num_steps
         order = range(num_steps) if inverse else range(num_steps - 1, -1, -1)
         log_det = self._zero_log_det(x)
@@ -191,21 +219,54 @@ class StackedSteps(FlowBijector):
                 x, ldj = self._step_apply(x, list(slices[k]), inverse)
                 log_det = log_det + ldj
             return x, log_det
-        read = _slicer(params)
-
-        def body(i, x, log_det):
-            k = i if inverse else num_steps - 1 - i
-            x, ldj = self._step_apply(x, read(k), inverse)
-            return i + 1, tf.ensure_shape(x, x_shape), log_det + ldj
-
+        # The inverse loop is differentiated by `_backward`, not by autodiff.
+        read = _slicer(params, differentiated=not inverse)
         x_shape = x.shape
-        _, x, log_det = tf.while_loop(lambda i, *_: i < num_steps, body,
-                                      (tf.constant(0), x, log_det),
-                                      maximum_iterations=num_steps)
-        return x, log_det
+        inputs = (tf.TensorArray(x.dtype, size=num_steps, element_shape=x_shape)
+                  if keep_inputs else None)
 
-    def _backward(self, z, dz, dildj, params):
-        """Memory-saving gradient of `_run(inverse)`: `(dx, dparams)` from the output `z`."""
+        def body(i, x, log_det, *kept):
+            k = i if inverse else num_steps - 1 - i
+            kept = [array.write(k, x) for array in kept]
+            x, ldj = self._step_apply(x, read(k), inverse)
+            return (i + 1, tf.ensure_shape(x, x_shape), log_det + ldj, *kept)
+
+        result = tf.while_loop(lambda i, *_: i < num_steps, body,
+                               (tf.constant(0), x, log_det, *([inputs] if keep_inputs else [])),
+                               maximum_iterations=num_steps)
+        if keep_inputs:
+            # A plain [K, ...] tensor, not the TensorArray: the gradient function captures
+            # it, and a SavedModel cannot serialise a gradient that captures a variant.
+            return result[1], result[2], result[3].stack()
+        return result[1], result[2]
+
+    def _step_vjp(self, x, dz, dildj, params_k):
+        """`(dx, dparams_k)` of one step's `inverse` at its stored input `x`, by replaying it.
+
+        The step is recomputed under a tape from `x` (one step's activations
+        alive at a time) and pulled back from `(dz, dildj)`, the gradients of its
+        output and of its log-det.
+        """
+        watched = [p for p in params_k if _differentiable(p)]
+        with tf.control_dependencies([dz]):  # replay once the later step's gradient exists
+            x = tf.identity(x)
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch([x] + watched)
+            y, ldj = self._step_apply(x, params_k, inverse=True)
+        grads = tape.gradient([y, ldj], [x] + watched,
+                              output_gradients=[dz, _sum_to_shape(dildj, ldj)],
+                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        by_param = iter(grads[1:])
+        return grads[0], [next(by_param) if _differentiable(p) else None for p in params_k]
+
+    def _backward(self, z, dz, dildj, params, inputs=None):
+        """Gradient of `_run(inverse)` by an explicit backward loop: `(dx, dparams)`.
+
+        Step k's input is read from `inputs` (the `[K, ...]` stack `_run` kept) and
+        the step replayed from it (`_step_vjp`); without `inputs` (memory
+        saving) it is rebuilt from the step's output by `inverse_vjp`, starting
+        from the output `z`.
+        """
         num_steps = self._num_steps
         event_ndims = self._event_ndims
         if self.unrolled():
@@ -221,7 +282,7 @@ class StackedSteps(FlowBijector):
             dparams = [tf.stack([g[j] for g in per_step]) if _differentiable(p) else None
                        for j, p in enumerate(params)]
             return dz, dparams
-        read = _slicer(params)
+        read = _slicer(params, differentiated=False)
         floating = [j for j, p in enumerate(params) if _differentiable(p)]
         grads_out = [tf.TensorArray(params[j].dtype, size=num_steps,
                                     element_shape=params[j].shape[1:]) for j in floating]
@@ -230,8 +291,12 @@ class StackedSteps(FlowBijector):
         def body(i, z, dz, *outs):
             k = num_steps - 1 - i
             params_k = read(k)
-            x, dx, grads = inverse_vjp(lambda: self._parts(params_k), z, dz, dildj, params_k,
-                                       event_ndims)
+            if inputs is None:
+                x, dx, grads = inverse_vjp(lambda: self._parts(params_k), z, dz, dildj,
+                                           params_k, event_ndims)
+            else:
+                x = z  # unused: the inputs are stored
+                dx, grads = self._step_vjp(tf.gather(inputs, k), dz, dildj, params_k)
             outs = [out.write(k, grads[j]) for out, j in zip(outs, floating)]
             return (i + 1, tf.ensure_shape(x, z_shape), tf.ensure_shape(dx, z_shape), *outs)
 
@@ -259,18 +324,27 @@ class StackedSteps(FlowBijector):
 
     def _inverse_and_log_det(self, x):
         params = self._loop_params()
-        if not self._memory_saving:
-            return self._run(x, params, inverse=True)
+        if self.unrolled() and not self._memory_saving:
+            return self._run(x, params, inverse=True)  # plain autodiff: no loop to hide
+        keep_inputs = not self._memory_saving
 
+        # A loop (or memory saving) gets its gradient from `_backward`, an explicit loop
+        # that replays one step at a time. Autodiff of the `tf.while_loop` instead
+        # (while_v2's gradient: the body's gradient graph plus an accumulator per
+        # intermediate tensor) cost ~2x the CPU to trace and to optimise on the
+        # first step and kept every step's activations (benchmarks/README.md, issue 13).
         @tf.custom_gradient
         def inverse(x, *params):
-            z, ildj = self._run(x, list(params), inverse=True)
+            if keep_inputs:
+                z, ildj, inputs = self._run(x, list(params), inverse=True, keep_inputs=True)
+            else:
+                (z, ildj), inputs = self._run(x, list(params), inverse=True), None
             z, ildj = tf.identity(z), tf.identity(ildj)
 
             def gradient(dz, dildj):
                 dz = tf.zeros_like(z) if dz is None else dz
                 dildj = tf.zeros_like(ildj) if dildj is None else dildj
-                dx, dparams = self._backward(z, dz, dildj, list(params))
+                dx, dparams = self._backward(z, dz, dildj, list(params), inputs)
                 return [dx] + dparams
 
             return (z, ildj), gradient

@@ -113,11 +113,13 @@ def Glow(image_shape, *, scales: int | None = None, steps_per_scale: int | None 
         `log_prob`/`sample`/`fit` data.
       num_levels: quantisation levels of the data (256 for 8-bit images).
       seed: seeds the 1x1 conv initialisations.
-      memory_saving: train without storing activations: the backward pass of
-        each level's K steps rebuilds every step's input from its output, one
-        step at a time (`tfflow.bijectors.StackedSteps`). Peak training memory
-        stops growing with K; a step costs about one more pass through the
-        steps. Same weights (a checkpoint loads either way) and values;
+      memory_saving: train without storing activations. In graph mode the
+        backward pass of each level's K steps replays one step at a time
+        either way (`tfflow.bijectors.StackedSteps`), from the K steps'
+        inputs it kept; memory saving keeps none and rebuilds every step's
+        input from its output instead, for one more pass through the steps.
+        Eagerly and under XLA (unrolled steps) the standard mode stores every
+        activation. Same weights (a checkpoint loads either way) and values;
         gradients equal to round-off. Works with a context too (the
         gradient reaches the context's projections, and the context itself).
       dtype: "float32", "float64", a Keras mixed-precision policy
