@@ -285,4 +285,5 @@ def test_flow_bijector_validation_hook_and_parameter_conversion():
     with pytest.raises(tf.errors.InvalidArgumentError, match="Scale: expected a finite input"):
         bijector.inverse(tf.constant([[np.nan, 0.]], tf.float64))
     with pytest.raises(ValueError, match="Scale: expected parameters of one dtype"):
+        # The base class's conversion hook, called here as a subclass's __init__ calls it.
         bijector._convert_parameters(a=tf.zeros([2]), b=tf.zeros([2], tf.float64))

@@ -336,6 +336,8 @@ def test_os_errors_and_tensorflow_file_errors_become_one_line(capsys):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     from tfflow import cli  # pylint: disable=import-outside-toplevel
 
+    # The apps' one error reporter, fed each error directly (a real disk-full is not
+    # reproducible here); every app's main goes through it.
     def raising(error):
         def run(training):
             raise error

@@ -266,7 +266,7 @@ def test_table_is_held_once_in_float32_when_that_is_exact(tmp_path, monkeypatch)
     for name, table in tables.items():
         np.save(tmp_path / name, table)
         source = data.source(str(tmp_path / name))
-        stored[name] = source._table.dtype
+        stored[name] = source._table.dtype  # how it is held in memory: internal by design
         # The splits are the file's rows exactly, in float64, however the table is held.
         np.testing.assert_array_equal(
             np.sort(np.concatenate([source.array(split) for split in data.SPLITS]), axis=0),

@@ -37,7 +37,7 @@ weight_diff = max(float(np.max(np.abs(a.numpy() - b.numpy())))
                   for a, b in zip(single.weights, mirrored.weights))
 # ActNorm parameters as each replica holds them.
 replica_spread = 0.0
-for layer in mirrored._data_initialized_layers():
+for layer in [l for _, l in mirrored.flow.walk() if l.needs_data_init]:
     # ActNormLayer's loc/log_scale, or a GlowStepsLayer's stacked actnorm_loc/actnorm_log_scale.
     for weight in [w for w in layer.weights if w.name.split("/")[-1] in
                    ("loc", "log_scale", "actnorm_loc", "actnorm_log_scale")]:

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 import tfflow
 from tfflow import layers as fl
@@ -59,7 +60,11 @@ def _pair(name, dtype="float64"):
 
 def _loss_and_gradients(model, x, labels):
     with tf.GradientTape() as tape:
-        loss = -tf.reduce_mean(model._log_prob(x, labels, training=True))
+        # fit's loss from public parts: the training-mode bijector over the base, built
+        # under the tape (a memory-saving bijector reads its weights when it is built).
+        flow = tfp.distributions.TransformedDistribution(
+            model.base_distribution(), model.bijector_for(labels, training=True))
+        loss = -tf.reduce_mean(flow.log_prob(x))
     return loss, tape.gradient(loss, model.trainable_variables)
 
 
@@ -68,7 +73,7 @@ def test_gradients_equal_plain_autodiff_float64(name):
     plain, saving, x, labels = _pair(name)
     assert any(isinstance(l, fl.ReversibleChainLayer) or
                (isinstance(l, fl.GlowStepsLayer) and l.memory_saving)
-               for l in saving._flatten_layers(include_self=False, recursive=True))
+               for _, l in saving.flow.walk())
     # Eager: tiny models run faster than they trace. The traced path is
     # test_traced_gradients_equal_too and the fit tests.
     plain_loss, plain_grads = _loss_and_gradients(plain, x, labels)
@@ -124,8 +129,7 @@ def test_keras_save_load_round_trip(tmp_path):
     path = tmp_path / "m.keras"
     model.save(path)
     loaded = keras.models.load_model(path)
-    blocks = [l for l in loaded._flatten_layers(include_self=False, recursive=True)
-              if isinstance(l, fl.GlowStepsLayer)]
+    blocks = [l for _, l in loaded.flow.walk() if isinstance(l, fl.GlowStepsLayer)]
     assert len(blocks) == 1 and blocks[0].memory_saving and blocks[0].num_steps == 2
     np.testing.assert_allclose(loaded.log_prob(_digits()), model.log_prob(_digits()),
                                rtol=1e-6, atol=1e-5)

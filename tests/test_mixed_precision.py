@@ -32,6 +32,7 @@ def test_bfloat16_networks_float32_flow_and_log_prob_close_to_float32():
     x = _x()
     full.initialize(x)
     mixed.set_weights(full.get_weights())
+    # Keras's own walk: the networks are plain Keras layers, not flow layers (flow.walk).
     layers = mixed._flatten_layers(include_self=False, recursive=True)
     networks = [l for l in layers if isinstance(l, (fl.GlowConditioner, fl.ZeroInitConv,
                                                     fl.StackedGlowNetworks))]
@@ -76,6 +77,7 @@ def test_global_policy_is_the_default():
         model = tfflow.models.RealNVP((4,), num_couplings=2, hidden_units=(8,))
     finally:
         keras.mixed_precision.set_global_policy(previous)
+    # Keras's own walk: the networks are plain Keras layers, not flow layers (flow.walk).
     nets = [l for l in model._flatten_layers(include_self=False, recursive=True)
             if isinstance(l, fl.MLPConditioner)]
     assert nets and all(l.compute_dtype == "bfloat16" for l in nets)

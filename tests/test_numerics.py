@@ -119,8 +119,7 @@ def test_log_prob_is_finite_at_the_edges_of_the_data_range(model):
 
 
 def _actnorms(model):
-    return [l for l in model._flatten_layers(include_self=False)
-            if isinstance(l, (ActNormLayer, GlowStepsLayer))]
+    return [l for _, l in model.flow.walk() if isinstance(l, (ActNormLayer, GlowStepsLayer))]
 
 
 @pytest.mark.parametrize("data", ["constant_channel", "all_constant"])

@@ -5,6 +5,7 @@ Every run is a real process of `bin/tfflow-train`; the signals are real, sent
 once the run has written a backup, so they land inside a later epoch.
 """
 
+import dataclasses
 import json
 import os
 import signal
@@ -124,13 +125,13 @@ def test_a_workdir_holding_a_different_run_is_refused_and_the_same_run_is_not(tm
                                   workdir=str(tmp_path), verbose=0)
     (tmp_path / "config.json").write_text(config.resolved().to_json())
     checkpoints.check_workdir_holds_this_run(config.resolved())  # same run: accepted
-    other = training.TrainConfig(**{**config.__dict__, "model": "nice"}).resolved()
+    other = dataclasses.replace(config, model="nice").resolved()
     with pytest.raises(training.UserError, match=r"holds a different run \(realnvp on "
                        r"two_moons; this one is nice on two_moons; model: 'realnvp' there"):
         checkpoints.check_workdir_holds_this_run(other)
     # What changes neither the model nor the arithmetic may differ.
     checkpoints.check_workdir_holds_this_run(
-        training.TrainConfig(**{**config.__dict__, "verbose": 2, "num_samples": 9}).resolved())
+        dataclasses.replace(config, verbose=2, num_samples=9).resolved())
 
 
 def test_a_finished_run_is_refused_continued_with_more_epochs_or_overwritten(tmp_path, capsys):
@@ -148,13 +149,13 @@ def test_a_finished_run_is_refused_continued_with_more_epochs_or_overwritten(tmp
         training.train(config)
     capsys.readouterr()
     # More epochs: continued from the state it finished in, not trained again.
-    longer = training.train(training.TrainConfig(**{**config.__dict__, "epochs": 3}))
+    longer = training.train(dataclasses.replace(config, epochs=3))
     out = capsys.readouterr().out
     assert "Continuing the finished run in" in out and "epochs 1 -> 3: epochs 2 to 3" in out, out
     assert "at epoch 2/3" in out, out
     assert longer.epochs_run == 3 and len(longer.history["loss"]) == 3
     # Another model in the same workdir: refused, unless --overwrite.
-    other = training.TrainConfig(**{**config.__dict__, "model": "nice", "num_couplings": 2})
+    other = dataclasses.replace(config, model="nice", num_couplings=2)
     with pytest.raises(training.UserError, match="or --overwrite to replace that one"):
         training.train(other)
     replaced = training.train(other, overwrite=True)

@@ -281,6 +281,7 @@ def test_train_with_memory_saving_or_mixed_precision(tmp_path, options):
 def test_the_warm_up_is_cut_to_a_tenth_of_the_planned_steps():
     ds = tf.data.Dataset.range(80).batch(8)  # 10 steps per epoch
     config = training.TrainConfig(epochs=3, warmup_steps=200, max_train_seconds=60)
+    # train()'s plan alone (its printed line is the user's only view of it).
     plan = runs._Plan.of(config, ds)
     assert (plan.steps_per_epoch, plan.warmup_steps) == (10, 3)
     assert str(plan) == ("3 epochs x 10 steps = 30 steps, warm-up 3 steps (cut from 200 to a "

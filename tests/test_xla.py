@@ -51,7 +51,8 @@ def test_glow_steps_loop_in_graph_mode_and_unroll_under_xla():
     x = tf.random.stateless_uniform((4, 8, 8, 1), seed=(1, 2))
 
     def op_types(jit_compile):
-        fn = tf.function(lambda x: model._log_prob(x, None, training=True),
+        # The training-mode bijector's inverse: where fit's log p(x) runs the K steps.
+        fn = tf.function(lambda x: model.bijector_for(training=True).inverse(x),
                          jit_compile=jit_compile, autograph=False)
         graph = fn.get_concrete_function(x).graph
         return [op.type for op in graph.get_operations()]
