@@ -168,10 +168,6 @@ class _AutoregressiveLayer(FlowLayer):
             self.made.build(tuple(input_shape))
         super().build(input_shape)
 
-    @property
-    def uses_context(self) -> bool:
-        return self.context_units is not None
-
     def bijector(self, context=None):
         values = self.context_values(context)
         conditioner = self.made
@@ -299,10 +295,6 @@ class TriangularAffineLayer(FlowLayer):
         super().__init__(**kwargs)
         self.ridge = float(ridge)
         self.context_units = None if context_units is None else int(context_units)
-
-    @property
-    def uses_context(self) -> bool:
-        return self.context_units is not None
 
     def build(self, input_shape):
         dims = input_shape[-1]

@@ -71,11 +71,14 @@ class FlowLayer(keras.layers.Layer):
     event_ndims: int = 3
     #: True for layers whose bijector depends on `FlowContext.labels`.
     uses_labels: bool = False
+    #: The width of the context c a conditional layer reads (`FlowContext.context`);
+    #: None for a layer that takes none. Layers with a `context_units=` argument set it.
+    context_units: int | None = None
 
     @property
     def uses_context(self) -> bool:
-        """True for layers whose bijector depends on `FlowContext.context`."""
-        return False
+        """True for layers whose bijector depends on `FlowContext.context`: `context_units` set."""
+        return self.context_units is not None
 
     # Self-description: what health checks, reversible grouping and data-dependent
     # initialisation ask of a layer instead of checking its class.

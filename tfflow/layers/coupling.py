@@ -49,10 +49,6 @@ class _CouplingLayer(FlowLayer):
         """The conditioner's context width C; None for an unconditional coupling."""
         return getattr(self.conditioner, "context_units", None)
 
-    @property
-    def uses_context(self) -> bool:
-        return self.context_units is not None
-
     def network(self, context=None):
         """The conditioner as the bijector's callable, with the context fixed in it if any."""
         values = self.context_values(context)

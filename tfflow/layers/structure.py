@@ -204,10 +204,6 @@ class LearnedPriorLayer(FlowLayer):
         self.uses_labels = bool(self.num_classes)
         self.context_units = None if context_units is None else int(context_units)
 
-    @property
-    def uses_context(self) -> bool:
-        return self.context_units is not None
-
     def build(self, input_shape):
         channels = input_shape[-1]
         self.channels = channels
