@@ -14,7 +14,8 @@ import tensorflow as tf
 
 from tfflow.bijectors import _validation
 from tfflow.bijectors._base import ConditionedBijector, Conditioner
-from tfflow.bijectors.elementwise import SplineTransform, glow_log_scale, tanh_log_scale
+from tfflow.bijectors.elementwise import (SplineTransform, affine_apply, affine_invert,
+                                          glow_log_scale, tanh_log_scale)
 from tfflow.bijectors.partitions import ChannelSplit, Partition
 
 __all__ = [
@@ -253,12 +254,10 @@ class AffineCoupling(Coupling):
         return shift, self._log_scale_fn(raw)
 
     def _normalize(self, x_t, h):
-        shift, log_scale = self._shift_and_log_scale(h)
-        return x_t * tf.exp(log_scale) + shift, log_scale
+        return affine_apply(x_t, *self._shift_and_log_scale(h))
 
     def _generate(self, z_t, h):
-        shift, log_scale = self._shift_and_log_scale(h)
-        return (z_t - shift) * tf.exp(-log_scale), -log_scale
+        return affine_invert(z_t, *self._shift_and_log_scale(h))
 
 
 class RationalQuadraticSplineCoupling(Coupling):

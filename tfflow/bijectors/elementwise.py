@@ -25,6 +25,23 @@ __all__ = ["AffineTransform", "ElementwiseTransform", "SplineTransform", "glow_l
            "tanh_log_scale"]
 
 
+def affine_apply(u: tf.Tensor, shift: tf.Tensor,
+                 log_scale: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """`(v, log dv/du)` of `v = u * exp(s) + t`: `(u * exp(s) + t, s)`.
+
+    The one affine map of tfflow's couplings and autoregressive layers
+    (`AffineTransform`, `AffineCoupling`; shared within `tfflow.bijectors`, not
+    re-exported); `affine_invert` is its inverse.
+    """
+    return u * tf.exp(log_scale) + shift, log_scale
+
+
+def affine_invert(v: tf.Tensor, shift: tf.Tensor,
+                  log_scale: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """`(u, log du/dv)` of `u = (v - t) * exp(-s)`, the inverse of `affine_apply`."""
+    return (v - shift) * tf.exp(-log_scale), -log_scale
+
+
 def glow_log_scale(h: tf.Tensor) -> tf.Tensor:
     """Glow's scale: `log(sigmoid(h + 2))`, in (-inf, 0).
 
@@ -72,12 +89,10 @@ class AffineTransform(ElementwiseTransform):
         return h[..., 0], self.log_scale_fn(h[..., 1])
 
     def apply(self, u, h):
-        shift, log_scale = self._shift_and_log_scale(h)
-        return u * tf.exp(log_scale) + shift, log_scale
+        return affine_apply(u, *self._shift_and_log_scale(h))
 
     def invert(self, v, h):
-        shift, log_scale = self._shift_and_log_scale(h)
-        return (v - shift) * tf.exp(-log_scale), -log_scale
+        return affine_invert(v, *self._shift_and_log_scale(h))
 
 
 class SplineTransform(ElementwiseTransform):
