@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from tfflow.models.autoregressive import IAF, MAF, NSF
-from tfflow.models.flow_model import FlowModel, LinearWarmup
+from tfflow.models.flow_model import FlowModel, FusedAdam, LinearWarmup
 from tfflow.models.glow import Glow, glow_flow
 from tfflow.models.nice import NICE
 from tfflow.models.presets import PRESETS, preset
 from tfflow.models.realnvp import RealNVP
 
-__all__ = ["FlowModel", "Glow", "IAF", "LinearWarmup", "MAF", "MODELS", "NICE", "NSF", "PRESETS",
-           "RealNVP", "build", "preset"]
+__all__ = ["FlowModel", "FusedAdam", "Glow", "IAF", "LinearWarmup", "MAF", "MODELS", "NICE",
+           "NSF", "PRESETS", "RealNVP", "build", "preset"]
 
 MODELS = {"glow": Glow, "realnvp": RealNVP, "nice": NICE, "maf": MAF, "iaf": IAF, "nsf": NSF}
 

@@ -566,7 +566,7 @@ def _compile(model: Any, config: TrainConfig, warmup_steps: int) -> None:
         optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=config.weight_decay,
                                            **kwargs)
     else:
-        optimizer = keras.optimizers.Adam(learning_rate, **kwargs)
+        optimizer = models.FusedAdam(learning_rate, **kwargs)  # Keras' Adam, fused
     # FlowModel.compile wraps it in a LossScaleOptimizer for float16 layers (mixed_float16).
     model.compile(optimizer=optimizer)
 
