@@ -14,10 +14,10 @@ import numpy as np
 import tensorflow as tf
 
 from tfflow import bijectors as fb
-from tfflow.bijectors._base import FlowBijector
 from tfflow.layers.base import FlowContext, FlowLayer, deserialize, serialize
 from tfflow.layers.conditioners import check_context
-from tfflow.layers.normalization import ActNormLayer, _InitializingActNorm
+from tfflow.layers.normalization import (ActNormLayer, _InitializingActNorm,
+                                         _InitializingNormalization)
 
 __all__ = ["InverseAutoregressiveLayer", "MADE", "MaskedAutoregressiveLayer", "StandardizeLayer",
            "TriangularAffineLayer", "elementwise_transform"]
@@ -244,33 +244,25 @@ class _InitializingStandardize(_InitializingActNorm):
         return tuple(tf.numpy_function(moments, [y], [y.dtype, y.dtype], stateful=False))
 
 
-class _InitializingTriangularAffine(FlowBijector):
+class _InitializingTriangularAffine(_InitializingNormalization):
     """The Gaussian fit of the batch it sees, recorded for `TriangularAffineLayer.assign_initial`.
 
-    With a context, the linear-Gaussian regression of the batch on it.
+    With a context, the linear-Gaussian regression of the batch on it:
+    `(loc, log_diag, lower, context_kernel)`.
     """
 
-    def __init__(self, layer: "TriangularAffineLayer", records: dict, context=None):
-        self._layer = layer
-        self._records = records
-        self._context = context
-        super().__init__(forward_min_event_ndims=1, validate_args=False, parameters={},
-                         name=f"initializing_{layer.name}")
-
-    def _forward_and_log_det(self, x):
-        raise ValueError("TriangularAffineLayer: data-dependent initialisation runs in the "
-                         "data -> latent direction (inverse/log_prob) only.")
-
-    def _inverse_and_log_det(self, y):
+    def values_from(self, y):
         values = fb.triangular_affine_parameters(y, context=self._context,
                                                  ridge=self._layer.ridge)
         kernel = values.pop("context_kernel", None)
-        self._records[self._layer] = (values["loc"], values["log_diag"], values["lower"]) + \
+        return (values["loc"], values["log_diag"], values["lower"]) + \
             (() if kernel is None else (kernel,))
-        if kernel is not None:
-            values["loc"] = values["loc"] + tf.matmul(tf.cast(self._context, kernel.dtype),
-                                                      kernel)
-        return fb.TriangularAffine(**values)._inverse_and_log_det(y)
+
+    def bijector_from(self, values):
+        loc, log_diag, lower, *kernel = values
+        if kernel:
+            loc = loc + tf.matmul(tf.cast(self._context, kernel[0].dtype), kernel[0])
+        return fb.TriangularAffine(loc=loc, log_diag=log_diag, lower=lower)
 
 
 @keras.saving.register_keras_serializable(package="tfflow")

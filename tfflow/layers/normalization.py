@@ -17,12 +17,15 @@ class _InitializingNormalization(FlowBijector):
 
     Used once, in the data -> latent direction, by `FlowModel.initialize`: the
     records (`{layer: values}`) are assigned with `layer.assign_initial(*values)`.
-    Subclasses say which values a batch gives and which bijector they make.
+    Subclasses say which values a batch gives and which bijector they make; a
+    conditional layer's (`TriangularAffineLayer`'s Gaussian regression) also
+    gets the batch's `context` rows.
     """
 
-    def __init__(self, layer, records: dict):
+    def __init__(self, layer, records: dict, context=None):
         self._layer = layer
         self._records = records
+        self._context = context
         super().__init__(forward_min_event_ndims=layer.event_ndims, validate_args=False,
                          parameters={}, name=f"initializing_{layer.name}")
 
