@@ -108,7 +108,7 @@ _TRAIN_FLAG_HELP: dict[str, str] = {
     "hidden_channels": "Glow and RealNVP on images: width of the coupling networks.",
     "coupling": "Glow: coupling, a name in tfflow.models.glow.COUPLINGS; default: the "
                 "factory's; an unknown name is answered with the list.",
-    "permutation": "Glow: channel mixing, a name in tfflow.models.glow.MIXINGS (lu: 1x1 conv "
+    "permutation": "Glow: channel mixing, a name in tfflow.models.glow.PERMUTATIONS (lu: 1x1 conv "
                    "in LU form); default: the factory's.",
     "blocks": "RealNVP on images: ResNet blocks per conditioner.",
     "num_couplings": "RealNVP on vectors and NICE: number of coupling layers.",

@@ -12,11 +12,14 @@ from tfflow.models.flow_model import FlowModel
 __all__ = ["Glow", "glow_flow"]
 
 COUPLINGS = fb.GLOW_COUPLINGS
-MIXINGS = fb.GLOW_PERMUTATIONS
+#: The values of `Glow(permutation=...)`: how each step mixes the channels.
+PERMUTATIONS = fb.GLOW_PERMUTATIONS
+#: The old name of `PERMUTATIONS` (the argument is `permutation`), kept for one release.
+MIXINGS = PERMUTATIONS
 
 
 def _check_glow_arguments(image_shape, scales, steps_per_scale, hidden_channels, coupling,
-                          mixing):
+                          permutation):
     if len(image_shape) != 3:
         raise ValueError(f"Glow: expected image_shape (H, W, C), got {tuple(image_shape)}.")
     h, w, _ = image_shape
@@ -30,8 +33,9 @@ def _check_glow_arguments(image_shape, scales, steps_per_scale, hidden_channels,
                          f"{steps_per_scale} and {hidden_channels}.")
     if coupling not in COUPLINGS:
         raise ValueError(f"Glow: coupling must be one of {COUPLINGS}, got {coupling!r}.")
-    if mixing not in MIXINGS:
-        raise ValueError(f"Glow: permutation must be one of {MIXINGS}, got {mixing!r}.")
+    if permutation not in PERMUTATIONS:
+        raise ValueError(f"Glow: permutation must be one of {PERMUTATIONS}, got "
+                         f"{permutation!r}.")
 
 
 def glow_flow(image_shape, *, scales: int, steps_per_scale: int, hidden_channels: int,
