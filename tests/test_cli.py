@@ -386,7 +386,7 @@ def test_os_errors_and_tensorflow_file_errors_become_one_line(capsys):
 
 
 APPS_AND_OWN_FLAGS = {
-    "tfflow-train": ["--epochs", "(default: '40')", "--model", "--dataset", "two_moons",
+    "tfflow-train": ["--epochs", "(default: '22')", "--model", "--dataset", "two_moons",
                      "--warmup_steps", "--max_train_seconds", "--coupling"],
     "tfflow-sample": ["--num_samples", "(default: '64')", "--temperature", "--output"],
     "tfflow-evaluate": ["--split", "train, validation, test", "--batch_size"],
