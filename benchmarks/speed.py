@@ -58,6 +58,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -1095,6 +1096,8 @@ def main(argv=None):
                        "argv": sys.argv[1:],
                        "results": {k: v for k, v in runner.results.items()}}, out, indent=1)
     report(args, sections, runner, device)
+    if runner.workdir:  # the PyTorch worker's image files
+        shutil.rmtree(runner.workdir, ignore_errors=True)
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 
 
