@@ -209,7 +209,7 @@ def apply_to_channels(dtype):
     # Squeeze, permute, unsqueeze: shape-preserving, as a multi-scale level is.
     inner = tfb.Chain([fb.Squeeze(), fb.PermuteChannels.reverse(8), tfb.Invert(fb.Squeeze())])
     cpl, _ = coupling(fb.AffineCoupling, fb.ChannelSplit(), dtype, event=(4, 4, 2))
-    return (fb.ApplyToChannels(tfb.Chain([inner, cpl]), 2),
+    return (fb.FactorOut(tfb.Chain([inner, cpl]), 2),
             _normal((BATCH,) + IMAGE, dtype))
 
 
@@ -240,9 +240,9 @@ REGISTRY = {
     "affine_alternating_vector": lambda d: coupling(fb.AffineCoupling, fb.AlternatingMask(1),
                                                     d, VECTOR),
     "affine_half_vector": lambda d: coupling(fb.AffineCoupling, fb.ChannelSplit(1), d, VECTOR),
-    "spline_channel_image": lambda d: coupling(fb.RationalQuadraticSplineCoupling,
+    "spline_channel_image": lambda d: coupling(fb.SplineCoupling,
                                                fb.ChannelSplit(), d, num_bins=4),
-    "spline_alternating_vector": lambda d: coupling(fb.RationalQuadraticSplineCoupling,
+    "spline_alternating_vector": lambda d: coupling(fb.SplineCoupling,
                                                     fb.AlternatingMask(0), d, VECTOR,
                                                     num_bins=5, bound=2.),
     "maf_affine": lambda d: autoregressive(fb.MaskedAutoregressive, fb.AffineTransform(), d),

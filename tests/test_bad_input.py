@@ -55,7 +55,7 @@ RANK_CASES = {
     "PermuteChannels": lambda: fb.PermuteChannels.reverse(8),
     "AffineCoupling": lambda: fb.AffineCoupling(_double),
     "AdditiveCoupling": lambda: fb.AdditiveCoupling(tf.sin),
-    "RationalQuadraticSplineCoupling": lambda: fb.RationalQuadraticSplineCoupling(
+    "SplineCoupling": lambda: fb.SplineCoupling(
         _spline_params, num_bins=4),
     "Squeeze": fb.Squeeze,
     "BatchNormalization": lambda: fb.BatchNormalization(tf.zeros([8]), tf.ones([8])),
@@ -210,7 +210,7 @@ def test_squeeze_factor_must_be_an_integer_at_least_2(factor):
 @pytest.mark.parametrize("partition", [fb.ChannelSplit(), fb.ChannelSplit(1),
                                        fb.AlternatingMask(), fb.AlternatingMask(1)], ids=repr)
 @pytest.mark.parametrize("cls", [fb.AdditiveCoupling, fb.AffineCoupling,
-                                 fb.RationalQuadraticSplineCoupling], ids=lambda c: c.__name__)
+                                 fb.SplineCoupling], ids=lambda c: c.__name__)
 @pytest.mark.parametrize("method", ["forward", "inverse"])
 def test_coupling_cannot_split_one_channel(cls, partition, method):
     coupling = cls(lambda x_a: tf.concat([x_a, x_a], -1), partition, event_ndims=1)
@@ -222,7 +222,7 @@ def test_coupling_cannot_split_one_channel(cls, partition, method):
     (fb.AffineCoupling, "must return 4 channels", lambda x_a: x_a),
     (fb.AffineCoupling, "must return 4 channels", lambda x_a: tf.concat([x_a] * 3, -1)),
     (fb.AdditiveCoupling, "must return 2 channels", lambda x_a: tf.concat([x_a, x_a], -1)),
-    (fb.RationalQuadraticSplineCoupling, "must return 46 channels", lambda x_a: x_a),
+    (fb.SplineCoupling, "must return 46 channels", lambda x_a: x_a),
 ], ids=["affine_too_few", "affine_too_many", "additive_too_many", "spline_too_few"])
 @pytest.mark.parametrize("method", ["forward", "inverse", "inverse_log_det_jacobian"])
 def test_conditioner_returns_wrong_number_of_channels(cls, want, conditioner, method):
@@ -243,9 +243,9 @@ def test_conditioner_wrong_channels_for_images_and_masks():
 
 @pytest.mark.parametrize("num_bins, bound", [(1, 3.), (0, 3.), (4, 0.), (4, -1.)])
 def test_spline_bins_and_bound(num_bins, bound):
-    with raises(ValueError, "RationalQuadraticSplineCoupling", "num_bins >= 2 and bound > 0",
+    with raises(ValueError, "SplineCoupling", "num_bins >= 2 and bound > 0",
                 f"num_bins={num_bins}, bound={bound}"):
-        fb.RationalQuadraticSplineCoupling(_spline_params, num_bins=num_bins, bound=bound)
+        fb.SplineCoupling(_spline_params, num_bins=num_bins, bound=bound)
 
 
 # ids: the same in every process (a repr of [tf.sin] holds its address; pytest-xdist's
@@ -253,7 +253,7 @@ def test_spline_bins_and_bound(num_bins, bound):
 @pytest.mark.parametrize("conditioner", [3, None, "net", [tf.sin]],
                          ids=["3", "None", "'net'", "[tf.sin]"])
 @pytest.mark.parametrize("cls", [fb.AdditiveCoupling, fb.AffineCoupling,
-                                 fb.RationalQuadraticSplineCoupling], ids=lambda c: c.__name__)
+                                 fb.SplineCoupling], ids=lambda c: c.__name__)
 def test_non_callable_conditioner(cls, conditioner):
     with raises(ValueError, cls.__name__, "conditioner must be callable", repr(conditioner)):
         cls(conditioner)
@@ -357,7 +357,7 @@ NAN_CASES = {
         **fb.lu_parameters(_invertible(4)), validate_args=v),
     "AdditiveCoupling": lambda v: fb.AdditiveCoupling(tf.sin, validate_args=v),
     "AffineCoupling": lambda v: fb.AffineCoupling(_double, validate_args=v),
-    "RationalQuadraticSplineCoupling": lambda v: fb.RationalQuadraticSplineCoupling(
+    "SplineCoupling": lambda v: fb.SplineCoupling(
         _spline_params, num_bins=4, validate_args=v),
     "Squeeze": lambda v: fb.Squeeze(validate_args=v),
     "PermuteChannels": lambda v: fb.PermuteChannels.reverse(4, validate_args=v),

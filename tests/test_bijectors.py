@@ -230,8 +230,8 @@ def test_public_names():
     (fb.AffineCoupling, {}, fb.ChannelSplit(), 5, 2 * 3),
     (fb.AdditiveCoupling, {}, fb.ChannelSplit(1), 5, 1 * 3),
     (fb.AffineCoupling, {}, fb.Checkerboard(0), 4, 2 * 4),
-    (fb.RationalQuadraticSplineCoupling, {"num_bins": 4}, fb.AlternatingMask(0), 3, 11 * 3),
-    (fb.RationalQuadraticSplineCoupling, {}, None, 6, 23 * 3),  # 8 bins, ChannelSplit
+    (fb.SplineCoupling, {"num_bins": 4}, fb.AlternatingMask(0), 3, 11 * 3),
+    (fb.SplineCoupling, {}, None, 6, 23 * 3),  # 8 bins, ChannelSplit
 ])
 def test_couplings_own_their_conditioner_width(cls, options, partition, channels, want):
     assert cls.conditioner_outputs(channels, partition, **options) == want

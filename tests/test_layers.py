@@ -46,8 +46,8 @@ def _glow_net(out_channels):
 FLOW_LAYERS = {
     "actnorm_image": Case(fl.ActNormLayer, IMAGE),
     "actnorm_vector": Case(lambda: fl.ActNormLayer(event_ndims=1), VECTOR),
-    "batch_norm_image": Case(fl.BatchNormLayer, IMAGE),
-    "batch_norm_vector": Case(lambda: fl.BatchNormLayer(event_ndims=1, momentum=0.9), VECTOR),
+    "batch_norm_image": Case(fl.BatchNormalizationLayer, IMAGE),
+    "batch_norm_vector": Case(lambda: fl.BatchNormalizationLayer(event_ndims=1, momentum=0.9), VECTOR),
     "lu_conv1x1": Case(lambda: fl.LUInvertible1x1ConvLayer(seed=3), IMAGE),
     "lu_conv1x1_vector": Case(lambda: fl.LUInvertible1x1ConvLayer(event_ndims=1, seed=4),
                               VECTOR),
@@ -249,7 +249,7 @@ def test_non_trainable_weights():
     lu.build(IMAGE)
     assert {v.path.split("/")[-1] for v in lu.non_trainable_weights} == {"permutation",
                                                                          "sign_s"}
-    bn = fl.BatchNormLayer()
+    bn = fl.BatchNormalizationLayer()
     bn.build(IMAGE)
     assert {v.path.split("/")[-1] for v in bn.non_trainable_weights} == {"moving_mean", "initialized",
                                                                          "moving_variance"}
@@ -258,7 +258,7 @@ def test_non_trainable_weights():
 @pytest.mark.parametrize("traced", [False, True])
 def test_batch_norm_moves_its_averages_once_per_training_pass(traced):
     # What the model's train step does: inverse, then the log-det of the same input.
-    layer = fl.BatchNormLayer(momentum=0.9)
+    layer = fl.BatchNormalizationLayer(momentum=0.9)
     layer.build(IMAGE)
     x = _data(IMAGE) * 2. + 1.
 
@@ -315,7 +315,7 @@ def test_layer_describes_itself_truthfully(name):
 
 
 def test_batch_norm_is_not_per_example_and_containers_name_their_children():
-    assert not fl.BatchNormLayer().per_example
+    assert not fl.BatchNormalizationLayer().per_example
     inner = fl.ChainLayer([fl.SqueezeLayer(), fl.ActNormLayer(), fl.UnsqueezeLayer()],
                           name="inner")
     outer = fl.FactorOutLayer(2, inner, name="outer")
@@ -341,6 +341,7 @@ DEPRECATED_LAYERS = {
     "Conv1x1Layer": (lambda: fl.Conv1x1Layer(seed=5), fl.Invertible1x1ConvLayer),
     "LUConv1x1Layer": (lambda: fl.LUConv1x1Layer(seed=3), fl.LUInvertible1x1ConvLayer),
     "LogitLayer": (lambda: fl.LogitLayer(0.1), fl.LogitPreprocessingLayer),
+    "BatchNormLayer": (lambda: fl.BatchNormLayer(momentum=0.9), fl.BatchNormalizationLayer),
 }
 
 
@@ -361,6 +362,22 @@ def test_old_layer_names_warn_and_still_load_from_saved_configs(old):
     x = _data(IMAGE)
     for a, b in zip(_bijector_outputs(layer, x, None), _bijector_outputs(loaded, x, None)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("old, new, make", [
+    ("ApplyToChannels", fb.FactorOut, lambda cls: cls(fb.ActNorm([0.1, 0.2], [0.3, -0.1]), 2)),
+    ("RationalQuadraticSplineCoupling", fb.SplineCoupling,
+     lambda cls: cls(lambda x_a: tf.concat([x_a] * 23, -1), num_bins=8)),
+])
+def test_old_bijector_names_warn_and_compute_the_same(old, new, make):
+    with pytest.warns(DeprecationWarning, match=f"{old} is deprecated.*{new.__name__}"):
+        before = make(getattr(fb, old))
+    assert isinstance(before, new)
+    x = _data(IMAGE)
+    after = make(new)
+    np.testing.assert_array_equal(before.inverse(x), after.inverse(x))
+    np.testing.assert_array_equal(before.inverse_log_det_jacobian(x, 3),
+                                  after.inverse_log_det_jacobian(x, 3))
 
 
 def test_resnet_conditioner_old_argument_name_warns_and_old_configs_load():

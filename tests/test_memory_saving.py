@@ -138,7 +138,7 @@ def test_keras_save_load_round_trip(tmp_path):
 
 def test_blocks_refuse_what_they_cannot_rebuild():
     with pytest.raises(ValueError, match="batch statistics"):
-        fl.ReversibleChainLayer([fl.ActNormLayer(), fl.BatchNormLayer()])
+        fl.ReversibleChainLayer([fl.ActNormLayer(), fl.BatchNormalizationLayer()])
     block = fl.ReversibleChainLayer([fl.ActNormLayer(), fl.SqueezeLayer()])
     with pytest.raises(ValueError, match="keep the event shape"):
         block.build((None, 4, 4, 1))

@@ -290,7 +290,7 @@ def _leaves(bijector, z):
         for part in reversed(bijector.bijectors):  # Chain's forward applies the last first.
             yield from _leaves(part, z)
             z = part.forward(z)
-    elif isinstance(bijector, fb.ApplyToChannels):
+    elif isinstance(bijector, fb.FactorOut):
         k = bijector.parameters["channels"]
         yield bijector, z
         yield from _leaves(bijector.bijector, z[..., :k])

@@ -20,7 +20,7 @@ from tfflow.bijectors.glow_steps import (GLOW_COUPLINGS, GLOW_PERMUTATIONS, Gath
                                          GlowSteps, ParameterSpec, glow_network,
                                          glow_steps_parameters)
 from tfflow.bijectors.coupling import (AdditiveCoupling, AffineCoupling, Coupling,
-                                       RationalQuadraticSplineCoupling)
+                                       RationalQuadraticSplineCoupling, SplineCoupling)
 from tfflow.bijectors.elementwise import (AffineTransform, ElementwiseTransform,
                                           SplineTransform, glow_log_scale, tanh_log_scale)
 from tfflow.bijectors.invertible_1x1_conv import (Invertible1x1Conv, LUInvertible1x1Conv,
@@ -33,7 +33,7 @@ from tfflow.bijectors.program import (BijectorProgram, ChainProgram, ProgramBije
 from tfflow.bijectors.reversible import ReversibleChain
 from tfflow.bijectors.squeeze import Squeeze
 from tfflow.bijectors.stacked_steps import StackedSteps
-from tfflow.bijectors.structure import ApplyToChannels, ElementwiseAffine
+from tfflow.bijectors.structure import ApplyToChannels, ElementwiseAffine, FactorOut
 from tfflow.bijectors.triangular_affine import TriangularAffine, triangular_affine_parameters
 
 __all__ = [
@@ -55,6 +55,7 @@ __all__ = [
     "GlowSteps",
     "ElementwiseAffine",
     "ElementwiseTransform",
+    "FactorOut",
     "FlowBijector",
     "InverseAutoregressive",
     "Invertible1x1Conv",
@@ -68,6 +69,7 @@ __all__ = [
     "ProgramChain",
     "RationalQuadraticSplineCoupling",
     "ReversibleChain",
+    "SplineCoupling",
     "SplineTransform",
     "Squeeze",
     "StackedSteps",

@@ -25,7 +25,7 @@ class BatchNormalization(ChannelAffine):
     The bijector holds no statistics of its own: during training RealNVP
     passes the batch's moments (and the log-det treats them as constants of the
     batch, as the paper does), at test time the running averages. tfflow's
-    Keras layer (`tfflow.layers.BatchNormLayer`) owns those running
+    Keras layer (`tfflow.layers.BatchNormalizationLayer`) owns those running
     averages as non-trainable weights and chooses which to pass.
 
     #### References

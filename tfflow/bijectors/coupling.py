@@ -12,6 +12,7 @@ from typing import Callable
 
 import tensorflow as tf
 
+from tfflow._deprecation import deprecated_subclass
 from tfflow.bijectors import _validation
 from tfflow.bijectors._base import ConditionedBijector, Conditioner
 from tfflow.bijectors.elementwise import (SplineTransform, affine_apply, affine_invert,
@@ -23,6 +24,7 @@ __all__ = [
     "AffineCoupling",
     "Coupling",
     "RationalQuadraticSplineCoupling",
+    "SplineCoupling",
 ]
 
 
@@ -260,7 +262,7 @@ class AffineCoupling(Coupling):
         return affine_invert(z_t, *self._shift_and_log_scale(h))
 
 
-class RationalQuadraticSplineCoupling(Coupling):
+class SplineCoupling(Coupling):
     """Neural-spline coupling: a monotone rational-quadratic spline of one part given the other.
 
     Direction: `forward` latent -> data, `inverse` data -> latent (see `tfflow.bijectors`).
@@ -287,7 +289,7 @@ class RationalQuadraticSplineCoupling(Coupling):
     def __init__(self, conditioner: Conditioner, partition: Partition | None = None, *,
                  num_bins: int = 8, bound: float = 3.0, event_ndims: int = 3,
                  dtype=tf.float32, validate_args: bool = False,
-                 name: str = "rational_quadratic_spline_coupling"):
+                 name: str = "spline_coupling"):
         """Builds the bijector.
 
         Args:
@@ -302,7 +304,7 @@ class RationalQuadraticSplineCoupling(Coupling):
         """
         parameters = dict(locals())
         self._transform = SplineTransform(num_bins, bound,
-                                          owner="RationalQuadraticSplineCoupling")
+                                          owner="SplineCoupling")
         self._num_bins, self._bound = self._transform.num_bins, self._transform.bound
         self.params_per_channel = self.params_per_channel_for(num_bins=self._num_bins)
         super().__init__(conditioner, partition, event_ndims=event_ndims,
@@ -324,3 +326,8 @@ class RationalQuadraticSplineCoupling(Coupling):
 
     def _generate(self, z_t, h):
         return self._transform.invert(z_t, self._per_channel(h, z_t.shape[-1]))
+
+
+#: The old name of `SplineCoupling`.
+RationalQuadraticSplineCoupling = deprecated_subclass(SplineCoupling,
+                                                      "RationalQuadraticSplineCoupling")

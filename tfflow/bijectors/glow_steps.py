@@ -17,7 +17,7 @@ import tensorflow as tf
 from tfflow.bijectors._base import FlowBijector
 from tfflow.bijectors.actnorm import ActNorm
 from tfflow.bijectors.coupling import (AdditiveCoupling, AffineCoupling,
-                                       RationalQuadraticSplineCoupling, tanh_log_scale)
+                                       SplineCoupling, tanh_log_scale)
 from tfflow.bijectors.invertible_1x1_conv import Invertible1x1Conv, LUInvertible1x1Conv
 from tfflow.bijectors.partitions import ChannelSplit
 from tfflow.bijectors.permute import PermuteChannels
@@ -45,7 +45,7 @@ class ParameterSpec:
 def _params_per_channel(coupling: str, num_bins: int) -> int:
     """Network outputs per transformed channel: the coupling class's own rule."""
     classes = {"affine": AffineCoupling, "additive": AdditiveCoupling,
-               "spline": RationalQuadraticSplineCoupling}
+               "spline": SplineCoupling}
     return classes[coupling].params_per_channel_for(num_bins=num_bins)
 
 
@@ -339,6 +339,6 @@ class GlowSteps(StackedSteps):
         elif self._coupling == "additive":
             parts.append(AdditiveCoupling(network, split, dtype=dtype))
         else:
-            parts.append(RationalQuadraticSplineCoupling(network, split, num_bins=self._num_bins,
+            parts.append(SplineCoupling(network, split, num_bins=self._num_bins,
                                                          bound=self._bound, dtype=dtype))
         return parts

@@ -5,12 +5,13 @@ from __future__ import annotations
 import tensorflow as tf
 from tensorflow_probability import bijectors as tfb
 
+from tfflow._deprecation import deprecated_subclass
 from tfflow.bijectors._base import FlowBijector, read
 
-__all__ = ["ApplyToChannels", "ElementwiseAffine"]
+__all__ = ["ApplyToChannels", "ElementwiseAffine", "FactorOut"]
 
 
-class ApplyToChannels(FlowBijector):
+class FactorOut(FlowBijector):
     """Applies `bijector` to the first `channels` channels; the rest pass through.
 
     Direction: `forward` latent -> data, `inverse` data -> latent (see `tfflow.bijectors`).
@@ -26,7 +27,7 @@ class ApplyToChannels(FlowBijector):
     """
 
     def __init__(self, bijector: tfb.Bijector, channels: int, *, event_ndims: int = 3,
-                 validate_args: bool = False, name: str = "apply_to_channels"):
+                 validate_args: bool = False, name: str = "factor_out"):
         """Builds the bijector.
 
         Args:
@@ -38,7 +39,7 @@ class ApplyToChannels(FlowBijector):
         """
         parameters = dict(locals())
         if int(channels) < 1:
-            raise ValueError(f"ApplyToChannels: channels must be >= 1, got {channels}.")
+            raise ValueError(f"FactorOut: channels must be >= 1, got {channels}.")
         self._bijector = bijector
         self._channels = int(channels)
         self._event_ndims = int(event_ndims)
@@ -54,7 +55,7 @@ class ApplyToChannels(FlowBijector):
     def _validate_input(self, x, *, inverse):
         x = super()._validate_input(x, inverse=inverse)
         if x.shape[-1] is None or x.shape[-1] <= self._channels:
-            raise ValueError(f"ApplyToChannels: expected more than {self._channels} channels "
+            raise ValueError(f"FactorOut: expected more than {self._channels} channels "
                              f"(static), got shape {x.shape}.")
         return x
 
@@ -120,3 +121,7 @@ class ElementwiseAffine(FlowBijector):
     def _inverse_and_log_det(self, y):
         loc, log_scale = read(self._loc), read(self._log_scale)
         return (y - loc) * tf.exp(-log_scale), -self._log_det(y, log_scale)
+
+
+#: The old name of `FactorOut`.
+ApplyToChannels = deprecated_subclass(FactorOut, "ApplyToChannels")

@@ -16,7 +16,7 @@ from tfflow.layers.coupling import AdditiveCouplingLayer, AffineCouplingLayer, S
 from tfflow.layers.mixing import (Conv1x1Layer, Invertible1x1ConvLayer, LUConv1x1Layer,
                                   LUInvertible1x1ConvLayer, PermutationLayer,
                                   PermuteChannelsLayer)
-from tfflow.layers.normalization import ActNormLayer, BatchNormLayer
+from tfflow.layers.normalization import ActNormLayer, BatchNormalizationLayer, BatchNormLayer
 from tfflow.layers.reversible import ReversibleChainLayer, group_reversible
 from tfflow.layers.structure import (ChainLayer, DiagonalScalingLayer, FactorOutLayer,
                                      FlattenLayer, LearnedPriorLayer, LogitLayer,
@@ -24,7 +24,7 @@ from tfflow.layers.structure import (ChainLayer, DiagonalScalingLayer, FactorOut
                                      UnsqueezeLayer)
 
 __all__ = [
-    "ActNormLayer", "AdditiveCouplingLayer", "AffineCouplingLayer", "BatchNormLayer",
+    "ActNormLayer", "AdditiveCouplingLayer", "AffineCouplingLayer", "BatchNormalizationLayer", "BatchNormLayer",
     "ChainLayer", "InverseAutoregressiveLayer", "MADE", "MaskedAutoregressiveLayer",
     "StandardizeLayer", "TriangularAffineLayer", "Conv1x1Layer", "DiagonalScalingLayer", "FactorOutLayer", "FlattenLayer",
     "FlowContext", "FlowLayer", "GlowConditioner", "GlowStepsLayer", "StackedGlowNetworks", "LUConv1x1Layer", "LearnedPriorLayer",

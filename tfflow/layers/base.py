@@ -18,6 +18,7 @@ import keras
 import tensorflow as tf
 from tensorflow_probability import bijectors as tfb
 
+from tfflow._deprecation import deprecated_subclass
 from tfflow.bijectors.program import BijectorProgram
 
 __all__ = ["FlowContext", "FlowLayer", "deprecated_alias", "renamed_argument", "serialize",
@@ -238,20 +239,13 @@ def deserialize(config: Any):
 # Old names: kept for one release, with a DeprecationWarning -------------------------------------
 
 def deprecated_alias(cls: type, old_name: str) -> type:
-    """A subclass of `cls` called `old_name` that warns on construction.
+    """`tfflow._deprecation.deprecated_subclass` of a layer, registered for `.keras` files.
 
-    Registered for `.keras` files under its own (old) name, so files saved
-    before the rename still load. Remove it one release after the rename.
+    Registered under its own (old) name, so files saved before the rename
+    still load. Remove it one release after the rename.
     """
-    def __init__(self, *args, **kwargs):
-        warnings.warn(f"tfflow: {old_name} is deprecated and will be removed in the next "
-                      f"release; use {cls.__name__}.", DeprecationWarning, stacklevel=2)
-        cls.__init__(self, *args, **kwargs)
-
-    alias = type(old_name, (cls,), {
-        "__init__": __init__, "__module__": cls.__module__, "__qualname__": old_name,
-        "__doc__": f"Deprecated alias of `{cls.__name__}` (warns; removed in the next release)."})
-    return keras.saving.register_keras_serializable(package="tfflow")(alias)
+    return keras.saving.register_keras_serializable(package="tfflow")(
+        deprecated_subclass(cls, old_name))
 
 
 def renamed_argument(owner: str, old: str, old_value: Any, new: str, new_value: Any) -> Any:

@@ -100,7 +100,7 @@ class AdditiveCouplingLayer(_CouplingLayer):
 class SplineCouplingLayer(_CouplingLayer):
     """Rational-quadratic spline coupling (Neural Spline Flows), `num_bins` on [-bound, bound]."""
 
-    bijector_class = fb.RationalQuadraticSplineCoupling
+    bijector_class = fb.SplineCoupling
 
     def __init__(self, conditioner, partition=None, event_ndims: int = 3, num_bins: int = 8,
                  bound: float = 3.0, **kwargs):
@@ -111,10 +111,10 @@ class SplineCouplingLayer(_CouplingLayer):
     @staticmethod
     def params_per_channel(num_bins: int) -> int:
         """Conditioner outputs per transformed channel (the bijector's rule)."""
-        return fb.RationalQuadraticSplineCoupling.params_per_channel_for(num_bins=num_bins)
+        return fb.SplineCoupling.params_per_channel_for(num_bins=num_bins)
 
     def bijector(self, context=None):
-        return fb.RationalQuadraticSplineCoupling(
+        return fb.SplineCoupling(
             self.network(context), self.partition, num_bins=self.num_bins, bound=self.bound,
             event_ndims=self.event_ndims, dtype=self.compute_dtype)
 

@@ -7,9 +7,9 @@ import tensorflow as tf
 
 from tfflow import bijectors as fb
 from tfflow.bijectors._base import FlowBijector
-from tfflow.layers.base import FlowContext, FlowLayer
+from tfflow.layers.base import FlowContext, FlowLayer, deprecated_alias
 
-__all__ = ["ActNormLayer", "BatchNormLayer"]
+__all__ = ["ActNormLayer", "BatchNormLayer", "BatchNormalizationLayer"]
 
 
 class _InitializingNormalization(FlowBijector):
@@ -108,7 +108,7 @@ class ActNormLayer(FlowLayer):
 class _BatchStatisticsNormalization(FlowBijector):
     """Batch norm that normalises with its input's own moments and updates the averages."""
 
-    def __init__(self, layer: "BatchNormLayer"):
+    def __init__(self, layer: "BatchNormalizationLayer"):
         self._layer = layer
         super().__init__(forward_min_event_ndims=layer.event_ndims, validate_args=False,
                          parameters={}, name="batch_statistics_normalization")
@@ -127,7 +127,7 @@ class _BatchStatisticsNormalization(FlowBijector):
 
 
 @keras.saving.register_keras_serializable(package="tfflow")
-class BatchNormLayer(FlowLayer):
+class BatchNormalizationLayer(FlowLayer):
     """RealNVP's batch normalisation: running statistics as non-trainable weights.
 
     In training (`FlowContext.training`) the bijector normalises with the
@@ -193,3 +193,7 @@ class BatchNormLayer(FlowLayer):
     def get_config(self):
         return {**super().get_config(), "event_ndims": self.event_ndims,
                 "momentum": self.momentum, "epsilon": self.epsilon}
+
+
+#: The old name of `BatchNormalizationLayer` (loads `.keras` files saved under it).
+BatchNormLayer = deprecated_alias(BatchNormalizationLayer, "BatchNormLayer")

@@ -26,7 +26,7 @@ class ReversibleChainLayer(ChainLayer):
     (a step took 1.23x as long at K=4; measured on 2 CPU cores).
 
     The parts must keep the event shape and be invertible example by example:
-    training-mode batch normalisation (`BatchNormLayer`) depends on the whole
+    training-mode batch normalisation (`BatchNormalizationLayer`) depends on the whole
     batch and is rejected; keep it between reversible blocks.
     """
 

@@ -176,7 +176,7 @@ class FactorOutLayer(FlowLayer):
         return tf.concat([kept, x[..., self.channels:]], axis=-1)
 
     def bijector(self, context=None):
-        return fb.ApplyToChannels(self.inner.bijector(context or FlowContext()), self.channels)
+        return fb.FactorOut(self.inner.bijector(context or FlowContext()), self.channels)
 
     def program(self, context=None, *, compile=True):
         return None  # the inner flow shares its parts' programs

@@ -35,7 +35,7 @@ def _image_flow(image_shape, scales, hidden_channels, blocks, batch_norm, kind, 
                                                                   **network),
                            partition, channels, num_bins, 3, dtype)]
         if batch_norm:
-            parts.append(fl.BatchNormLayer(dtype=dtype))
+            parts.append(fl.BatchNormalizationLayer(dtype=dtype))
         return parts
 
     def blocks_of(parts, index):
@@ -77,7 +77,7 @@ def _vector_flow(dims, num_couplings, hidden_units, batch_norm, kind, num_bins, 
                                lambda out: fl.MLPConditioner(hidden_units, out, **network),
                                fb.AlternatingMask(k % 2), dims, num_bins, 1, dtype))
         if batch_norm and k < num_couplings - 1:
-            parts.append(fl.BatchNormLayer(event_ndims=1, dtype=dtype))
+            parts.append(fl.BatchNormalizationLayer(event_ndims=1, dtype=dtype))
     if memory_saving:
         parts = fl.group_reversible(parts, event_ndims=1, dtype=dtype, name="reversible")
     return fl.ChainLayer(with_gaussian_start(parts, dtype, network["context_units"]),
