@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 import tfflow
 from tfflow import bijectors as fb
@@ -144,7 +145,7 @@ def test_bad_arguments_are_clear_errors():
         tfflow.models.Glow((8, 8, 1), scales=1, steps_per_scale=1, hidden_channels=4,
                            num_classes=3, context_shape=(2,))
     bijector, x = glow_steps(tf.float64)
-    params = dict(zip(bijector._names, bijector.params))
+    params = bijector.stacked_params
     kernel = tf.zeros([3, CONTEXT_UNITS, 5], tf.float64)
     with pytest.raises(ValueError, match=r"expected a context \[\.\.\., 2\].*got none"):
         fb.GlowSteps({**params, "context_kernel": kernel})
@@ -173,7 +174,7 @@ def _conditional_steps(context, *, memory_saving=False, unroll=None, coupling="a
                        permutation="lu", seed=30):
     """The registry's K=3 random Glow steps (4 channels, 5 hidden) with a random context kernel."""
     plain, x = glow_steps(tf.float64, coupling=coupling, permutation=permutation)
-    params = dict(zip(plain._names, plain.params))
+    params = plain.stacked_params
     params["context_kernel"] = tf.constant(
         np.random.default_rng(seed).normal(size=(3, CONTEXT_UNITS, 5)) * 0.7, tf.float64)
     return fb.GlowSteps(params, coupling=coupling, permutation=permutation, num_bins=4,
@@ -247,7 +248,10 @@ def _loss_and_gradients(model, x, c):
     c = tf.constant(c)
     with tf.GradientTape() as tape:
         tape.watch(c)
-        loss = -tf.reduce_mean(model._log_prob(x, None, training=True, context=c))
+        # fit's loss from public parts: the training-mode bijector over the base.
+        flow = tfp.distributions.TransformedDistribution(
+            model.base_distribution(), model.bijector_for(training=True, context=c))
+        loss = -tf.reduce_mean(flow.log_prob(x))
     return [loss] + tape.gradient(loss, model.trainable_variables + [c])
 
 
@@ -258,7 +262,7 @@ def test_memory_saving_gives_the_same_loss_and_gradients_with_a_context(traced):
     plain = _perturbed(_glow(dtype="float64"), x, c)
     saving = _glow(memory_saving=True, dtype="float64")
     saving.set_weights(plain.get_weights())
-    assert all(layer.memory_saving for layer in saving._flatten_layers()
+    assert all(layer.memory_saving for layer in (l for _, l in saving.flow.walk())
                if isinstance(layer, fl.GlowStepsLayer))
     run = (lambda m: tf.function(lambda: _loss_and_gradients(m, x, c), autograph=False)()) \
         if traced else (lambda m: _loss_and_gradients(m, x, c))

@@ -298,6 +298,11 @@ class GlowSteps(StackedSteps):
                          validate_args=validate_args, name=name)
 
     @property
+    def stacked_params(self) -> dict:
+        """{name: stacked parameter [K, ...]}: what the constructor took as `params`."""
+        return dict(zip(self._names, self.params))
+
+    @property
     def context(self) -> tf.Tensor | None:
         """The fixed context [..., C_c] of a conditional Glow's steps; None otherwise."""
         return self._context

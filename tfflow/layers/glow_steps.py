@@ -7,10 +7,10 @@ import numpy as np
 import tensorflow as tf
 
 from tfflow import bijectors as fb
-from tfflow.bijectors._base import FlowBijector
 from tfflow.layers.base import FlowContext, FlowLayer
 from tfflow.layers.coupling import LOG_SCALE_FUNCTIONS
 from tfflow.layers.mixing import _random_rotation
+from tfflow.layers.normalization import _InitializingNormalization
 
 __all__ = ["GlowStepsLayer"]
 
@@ -67,26 +67,20 @@ class StackedGlowNetworks(keras.layers.Layer):
         return {**super().get_config(), "num_steps": self.num_steps}
 
 
-class _InitializingGlowSteps(FlowBijector):
+class _InitializingGlowSteps(_InitializingNormalization):
     """Glow's data-dependent init, step by step: each ActNorm standardises what it sees.
 
     Runs the K steps one at a time in the data -> latent direction; step k's
     ActNorm takes `actnorm_initial_parameters` of its input, and the stacked
     values are recorded as `{layer: (loc [K, C], log_scale [K, C])}` for
-    `layer.assign_initial` (`FlowModel.initialize`).
+    `layer.assign_initial` (`FlowModel.initialize`). Unlike the single
+    normalisations, step k's values depend on steps 0..k-1, so this runs the
+    steps itself instead of `values_from` / `bijector_from`.
     """
 
     def __init__(self, layer: "GlowStepsLayer", params: dict, records: dict, context=None):
-        self._layer = layer
         self._params = params
-        self._records = records
-        self._context = context
-        super().__init__(forward_min_event_ndims=3, validate_args=False, parameters={},
-                         name=f"initializing_{layer.name}")
-
-    def _forward_and_log_det(self, x):
-        raise ValueError("GlowStepsLayer: data-dependent initialisation runs in the data -> "
-                         "latent direction (inverse/log_prob) only.")
+        super().__init__(layer, records, context)
 
     def _inverse_and_log_det(self, y):
         locs, log_scales = [], []
@@ -205,10 +199,6 @@ class GlowStepsLayer(FlowLayer):
 
     def _network_compute_dtype(self):
         return self.networks.compute_dtype
-
-    @property
-    def uses_context(self) -> bool:
-        return self.context_units is not None
 
     def steps_bijector(self, params: dict, *, unroll: bool | None = None,
                        context=None) -> fb.GlowSteps:
