@@ -92,6 +92,16 @@ def test_config_defaults_resolve_to_glow_on_digits_under_tfflow_runs():
         os.path.join(".", "tfflow_runs", "realnvp-My-Table")
 
 
+@pytest.mark.parametrize("dataset, batch_size, learning_rate", [
+    ("digits", 64, 8e-3), ("cifar10", 64, 8e-3), ("two_moons", 32, 2e-3),
+    ("/data/table.csv", 32, 2e-3), ("/data/table.NPY", 32, 2e-3)])
+def test_unset_batch_size_and_rate_follow_the_kind_of_data(dataset, batch_size, learning_rate):
+    config = training.TrainConfig(dataset=dataset).resolved()
+    assert (config.batch_size, config.learning_rate) == (batch_size, learning_rate)
+    given = training.TrainConfig(dataset=dataset, batch_size=8, learning_rate=1e-4).resolved()
+    assert (given.batch_size, given.learning_rate) == (8, 1e-4)
+
+
 def test_config_json_round_trip():
     config = training.TrainConfig(model="nice", hidden_units=(16, 8), learning_rate=3e-4)
     back = training.TrainConfig.from_json(config.to_json()).resolved()
