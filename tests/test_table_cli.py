@@ -251,7 +251,7 @@ def test_a_finished_conditional_run_continues_with_more_epochs(training_runs):
     result = training_runs["continued"]
     check_ok(result)
     # Quiet (--verbose=0): the history it reports holds the first run's epoch and the new one.
-    assert "; 2 epochs (epochs," in last_line(result.stdout), result.stdout[-3000:]
+    assert "; 2 epochs (all planned," in last_line(result.stdout), result.stdout[-3000:]
 
 
 def test_a_baseline_that_cannot_be_fitted_is_a_note_in_the_summary():

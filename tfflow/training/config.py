@@ -430,6 +430,8 @@ class TrainResult:
     files: dict[str, str]
 
     def _stopped(self) -> str:
+        if self.stopped_by == "epochs":
+            return "all planned"
         if self.stopped_by != "time budget":
             return self.stopped_by
         return (f"stopped by the {self.config.max_train_seconds:g} s time budget after "
