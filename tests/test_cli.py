@@ -490,3 +490,12 @@ def test_a_terminal_gets_keras_progress_bars(tmp_path):
     output = b"".join(chunks).decode("utf-8", "replace")
     assert process.returncode == 0, output[-3000:]
     assert "━" in output, output[-3000:]  # Keras's bar, redrawn in place
+
+
+def test_train_help_names_every_strategy():
+    # The help describes each strategy in words, so it cannot be derived from the list
+    # (which imports TensorFlow, and --help answers without it); this keeps them together.
+    from tfflow import cli  # pylint: disable=import-outside-toplevel
+    from tfflow.training import STRATEGIES  # pylint: disable=import-outside-toplevel
+    text = cli._TRAIN_FLAG_HELP["strategy"]  # pylint: disable=protected-access
+    assert [name for name in STRATEGIES if name not in text] == []
