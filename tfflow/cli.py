@@ -249,7 +249,7 @@ def train_main(argv: Sequence[str]) -> None:
         _reject_positional(argv)
         _check_seed(FLAGS.seed)
         _check_folder_to_write("workdir", workdir)
-        if FLAGS.dataset.lower().endswith(data_names.TABLE_EXTENSIONS):
+        if data_names.is_table_file(FLAGS.dataset):
             _check_file_to_read("dataset", FLAGS.dataset)
 
     def run(training: Any) -> None:

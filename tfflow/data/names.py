@@ -7,7 +7,7 @@ densities and `TOY_DATASETS` disagree).
 """
 
 __all__ = ["EMBEDDED_DATASETS", "SPLITS", "TABLE_EXTENSIONS", "TFDS_IMAGE_DATASETS",
-           "TOY_DATASETS"]
+           "TOY_DATASETS", "is_table_file"]
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
@@ -28,3 +28,8 @@ EMBEDDED_DATASETS: tuple[str, ...] = ("digits",) + TOY_DATASETS
 
 # Named in error messages and help; any other TFDS image data set loads as well.
 TFDS_IMAGE_DATASETS: tuple[str, ...] = ("mnist", "fashion_mnist", "cifar10", "celeb_a")
+
+
+def is_table_file(name: str) -> bool:
+    """Whether the data set `name` is a table file (its extension is in `TABLE_EXTENSIONS`)."""
+    return name.lower().endswith(TABLE_EXTENSIONS)

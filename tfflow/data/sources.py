@@ -19,7 +19,7 @@ import tensorflow as tf
 from tfflow.data.core import (TABLE_EXTENSIONS, DatasetInfo, Source, check_positive_int,
                               is_int, make_batching)
 from tfflow.data.digits import DigitsSource
-from tfflow.data.names import EMBEDDED_DATASETS
+from tfflow.data.names import EMBEDDED_DATASETS, is_table_file
 from tfflow.data.table import TableSource
 from tfflow.data.tfds_images import TFDS_IMAGE_DATASETS, TfdsSource, UnknownDatasetName
 from tfflow.data.toy import TOY_DATASETS, ToySource
@@ -243,7 +243,7 @@ def _resolve(where: str, name: Any, *, data_dir: str | None = None,
 def _source_kind(where: str, name: Any) -> str:
     if not isinstance(name, str) or not name:
         raise ValueError(f"{where}: expected a data set name or file path, got {name!r}.")
-    if name.lower().endswith(TABLE_EXTENSIONS):
+    if is_table_file(name):
         return "table"
     if name == "digits":
         return "digits"

@@ -10,7 +10,7 @@ import warnings
 from typing import Any
 
 from tfflow._rules import is_count, is_seed
-from tfflow.data.names import TABLE_EXTENSIONS, TOY_DATASETS
+from tfflow.data.names import TOY_DATASETS, is_table_file
 from tfflow.training.errors import UserError
 
 __all__ = [
@@ -89,7 +89,7 @@ DEFAULT_BATCH_AND_RATE: dict[str, tuple[int, float]] = {"images": (64, 8e-3),
 
 def data_kind(dataset: str) -> str:
     """"vectors" for a table file or a toy density, "images" for every other data set."""
-    if dataset.lower().endswith(TABLE_EXTENSIONS) or dataset in TOY_DATASETS:
+    if is_table_file(dataset) or dataset in TOY_DATASETS:
         return "vectors"
     return "images"
 
@@ -272,7 +272,7 @@ class TrainConfig:
             raise UserError(f"expected seed an integer in [0, 2**32 - 1], got "
                             f"{config.seed!r}.")
         config.context_columns = _context_columns(config)
-        if config.dataset.lower().endswith(TABLE_EXTENSIONS):
+        if is_table_file(config.dataset):
             # The run (config.json) names the file itself, wherever it is run from later.
             config.dataset = os.path.abspath(os.path.expanduser(config.dataset))
         if config.lr_schedule not in LR_SCHEDULES:
@@ -463,7 +463,7 @@ def _context_columns(config: TrainConfig) -> tuple[str, ...] | None:
     if not columns or any(not column for column in columns):
         raise UserError(f"expected context_columns as one or more column names or 0-based "
                         f"indices, e.g. a,b or 0,3, got {','.join(columns)!r}.")
-    if not config.dataset.lower().endswith(TABLE_EXTENSIONS):
+    if not is_table_file(config.dataset):
         raise UserError(f"context_columns applies to .npy/.csv tables, got dataset "
                         f"{config.dataset!r}.")
     if config.conditional:
@@ -499,7 +499,7 @@ def _preset(name: str) -> Any:
 def default_workdir(model: str, dataset: str) -> str:
     """`./tfflow_runs/<model>-<dataset>`, with a file path reduced to its stem."""
     name = dataset
-    if name.lower().endswith(TABLE_EXTENSIONS):
+    if is_table_file(name):
         name = os.path.splitext(os.path.basename(name))[0]
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "data"
     return os.path.join(".", "tfflow_runs", f"{model}-{name}")

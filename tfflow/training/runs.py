@@ -459,7 +459,8 @@ def _even_batch_size(data: RunData, split: str, batch_size: int) -> int:
     if not data.source.in_memory:
         return batch_size
     count = len(data.array(split))
-    return max(1, math.ceil(count / max(1, math.ceil(count / batch_size))))
+    batches = max(1, math.ceil(count / batch_size))
+    return max(1, math.ceil(count / batches))
 
 
 def load_run(workdir: str) -> tuple[Any, TrainConfig]:
