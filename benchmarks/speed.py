@@ -426,9 +426,13 @@ class Runner:
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
         if spec["library"] == TORCH_PEER:
             command = self.torch_command(spec)
-        elif self.args.cpu_allocator == "bfc":
-            # TF's BFC allocator on the CPU too, so that it reports peak tensor memory.
-            env["TF_CPU_ALLOCATOR_USE_BFC"] = "true"
+        else:
+            if self.args.cpu_allocator == "bfc":
+                # TF's BFC allocator on the CPU too, so that it reports peak tensor memory.
+                env["TF_CPU_ALLOCATOR_USE_BFC"] = "true"
+            if self.args.tf_intra_op_threads is not None:
+                # Read by TensorFlow when its runtime starts, as tf.config.threading sets it.
+                env["TF_NUM_INTRAOP_THREADS"] = str(self.args.tf_intra_op_threads)
         try:
             done = subprocess.run(command, capture_output=True, text=True, env=env,
                                   timeout=self.args.job_timeout, check=False)
@@ -1047,6 +1051,10 @@ def parse_args(argv=None):
                         help="bfc (default): workers run with TF_CPU_ALLOCATOR_USE_BFC=true, so "
                              "TF reports peak tensor memory on the CPU; default: TF's plain "
                              "CPU allocator (no tensor-memory numbers)")
+    parser.add_argument("--tf_intra_op_threads", type=int, default=None,
+                        help="CPU threads per op in every TensorFlow worker (tfflow and "
+                             "tfb.Glow alike; tfflow-train's default on the embedded data is 1, "
+                             "tfflow.training.threads); default: TensorFlow's (every core)")
     parser.add_argument("--job_timeout", type=float, default=900.,
                         help="seconds before a worker is killed")
     parser.add_argument("--json", default=None, help="also write every raw result here")

@@ -220,6 +220,8 @@ APP_ERROR_CASES = {
         (["--workdir="], 2, ["--workdir", "empty path ''"]),
         (["--seed=-1", "--workdir={tmp}/w"], 2, ["--seed", "[0, 4294967295]", "got -1"]),
         (["--seed=4294967296", "--workdir={tmp}/w"], 2, ["--seed", "got 4294967296"]),
+        (["--intra_op_threads=-1", "--workdir={tmp}/w"], 2,
+         ["intra_op_threads an int >= 0", "got -1"]),
         (["--model=realnvp", "--dataset={tmp}/empty.npy", "--workdir={tmp}/w"], 2,
          ["--dataset", "'{tmp}/empty.npy'", "empty (0 bytes)"]),
         (["--model=realnvp", "--dataset={tmp}/empty.csv", "--workdir={tmp}/w"], 2,
@@ -386,7 +388,7 @@ def test_os_errors_and_tensorflow_file_errors_become_one_line(capsys):
 
 
 APPS_AND_OWN_FLAGS = {
-    "tfflow-train": ["--epochs", "(default: '22')", "--model", "--dataset", "two_moons",
+    "tfflow-train": ["--epochs", "(default: '26')", "--model", "--dataset", "two_moons",
                      "--warmup_steps", "--max_train_seconds", "--coupling"],
     "tfflow-sample": ["--num_samples", "(default: '64')", "--temperature", "--output"],
     "tfflow-evaluate": ["--split", "train, validation, test", "--batch_size"],

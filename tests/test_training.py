@@ -3,6 +3,8 @@
 import dataclasses
 import math
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -305,3 +307,53 @@ def test_unknown_precision_is_a_user_error():
     with pytest.raises(training.UserError, match="unknown precision 'float16'; expected one of "
                                                  "float32, mixed_bfloat16, mixed_float16"):
         training.TrainConfig(precision="float16").resolved()
+
+
+# ------------------------------------------------------------------- threads per op
+
+
+@pytest.mark.parametrize("dataset, threads", [
+    ("digits", 1), ("two_moons", 1), ("/data/rows.csv", 1), ("/data/rows.npy", 1),
+    ("mnist", 0), ("cifar10", 0)])
+def test_small_examples_get_one_thread_per_op_on_a_cpu(dataset, threads):
+    assert not tf.config.list_physical_devices("GPU")  # the suite runs on CPUs
+    config = training.TrainConfig(dataset=dataset)
+    assert training.planned_intra_op_threads(config) == threads
+    assert training.planned_intra_op_threads(dataclasses.replace(config, strategy="tpu")) == 0
+    assert training.planned_intra_op_threads(
+        dataclasses.replace(config, intra_op_threads=3)) == 3
+
+
+def test_intra_op_threads_are_checked():
+    with pytest.raises(training.UserError, match=r"intra_op_threads an int >= 0, got -1"):
+        training.TrainConfig(intra_op_threads=-1).resolved()
+    assert training.TrainConfig(intra_op_threads=0).resolved().intra_op_threads == 0
+
+
+def test_threads_that_can_no_longer_change_are_refused_only_when_asked_for():
+    from tfflow.training.threads import use_intra_op_threads  # pylint: disable=import-outside-toplevel
+    _ = tf.constant(1.0) + 1.0  # TensorFlow's runtime runs: the setting is fixed
+    current = tf.config.threading.get_intra_op_parallelism_threads()
+    other = 7 if current != 7 else 5
+    with pytest.raises(training.UserError) as error:
+        use_intra_op_threads(training.TrainConfig(intra_op_threads=other).resolved())
+    for words in ("intra_op_threads", "already runs in this process", f"{other} was asked",
+                  "new process"):
+        assert words in str(error.value), str(error.value)
+    use_intra_op_threads(training.TrainConfig(intra_op_threads=current).resolved())
+    use_intra_op_threads(training.TrainConfig(dataset="cifar10").resolved())  # auto: keeps
+    assert tf.config.threading.get_intra_op_parallelism_threads() == current
+
+
+def test_a_new_process_gets_the_planned_threads_before_its_first_op():
+    code = ("import tensorflow as tf\n"
+            "from tfflow import training\n"
+            "from tfflow.training.threads import use_intra_op_threads\n"
+            "use_intra_op_threads(training.TrainConfig().resolved())\n"
+            "print(float(tf.constant(1.0) + 1.0), "
+            "tf.config.threading.get_intra_op_parallelism_threads())\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["2.0", "1"], result.stdout

@@ -21,8 +21,9 @@ the embedded digits within a few minutes on a laptop CPU). `train(config)`:
 model and config.
 
 The pieces, one module each: `config` (TrainConfig and the results),
-`strategies` (tf.distribute), `determinism` (reproducible runs), `callbacks`
-(budget, annealing, divergence guard, TensorBoard), `checkpoints` (atomic
+`strategies` (tf.distribute), `threads` (CPU threads per op), `determinism`
+(reproducible runs), `callbacks` (budget, annealing, divergence guard,
+TensorBoard), `checkpoints` (atomic
 writes, the backup a killed run resumes from), `health` (diagnosing overflow,
 conditioning), `run_data` (the run's resolved data source), `pictures` (sample
 grids, density pictures, sample, write_samples) and `runs` (train in named
@@ -55,10 +56,11 @@ _LAZY = {
     "SAMPLE_TEMPERATURES": "pictures", "sample": "pictures", "write_samples": "pictures",
     "RunData": "run_data", "evaluate": "runs", "load_run": "runs", "train": "runs",
     "STRATEGIES": "strategies", "is_chief": "strategies", "make_strategy": "strategies",
+    "planned_intra_op_threads": "threads",
 }
 __getattr__, __dir__ = lazy_attributes(__name__, _LAZY, (
     "callbacks", "checkpoints", "config", "determinism", "errors", "health", "pictures",
-    "run_data", "runs", "strategies"))
+    "run_data", "runs", "strategies", "threads"))
 
 __all__ = [
     "AnnealLearningRate",
@@ -88,6 +90,7 @@ __all__ = [
     "is_chief",
     "load_run",
     "make_strategy",
+    "planned_intra_op_threads",
     "sample",
     "save_model",
     "train",

@@ -56,7 +56,7 @@ MODEL_FILE = "model.keras"
 # Config fields that may differ between a run and its resumption: they change
 # neither the model nor the training arithmetic.
 RESUMABLE_DIFFERENCES: tuple[str, ...] = ("workdir", "data_dir", "verbose", "num_samples",
-                                          "strategy", "tpu")
+                                          "strategy", "tpu", "intra_op_threads")
 
 
 LOG_DIR = "logs"
@@ -99,17 +99,20 @@ class TrainConfig:
     """Every hyper-parameter of a training run.
 
     The defaults are the default `tfflow-train` run: Glow on the 1,293 training
-    digits in about a minute on 2 CPU cores, where overfitting is the enemy: a
-    short cosine-annealed run (22 epochs of batch 64 at a peak rate of 8e-3), a
+    digits in under a minute on 2 CPU cores, where overfitting is the enemy: a
+    short cosine-annealed run (26 epochs of batch 64 at a peak rate of 8e-3), a
     moving average of the weights (momentum 0.99), early stopping on the
-    validation loss, best weights restored. A training step of this small
-    model costs about as much at batch 64 as at 32 on a CPU (per-op overhead,
-    not arithmetic: 72 vs 65 ms, measured), so batch 64 halves an epoch, and
-    the higher rate makes up for the fewer steps. Measured on 2 shared CPU
-    cores (test bits/dim, seeds 0, 1, 2): 2.18, 2.23 and 2.20, in 76 CPU
-    seconds; the earlier default (40 epochs of batch 32 at 2e-3, early-stopped
-    after about 31) took 140-154 CPU seconds for 2.18 and 2.21 (seeds 0 and
-    1). Without the moving average 2.23 and 2.25 (that earlier default).
+    validation loss, best weights restored, one CPU thread per op
+    (`intra_op_threads`). A training step of this small model costs about as
+    much at batch 64 as at 32 on a CPU (per-op overhead, not arithmetic: 72
+    vs 65 ms, measured), so batch 64 halves an epoch, and the higher rate
+    makes up for the fewer steps. Measured on 2 CPU cores (test bits/dim,
+    seeds 0, 1, 2): 2.174, 2.192 and 2.186 in 52-56 s wall (22 epochs: 2.184,
+    2.213, 2.193; 30 epochs: 2.173, 2.183, 2.172 in 49-58 s; the validation
+    loss is lowest around epoch 21-23 either way). The earlier default (40
+    epochs of batch 32 at 2e-3, early-stopped after about 31) took 140-154 CPU
+    seconds for 2.18 and 2.21 (seeds 0 and 1); without the moving average
+    2.23 and 2.25.
 
     Attributes:
       model: A name in `tfflow.models.MODELS` ("glow", "realnvp", "nice", ...).
@@ -179,6 +182,12 @@ class TrainConfig:
       strategy: Distribution strategy name (`STRATEGIES`, see `make_strategy`);
         `batch_size` stays the global batch, split over the replicas.
       tpu: The TPU's name or address for strategy "tpu" ("local" on a TPU VM).
+      intra_op_threads: CPU threads one TensorFlow op may use; 0: TensorFlow's
+        default (every core). None: 1 for the embedded data sets and tables on
+        a machine without a GPU (their ops are too small to split: the
+        default run trains in about half the time on 2 cores), 0 otherwise
+        (`tfflow.training.threads`). Set once per process, before
+        TensorFlow's runtime starts.
       num_samples: Samples per picture.
       verbose: Keras verbosity for `fit` (1: progress bars, 2: a line per
         epoch, 0: silent); prints of `train` follow it too.
@@ -192,7 +201,7 @@ class TrainConfig:
     dataset: str = "digits"
     data_dir: str | None = None
     workdir: str | None = None
-    epochs: int = 22
+    epochs: int = 26
     batch_size: int | None = None
     learning_rate: float | None = None
     lr_schedule: str = "cosine"
@@ -224,6 +233,7 @@ class TrainConfig:
     deterministic: bool = False
     strategy: str = "default"
     tpu: str | None = None
+    intra_op_threads: int | None = None
     num_samples: int = 64
     verbose: int | str = "auto"
     levels: int | None = dataclasses.field(default=None, repr=False)
@@ -258,6 +268,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "num_samples"):
             check_positive_int(name, getattr(config, name))
         check_positive_int("patience", config.patience, allow_zero=True)
+        check_positive_int("intra_op_threads", config.intra_op_threads, allow_none=True,
+                           allow_zero=True)
         for name in ("num_examples", "scales", "steps_per_scale", "hidden_channels",
                      "blocks", "num_couplings", "transforms", "num_bins"):
             check_positive_int(name, getattr(config, name), allow_none=True)

@@ -35,6 +35,7 @@ from tfflow.training.health import conv1x1_condition_numbers, find_non_finite_la
 from tfflow.training.pictures import epoch_pictures, plots_note, write_pictures
 from tfflow.training.run_data import RunData
 from tfflow.training.strategies import is_chief, make_strategy
+from tfflow.training.threads import use_intra_op_threads
 
 __all__ = ["evaluate", "load_run", "train"]
 
@@ -83,6 +84,7 @@ def train(config: TrainConfig, *, overwrite: bool = False) -> TrainResult:
     """
     start = time.monotonic()
     config = config.resolved()
+    use_intra_op_threads(config)  # before TensorFlow's runtime starts (first op, data)
     if config.deterministic:  # first: the data pipelines are made under it too
         enable_determinism(config.seed)
     data = RunData.from_config(config)
