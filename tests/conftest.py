@@ -15,6 +15,8 @@ TensorFlow imports.
 
 import os
 
+import pytest
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # One CPU thread per op, in this process and the apps it starts, before TensorFlow's
 # runtime starts: the suite's models are tiny, and on them this is what tfflow-train
@@ -45,6 +47,7 @@ SLOWEST_FIRST = (
 )
 
 
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: a plain pytest without xdist still runs
 def pytest_xdist_auto_num_workers(config):
     """`-n auto`: one worker per core (at most MAX_WORKERS); none for a run of one file."""
     files = {str(arg).split("::", 1)[0] for arg in config.args}
