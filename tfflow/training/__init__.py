@@ -23,11 +23,10 @@ model and config.
 The pieces, one module each: `config` (TrainConfig and the results),
 `strategies` (tf.distribute), `threads` (CPU threads per op), `determinism`
 (reproducible runs), `callbacks` (budget, annealing, divergence guard,
-TensorBoard), `checkpoints` (atomic
-writes, the backup a killed run resumes from), `health` (diagnosing overflow,
-conditioning), `run_data` (the run's resolved data source), `pictures` (sample
-grids, density pictures, sample, write_samples) and `runs` (train in named
-steps, evaluate, load_run). Everything public is re-exported here.
+TensorBoard), `checkpoints` (atomic writes, the backup a killed run resumes
+from), `health` (diagnosing overflow, conditioning), `run_data` (the run's
+resolved data source), `pictures` (sample grids, density pictures, sample,
+write_samples) and `runs` (train in named steps, evaluate, load_run). Everything public is re-exported here.
 
 Example (a tiny run; the defaults train for minutes):
 

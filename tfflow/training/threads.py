@@ -8,11 +8,12 @@ fork-and-join costs more than it saves. Measured on 2 idle CPU cores
 37-42 ms with one thread per op against 71-80 ms with TensorFlow's default,
 and the default `tfflow-train` run of then (22 epochs) trained in 28-34 s
 instead of 44-54 s; Glow on 16x16 images was 1.2-1.4x faster; on 28x28 and
-32x32x3 images (hidden width 64 and 384) a training step was 1.0-1.3x
-faster, and `log_prob` at times slower; the toy densities' vector flows ran
-at the same speed (Keras' per-step overhead dominates there). So `train` asks for one thread per op
-for the embedded data sets and tables on a machine without a GPU, and leaves
-TensorFlow's default otherwise; `TrainConfig.intra_op_threads` overrides it.
+32x32x3 images (hidden width 64 and 384) a training step went from 5%
+slower to 1.3x faster, and `log_prob` at times slower; the toy densities'
+vector flows ran at the same speed (Keras' per-step overhead dominates
+there). So `train` asks for one thread per op for the embedded data sets
+and tables on a machine without a GPU, and leaves TensorFlow's default
+otherwise; `TrainConfig.intra_op_threads` overrides it.
 
 TensorFlow fixes the setting when its runtime starts (the first op), once per
 process: `train` sets it before it touches any data.
