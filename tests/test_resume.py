@@ -6,6 +6,7 @@ once the run has written a backup, so they land inside a later epoch.
 """
 
 import dataclasses
+import gc
 import json
 import os
 import signal
@@ -23,8 +24,10 @@ TIMEOUT_S = 240
 # average of the weights, the cosine schedule and early stopping all resume.
 # --deterministic: with the default time budget the schedule would otherwise
 # follow the clock too, and the weights would differ from run to run.
+# 12 epochs: the signal is sent after the second, and an epoch of this model takes
+# ~0.2 s with one thread per op: the run must outlast the watcher's slowest poll.
 FLAGS = ["--scales=1", "--steps_per_scale=1", "--hidden_channels=8", "--batch_size=64",
-         "--epochs=8", "--num_samples=4", "--verbose=2", "--deterministic"]
+         "--epochs=12", "--num_samples=4", "--verbose=2", "--deterministic"]
 
 
 def _train(workdir):
@@ -54,17 +57,30 @@ def _last_line(text):
 def _stop_after_a_backup(runs):
     """Sends each run {workdir: (process, signal)} its signal once its backup holds two epochs.
 
-    Returns {workdir: (exit status, stdout, stderr)}.
+    Returns {workdir: (exit status, stdout, stderr)}; a run that ended before its
+    signal fails here, with its output. This process's objects are frozen out of
+    the garbage collector meanwhile: a full collection of the suite's heap could
+    stall the polling for longer than the runs' remaining epochs.
     """
     waiting = dict(runs)
     deadline = time.monotonic() + TIMEOUT_S
-    while waiting:
-        assert time.monotonic() < deadline, f"no backup appeared in {list(waiting)}"
-        for workdir, (process, signal_number) in list(waiting.items()):
-            if _epochs_backed_up(workdir) >= 2 or process.poll() is not None:
-                process.send_signal(signal_number)
-                del waiting[workdir]
-        time.sleep(0.02)
+    gc.collect()
+    gc.freeze()
+    try:
+        while waiting:
+            assert time.monotonic() < deadline, f"no backup appeared in {list(waiting)}"
+            for workdir, (process, signal_number) in list(waiting.items()):
+                if _epochs_backed_up(workdir) >= 2 or process.poll() is not None:
+                    ended_early = process.poll() is not None
+                    process.send_signal(signal_number)
+                    del waiting[workdir]
+                    if ended_early:
+                        out, err = process.communicate(timeout=TIMEOUT_S)
+                        raise AssertionError(f"{workdir} ended (status {process.returncode}) "
+                                             f"before its signal:\n{out[-2000:]}\n{err[-2000:]}")
+            time.sleep(0.02)
+    finally:
+        gc.unfreeze()
     ended = {}
     for workdir, (process, _) in runs.items():
         out, err = process.communicate(timeout=TIMEOUT_S)
@@ -83,8 +99,8 @@ def test_killed_and_interrupted_runs_started_again_end_with_the_uninterrupted_we
         assert ended[killed][0] == -signal.SIGKILL, "the run ended before the kill"
         assert not (killed / "model.keras").exists()  # it really died mid-run
         # Ctrl-C: one line naming the workdir and how to resume, exit status 130.
-        int_code, _, int_err = ended[interrupted]
-        assert int_code == 130, int_err[-3000:]
+        int_code, int_out, int_err = ended[interrupted]
+        assert int_code == 130, int_out[-2000:] + int_err[-3000:]
         assert len(int_err.splitlines()) == 1, int_err[-3000:]
         assert int_err.startswith(f"tfflow-train: interrupted; the run is saved in "
                                   f"{interrupted} (backup after epoch "), int_err
@@ -109,7 +125,7 @@ def test_killed_and_interrupted_runs_started_again_end_with_the_uninterrupted_we
         assert resumed_at >= 3, name  # at least two epochs were not trained again
         # The same epochs, best epoch and test result, and the very same weights.
         assert summary(out) == summary(reference_out), name
-        assert "8 epochs" in _last_line(out)
+        assert "12 epochs" in _last_line(out)
         for mine, theirs in zip(_weights(tmp_path / name), _weights(reference), strict=True):
             np.testing.assert_array_equal(mine, theirs, err_msg=name)
         assert not (tmp_path / name / "backup").exists()  # deleted at the end, as Keras does
