@@ -20,6 +20,7 @@ callbacks below; TFP peers train with a plain `tf.function` step and
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
@@ -30,6 +31,23 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+#: How a benchmark's worker process hands its measurements back: its last such line.
+RESULT_PREFIX = "RESULT "
+
+
+def print_result(result: dict) -> None:
+    """Prints a worker's result as the line `worker_result` reads back."""
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+def worker_result(stdout: str) -> dict | None:
+    """The last result a worker printed (`print_result`) in `stdout`; None if none."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            return json.loads(line[len(RESULT_PREFIX):])
+    return None
 
 
 def subset(flag: str, value: str, allowed: Iterable[str]) -> list[str]:

@@ -97,8 +97,7 @@ def main() -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print("RESULT " + json.dumps(worker(args.worker, args.batch, args.steps, args.seed,
-                                            args.device)))
+        common.print_result(worker(args.worker, args.batch, args.steps, args.seed, args.device))
         return
     print(f"# {common.code_version()}; batch {args.batch}, {args.steps} steps, "
           f"memory_saving=True, {time.strftime('%Y-%m-%d %H:%M %Z')}")
@@ -108,11 +107,10 @@ def main() -> None:
                    "--batch", str(args.batch), "--steps", str(args.steps),
                    "--seed", str(args.seed), "--device", args.device]
         done = subprocess.run(command, text=True, capture_output=True, check=False)
-        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-        if done.returncode or not lines:
+        result = common.worker_result(done.stdout)
+        if done.returncode or result is None:
             print(f"{name}: failed (exit {done.returncode})\n{done.stderr[-3000:]}")
             continue
-        result = json.loads(lines[-1][len("RESULT "):])
         results.append(result)
         print(f"{name}: {json.dumps(result)}", flush=True)
     if results:

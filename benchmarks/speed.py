@@ -438,9 +438,9 @@ class Runner:
                                   timeout=self.args.job_timeout, check=False)
         except subprocess.TimeoutExpired:
             return {"error": f"timed out after {self.args.job_timeout} s"}
-        for line in done.stdout.splitlines()[::-1]:
-            if line.startswith("RESULT "):
-                return json.loads(line[len("RESULT "):])
+        result = common.worker_result(done.stdout)
+        if result is not None:
+            return result
         tail = [l for l in done.stderr.strip().splitlines() if l.strip()][-3:]
         return {"error": f"exit {done.returncode}: " + " | ".join(tail)[-400:]}
 
@@ -1079,8 +1079,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     if args.worker is not None:
-        result = worker(json.loads(args.worker))
-        print("RESULT " + json.dumps(result), flush=True)
+        common.print_result(worker(json.loads(args.worker)))
         return
     start = time.perf_counter()
     device = common.setup_device(args.device)

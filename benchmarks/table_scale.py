@@ -121,7 +121,7 @@ def _worker(args: argparse.Namespace) -> None:
         }
         del model, ds
         common.reset_peak_rss()
-    print("RESULT " + json.dumps(result), flush=True)
+    common.print_result(result)
 
 
 def main() -> None:
@@ -157,7 +157,7 @@ def main() -> None:
                        "--batch_size", str(args.batch_size), "--steps", str(args.steps),
                        "--warmup", str(args.warmup), "--models", ",".join(models)]
             output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-            result = json.loads(output.split("RESULT ", 1)[1])
+            result = common.worker_result(output)
             print(f"{rows:,d} x {columns}: {json.dumps(result)}", file=sys.stderr, flush=True)
             for name in MODELS:
                 if name not in result:

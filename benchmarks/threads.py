@@ -64,7 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         spec = json.loads(args.worker)
-        print("RESULT " + json.dumps(worker(**spec)), flush=True)
+        common.print_result(worker(**spec))
         return
     configs = common.subset("configs", args.configs, CONFIGS)
     print(f"device: cpu ({len(os.sched_getaffinity(0))} cores visible); "
@@ -82,10 +82,10 @@ def main() -> None:
                                        json.dumps(spec)], capture_output=True, text=True,
                                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
                                       check=False)
-                lines = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")]
-                if not lines:
+                result = common.worker_result(done.stdout)
+                if result is None:
                     raise SystemExit(f"{config} {name} failed:\n{done.stderr[-2000:]}")
-                results[name].append(json.loads(lines[-1][len("RESULT "):]))
+                results[name].append(result)
                 print(f"{config} {name} run {run + 1}: {results[name][-1]}", flush=True)
         for metric in ("train_ms", "log_prob_ms", "first_s"):
             values = {name: [r[metric] for r in results[name]] for name in SETTINGS}

@@ -50,7 +50,6 @@ clock starts, as importing TensorFlow is not timed for tfflow.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -204,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
                            steps=args.steps, hidden=args.hidden)
         print(f"PARAMS {count_params(model)}")
         return
-    print("RESULT " + json.dumps(run(args)), flush=True)
+    common.print_result(run(args))
 
 
 if __name__ == "__main__":
