@@ -6,7 +6,6 @@ once the run has written a backup, so they land inside a later epoch.
 """
 
 import dataclasses
-import gc
 import json
 import os
 import signal
@@ -32,9 +31,12 @@ FLAGS = ["--scales=1", "--steps_per_scale=1", "--hidden_channels=8", "--batch_si
 
 def _train(workdir):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    # Ctrl-C's default action in the run, as a terminal's foreground job has it: a process
+    # started with SIGINT ignored (inherited from whoever started pytest) keeps ignoring it.
     return subprocess.Popen([sys.executable, os.path.join(BIN, "tfflow-train"),
                              f"--workdir={workdir}", *FLAGS],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _epochs_backed_up(workdir):
@@ -58,29 +60,22 @@ def _stop_after_a_backup(runs):
     """Sends each run {workdir: (process, signal)} its signal once its backup holds two epochs.
 
     Returns {workdir: (exit status, stdout, stderr)}; a run that ended before its
-    signal fails here, with its output. This process's objects are frozen out of
-    the garbage collector meanwhile: a full collection of the suite's heap could
-    stall the polling for longer than the runs' remaining epochs.
+    signal fails here, with its output.
     """
     waiting = dict(runs)
     deadline = time.monotonic() + TIMEOUT_S
-    gc.collect()
-    gc.freeze()
-    try:
-        while waiting:
-            assert time.monotonic() < deadline, f"no backup appeared in {list(waiting)}"
-            for workdir, (process, signal_number) in list(waiting.items()):
-                if _epochs_backed_up(workdir) >= 2 or process.poll() is not None:
-                    ended_early = process.poll() is not None
-                    process.send_signal(signal_number)
-                    del waiting[workdir]
-                    if ended_early:
-                        out, err = process.communicate(timeout=TIMEOUT_S)
-                        raise AssertionError(f"{workdir} ended (status {process.returncode}) "
-                                             f"before its signal:\n{out[-2000:]}\n{err[-2000:]}")
-            time.sleep(0.02)
-    finally:
-        gc.unfreeze()
+    while waiting:
+        assert time.monotonic() < deadline, f"no backup appeared in {list(waiting)}"
+        for workdir, (process, signal_number) in list(waiting.items()):
+            if _epochs_backed_up(workdir) >= 2 or process.poll() is not None:
+                ended_early = process.poll() is not None
+                process.send_signal(signal_number)
+                del waiting[workdir]
+                if ended_early:
+                    out, err = process.communicate(timeout=TIMEOUT_S)
+                    raise AssertionError(f"{workdir} ended (status {process.returncode}) "
+                                         f"before its signal:\n{out[-2000:]}\n{err[-2000:]}")
+        time.sleep(0.02)
     ended = {}
     for workdir, (process, _) in runs.items():
         out, err = process.communicate(timeout=TIMEOUT_S)
