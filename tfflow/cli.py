@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import gc
 import json
 import os
 import re
@@ -529,9 +530,12 @@ def _run_reporting_user_errors(argv: Sequence[str], run: Callable[[Any], Any], *
     # absl's app.run turns on INFO logging, which TFDS and TF fill with noise.
     logging.set_verbosity(logging.WARNING)
     try:
-        if check is not None:
-            check()
-        run(_import_training())
+        try:
+            if check is not None:
+                check()
+            run(_import_training())
+        finally:
+            _skip_exit_collection()
     except UserError as error:
         _fail(program, str(error))
     except KeyboardInterrupt:
@@ -554,6 +558,17 @@ def _run_reporting_user_errors(argv: Sequence[str], run: Callable[[Any], Any], *
             if resume_hint is not None:
                 message = f"{message}; {resume_hint()}"
         _fail(program, message)
+
+
+def _skip_exit_collection() -> None:
+    """Leaves the heap out of the garbage collection Python runs as it exits.
+
+    With TensorFlow and a model loaded, that last pass took ~1.4 s of every
+    app's exit on 2 CPU cores (0.1 s frozen) and freed nothing the app still
+    needed: the apps close their files and writers themselves, and the
+    `atexit` handlers (TensorFlow's, absl's) still run.
+    """
+    gc.freeze()
 
 
 def _lost_peer_message(error: Exception) -> str | None:
