@@ -469,6 +469,11 @@ def measure_speed(train: Callable[[], float], log_prob: Callable[[], Any],
     out["train_ms"] = [1e3 * t for t in times]
     suspects = ["train step"] if suspect(out["first_step_s"], times) else []
     out["tensor_peak_steady"] = tensor("peak")
+    # What lives between steps (weights, optimizer slots): the rest of the peak is what a
+    # step adds (activations, gradients), the part recomputation can save.
+    out["tensor_between_steps"] = tensor("current")
+    if not no_tensors:
+        out["tensor_step_added"] = out["tensor_peak_steady"] - out["tensor_between_steps"]
     out["train_finite"] = bool(np.all(np.isfinite(losses)))
     out["final_loss"] = losses[-1]
     if phases == "all":
