@@ -31,8 +31,8 @@ setup(
         # matplotlib draws the run's pictures with axes, colour bars and captions
         # (tfflow.plots); without it they are plain pixels. CI tests both.
         "plots": ["matplotlib>=3.7"],
-        # pytest-xdist: `pytest -n auto` spreads the test files over the cores
-        # (tests/conftest.py says how); plain `pytest -q` stays serial.
+        # pytest-xdist: `pytest -q` spreads the test files over the cores
+        # (setup.cfg's addopts; tests/conftest.py says how).
         "test": ["pytest>=8", "pytest-xdist>=3.5", "matplotlib>=3.7"],
         "gpu": ["tensorflow[and-cuda]>=2.18,<2.22"],
     },

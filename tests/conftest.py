@@ -1,16 +1,16 @@
-"""Suite-wide settings: TensorFlow's log level and threads, and how a parallel run spreads files.
+"""Suite-wide settings: TensorFlow's log level and threads, and how the files spread over cores.
 
-`pytest -q -n auto --dist loadfile --no-loadscope-reorder` (pytest-xdist, in the
-test extra) runs the suite on one worker per CPU core (at most `MAX_WORKERS`: each
-worker imports TensorFlow and holds its models), a whole test file per worker: a
-file's module-scoped fixtures (a trained run, an export) are built once, and its
-tests run in their order. Most of the suite's time is a few files of real
-processes (the apps, the README's commands, multi-worker clusters), so the files
-are handed out slowest first (`SLOWEST_FIRST`; the plain run keeps that order
-too): the many short files then fill in at the end, and no worker is left alone
-with a long file while the other is idle. With `-n auto`, a run of one test file
-(or node ids of one file) stays in this process: workers would only add their
-TensorFlow imports.
+`pytest -q` runs with `-n auto --dist loadfile --no-loadscope-reorder`
+(setup.cfg's addopts; pytest-xdist is in the test extra): one worker per CPU
+core (at most `MAX_WORKERS`: each worker imports TensorFlow and holds its
+models), a whole test file per worker: a file's module-scoped fixtures (a
+trained run, an export) are built once, and its tests run in their order. Most
+of the suite's time is a few files of real processes (the apps, the README's
+commands, multi-worker clusters), so the files are handed out slowest first
+(`SLOWEST_FIRST`; `-n 0`, one process, keeps that order too): the many short
+files then fill in at the end, and no worker is left alone with a long file
+while the other is idle. A run of one test file (or node ids of one file)
+stays in this process: workers would only add their TensorFlow imports.
 """
 
 import os
@@ -24,26 +24,30 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 
 MAX_WORKERS = 4
-# Test files, longest first: the files of the 25 slowest tests of a full serial run on
-# 2 cores (1608 s, 2 Dec), then the largest files. Not yet a per-file measurement:
-# reorder it from a `--durations=0` run. Files not named here run after these.
+# Test files, longest first: every file of 20 s or more, by its tests' total time in a
+# CI run on 2 cores (`.ci/run` at d3591cf with these settings and `--junitxml`: 1571 s of
+# tests, 810 s wall). Files not named here run after these.
 SLOWEST_FIRST = (
-    "test_readme.py",
-    "test_bad_input.py",
     "test_bijectors.py",
     "test_cli.py",
-    "test_multi_worker.py",
+    "test_readme.py",
     "test_export.py",
-    "test_xla.py",
+    "test_multi_worker.py",
     "test_examples.py",
-    "test_resume.py",
-    "test_table_cli.py",
-    "test_conditional_glow.py",
-    "test_pictures.py",
+    "test_conditional.py",
     "test_models.py",
-    "test_layers.py",
+    "test_conditional_glow.py",
+    "test_resume.py",
+    "test_xla.py",
     "test_training.py",
+    "test_bad_input.py",
     "test_distribute.py",
+    "test_table_cli.py",
+    "test_model_api.py",
+    "test_vector_flows.py",
+    "test_pictures.py",
+    "test_memory_saving.py",
+    "test_presets.py",
 )
 
 
