@@ -15,13 +15,14 @@ from typing import Callable, Mapping
 import tensorflow as tf
 
 from tfflow.bijectors._base import FlowBijector
+from tfflow.bijectors._conv import conv2d_same_dot_gradients
 from tfflow.bijectors.actnorm import ActNorm
 from tfflow.bijectors.coupling import (AdditiveCoupling, AffineCoupling,
                                        SplineCoupling, tanh_log_scale)
 from tfflow.bijectors.invertible_1x1_conv import Invertible1x1Conv, LUInvertible1x1Conv
 from tfflow.bijectors.partitions import ChannelSplit
 from tfflow.bijectors.permute import PermuteChannels
-from tfflow.bijectors.stacked_steps import StackedSteps
+from tfflow.bijectors.stacked_steps import StackedSteps, in_xla_context
 
 __all__ = ["GLOW_COUPLINGS", "GLOW_PERMUTATIONS", "GatherChannels", "GlowSteps", "ParameterSpec",
            "context_projection", "glow_network", "glow_steps_parameters"]
@@ -137,20 +138,23 @@ def glow_network(x: tf.Tensor, params: Mapping[str, tf.Tensor], *,
     def get(name):
         return tf.cast(params[name], dtype)
 
+    # Under XLA the steps run in a loop, where XLA's builtin kernel gradient is slow (_conv).
+    conv2d = (conv2d_same_dot_gradients if in_xla_context()
+              else lambda h, kernel: tf.nn.conv2d(h, kernel, 1, "SAME"))
     rank = x.shape.rank
     batch_shape = tf.shape(x)[:rank - 3]
     h = tf.cast(tf.reshape(x, tf.concat([[-1], tf.shape(x)[rank - 3:]], 0)) if rank != 4
                 else x, dtype)
-    h = tf.nn.bias_add(tf.nn.conv2d(h, get("conv_in_kernel"), 1, "SAME"), get("conv_in_bias"))
+    h = tf.nn.bias_add(conv2d(h, get("conv_in_kernel")), get("conv_in_bias"))
     if context_term is not None:
         # [..., H] -> x's batch, flattened as h's: [N, 1, 1, H].
         term = tf.broadcast_to(tf.cast(context_term, dtype),
                                tf.concat([batch_shape, tf.shape(context_term)[-1:]], 0))
         h = h + tf.reshape(term, tf.concat([[-1, 1, 1], tf.shape(term)[-1:]], 0))
     h = tf.nn.relu(h)
-    h = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(h, get("conv_mid_kernel"), 1, "SAME"),
+    h = tf.nn.relu(tf.nn.bias_add(conv2d(h, get("conv_mid_kernel")),
                                   get("conv_mid_bias")))
-    h = tf.nn.bias_add(tf.nn.conv2d(h, get("conv_out_kernel"), 1, "SAME"), get("conv_out_bias"))
+    h = tf.nn.bias_add(conv2d(h, get("conv_out_kernel")), get("conv_out_bias"))
     h = h * tf.exp(get("log_gain") * tf.cast(GAIN_FACTOR, dtype))
     if rank != 4:
         h = tf.reshape(h, tf.concat([batch_shape, tf.shape(h)[1:]], 0))

@@ -7,10 +7,13 @@ along a leading axis and applies `step(params[k])` for k = 0..K-1 in a
 `tf.while_loop`, so the step is traced once whatever K is.
 
 Measured on 2 CPU cores (DESIGN.md, "Depth"): in graph mode the loop runs as
-fast as the unrolled steps and its first call no longer grows with K; under
-XLA on the CPU a loop runs 11-19x slower than unrolled XLA. So by default the
-steps are unrolled where that is cheaper: eagerly (nothing is traced) and
-inside an XLA compilation; `unroll=` overrides the choice.
+fast as the unrolled steps and its first call no longer grows with K. Under
+XLA the `inverse` loop (with Glow's kernel gradients written as dots,
+`tfflow.bijectors._conv`) trains within ~10% of unrolled XLA and compiles in
+7-9 s at K=8 and K=32 alike (unrolled: 29 and 93 s; benchmarks/README.md).
+So by default the steps loop, except eagerly (nothing is traced) and under
+XLA in the `forward` direction, which autodiff differentiates and XLA cannot
+compile as a looped gradient; `unroll=` overrides the choice.
 
 The gradient of the normalising direction (`inverse`, data -> latent, what
 training differentiates) through the loop is an explicit backward loop, not
@@ -119,8 +122,8 @@ class StackedSteps(FlowBijector):
           memory_saving: the gradient of `inverse` rebuilds activations
             instead of storing them (module docstring).
           unroll: True: a Python loop (K traced steps); False: a
-            `tf.while_loop`; None (default): unrolled eagerly and under XLA,
-            a loop otherwise.
+            `tf.while_loop`; None (default): unrolled eagerly and, under
+            XLA, in the `forward` direction; a loop otherwise.
           validate_args: passed to TFP.
           name: name scope.
         """
@@ -160,11 +163,17 @@ class StackedSteps(FlowBijector):
     def memory_saving(self) -> bool:
         return self._memory_saving
 
-    def unrolled(self) -> bool:
-        """Whether calls made here run a Python loop (see `unroll`)."""
+    def unrolled(self, inverse: bool = True) -> bool:
+        """Whether calls made here run a Python loop in that direction (see `unroll`).
+
+        By default: eagerly; and under XLA in the `forward` direction, which
+        autodiff differentiates (XLA cannot compile the TensorLists of a looped
+        gradient). `inverse` loops under XLA too: its gradient is `_backward`'s
+        explicit loop, so XLA's compile no longer grows with K.
+        """
         if self._unroll is not None:
             return bool(self._unroll)
-        return tf.executing_eagerly() or in_xla_context()
+        return tf.executing_eagerly() or (not inverse and in_xla_context())
 
     # One step -----------------------------------------------------------------------------------
     def _parts(self, params_k) -> list:
@@ -212,7 +221,7 @@ class StackedSteps(FlowBijector):
         num_steps = self._num_steps
         order = range(num_steps) if inverse else range(num_steps - 1, -1, -1)
         log_det = self._zero_log_det(x)
-        if self.unrolled():
+        if self.unrolled(inverse):
             # One unstack per parameter: its gradient is one stack (K slices `p[k]`
             # would each pad their gradient back to [K, ...]).
             slices = list(zip(*[tf.unstack(p, num=num_steps) for p in params]))

@@ -103,7 +103,8 @@ class GlowStepsLayer(FlowLayer):
     """Owns the weights of K Glow steps (ActNorm -> 1x1 conv -> coupling), stacked `[K, ...]`.
 
     Hands out a `tfflow.bijectors.GlowSteps`, which runs the K steps as one
-    traced step in a loop (unrolled eagerly and under XLA). So a deeper Glow
+    traced step in a loop (unrolled eagerly, and under XLA in the `forward`,
+    sampling, direction). So a deeper Glow
     costs no more to trace, and Keras sees ~15 weights per scale instead of
     ~15 K, each `[K, ...]` (its optimizer's update is one op per weight too).
 

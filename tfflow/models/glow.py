@@ -122,8 +122,8 @@ def Glow(image_shape, *, scales: int | None = None, steps_per_scale: int | None 
         either way (`tfflow.bijectors.StackedSteps`), from the K steps'
         inputs it kept; memory saving keeps none and rebuilds every step's
         input from its output instead, for one more pass through the steps.
-        Eagerly and under XLA (unrolled steps) the standard mode stores every
-        activation. Same weights (a checkpoint loads either way) and values;
+        Under XLA the same loops run; eagerly (unrolled steps) the standard
+        mode stores every activation. Same weights (a checkpoint loads either way) and values;
         gradients equal to round-off. Works with a context too (the
         gradient reaches the context's projections, and the context itself).
       dtype: "float32", "float64", a Keras mixed-precision policy
@@ -144,7 +144,8 @@ def Glow(image_shape, *, scales: int | None = None, steps_per_scale: int | None 
 
     Each scale's K steps are one `tfflow.layers.GlowStepsLayer` whose weights
     are stacked `[K, ...]`, run as one traced step in a `tf.while_loop` (graph
-    mode) or unrolled (eagerly and under XLA), so tracing does not grow with K.
+    mode and XLA; unrolled eagerly, and under XLA in the sampling direction), so
+    tracing, and XLA's compile of a training step, does not grow with K.
     Models saved before this layout (a `ChainLayer` of per-step ActNorm, 1x1
     conv and coupling layers) still load and run as they were saved.
     """
