@@ -124,8 +124,9 @@ def Glow(image_shape, *, scales: int | None = None, steps_per_scale: int | None 
         input from its output instead, for one more pass through the steps.
         Under XLA the same loops run; eagerly (unrolled steps) the standard
         mode stores every activation. Same weights (a checkpoint loads either
-        way) and values; gradients equal to round-off. Works with a context too (the
-        gradient reaches the context's projections, and the context itself).
+        way) and values; gradients equal to round-off. Works with a context
+        too (the gradient reaches the context's projections, and the context
+        itself).
       dtype: "float32", "float64", a Keras mixed-precision policy
         ("mixed_bfloat16", "mixed_float16": coupling networks in 16 bits, the
         flow, its log-dets and the loss in float32; see
