@@ -9,8 +9,8 @@ along a leading axis and applies `step(params[k])` for k = 0..K-1 in a
 Measured on 2 CPU cores (DESIGN.md, "Depth"): in graph mode the loop runs as
 fast as the unrolled steps and its first call no longer grows with K. Under
 XLA the `inverse` loop (with Glow's kernel gradients written as dots,
-`tfflow.bijectors._conv`) trains within ~10% of unrolled XLA and compiles in
-7-9 s at K=8 and K=32 alike (unrolled: 29 and 93 s; benchmarks/README.md).
+`tfflow.bijectors._conv`) trains 9-30% slower than unrolled XLA but compiles in
+7-9 s at K=8 and K=32 alike (unrolled: 22-29 and 85-93 s; benchmarks/README.md).
 So by default the steps loop, except eagerly (nothing is traced) and under
 XLA in the `forward` direction, which autodiff differentiates and XLA cannot
 compile as a looped gradient; `unroll=` overrides the choice.
