@@ -50,6 +50,19 @@ def worker_result(stdout: str) -> dict | None:
     return None
 
 
+def digits_images(shape: Sequence[int], n: int, seed: int):
+    """n digits-derived images of `shape` (H and W multiples of 8) in [0, 1), float32."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    from tfflow import data as tfdata  # pylint: disable=import-outside-toplevel
+    h, w, c = shape
+    levels = tfdata.load_array("digits", "train").astype(np.float32)  # [N, 8, 8, 1] in 0..16
+    levels = levels[np.arange(n) % len(levels)]
+    levels = np.repeat(np.repeat(levels, h // 8, axis=1), w // 8, axis=2)
+    levels = np.repeat(levels, c, axis=3)
+    noise = np.random.default_rng(seed).uniform(size=levels.shape).astype(np.float32)
+    return (levels + noise) / 17.
+
+
 def subset(flag: str, value: str, allowed: Iterable[str]) -> list[str]:
     """A comma-separated flag value as a list, every entry one of `allowed` (else exit)."""
     allowed = list(allowed)

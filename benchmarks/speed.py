@@ -104,19 +104,6 @@ QUICK_PROTOCOL = (1, 3)  # --quick: warm-up calls and timed calls per metric
 # =============================================================================== worker
 
 
-def _image_data(shape, n, seed):
-    """n digits-derived images of `shape` (H and W multiples of 8) in [0, 1), float32."""
-    import numpy as np  # pylint: disable=import-outside-toplevel
-    from tfflow import data as tfdata  # pylint: disable=import-outside-toplevel
-    h, w, c = shape
-    levels = tfdata.load_array("digits", "train").astype(np.float32)  # [N, 8, 8, 1] in 0..16
-    levels = levels[np.arange(n) % len(levels)]
-    levels = np.repeat(np.repeat(levels, h // 8, axis=1), w // 8, axis=2)
-    levels = np.repeat(levels, c, axis=3)
-    noise = np.random.default_rng(seed).uniform(size=levels.shape).astype(np.float32)
-    return (levels + noise) / 17.
-
-
 def _vector_data(dims, n, seed):
     import numpy as np  # pylint: disable=import-outside-toplevel
     from tfflow import data as tfdata  # pylint: disable=import-outside-toplevel
@@ -124,7 +111,7 @@ def _vector_data(dims, n, seed):
         points = tfdata.load_array("eight_gaussians", "train")
         return points[np.arange(n) % len(points)].astype(np.float32)
     if dims == 64:
-        return _image_data((8, 8, 1), n, seed).reshape(n, 64)
+        return common.digits_images((8, 8, 1), n, seed).reshape(n, 64)
     return np.random.default_rng(seed).normal(size=(n, dims)).astype(np.float32)
 
 
@@ -225,7 +212,7 @@ def worker(spec: dict) -> dict:
     shape, batch, seed = tuple(spec["shape"]), spec["batch"], spec["seed"]
     image = spec["model"] == "glow"
     dims = math.prod(shape)
-    make_data = _image_data if image else _vector_data
+    make_data = common.digits_images if image else _vector_data
     x_np = make_data(shape if image else dims, batch, seed)
     x_init = tf.constant(make_data(shape if image else dims, max(256, batch), seed + 1))
     x = tf.constant(x_np)
@@ -353,7 +340,7 @@ class Runner:
     def image_file(self, spec) -> str:
         """An .npz of the images every worker of `spec` trains on (torch_glow.py's --data).
 
-        The TensorFlow workers make the same arrays themselves (`_image_data`: the
+        The TensorFlow workers make the same arrays themselves (`common.digits_images`: the
         batch with `seed`, the ActNorm initialisation batch with `seed + 1`).
         """
         import numpy as np  # pylint: disable=import-outside-toplevel
@@ -362,8 +349,8 @@ class Runner:
         shape, batch, seed = tuple(spec["shape"]), spec["batch"], spec["seed"]
         path = os.path.join(self.workdir, f"{'x'.join(map(str, shape))}_b{batch}_s{seed}.npz")
         if not os.path.exists(path):
-            np.savez(path, x=_image_data(shape, batch, seed),
-                     x_init=_image_data(shape, max(256, batch), seed + 1))
+            np.savez(path, x=common.digits_images(shape, batch, seed),
+                     x_init=common.digits_images(shape, max(256, batch), seed + 1))
         return path
 
     def torch_command(self, spec, *extra) -> list[str]:

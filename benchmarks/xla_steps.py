@@ -1,7 +1,7 @@
 """Glow under XLA: a scale's K steps looped (tfflow's default) vs unrolled, as K grows.
 
 Each cell is a fresh process with one CPU thread per op: build the digits Glow
-(8x8x1, b64, L=2, h64, K steps per scale), `initialize` on 256 images,
+(8x8x1, b64, L=2, h64, K steps per scale), `initialize` on 256 digits,
 `compile(jit_compile=True)`, time the first `train_on_batch` (XLA's compile
 and one step; wall and CPU seconds), then the median of 12 training steps,
 and the first and median `log_prob` call of a `tf.function(jit_compile=True)`.
@@ -29,7 +29,6 @@ MODES = ("looped", "unrolled")
 
 
 def worker(mode: str, k: int) -> dict:
-    import numpy as np  # pylint: disable=import-outside-toplevel
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     import tfflow  # pylint: disable=import-outside-toplevel
@@ -39,9 +38,7 @@ def worker(mode: str, k: int) -> dict:
         stacked_steps.StackedSteps.unrolled = lambda self, inverse=True: (
             bool(self._unroll) if self._unroll is not None  # pylint: disable=protected-access
             else tf.executing_eagerly() or stacked_steps.in_xla_context())
-    rng = np.random.default_rng(0)
-    shape = (256, 8, 8, 1)
-    x = ((rng.integers(0, 17, shape) + rng.uniform(size=shape)) / 17).astype("float32")
+    x = common.digits_images((8, 8, 1), 256, 0)
     model = tfflow.models.Glow((8, 8, 1), scales=2, steps_per_scale=k, hidden_channels=64,
                                num_levels=17)
     model.initialize(x)

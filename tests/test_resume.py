@@ -67,8 +67,8 @@ def _stop_after_a_backup(runs):
     while waiting:
         assert time.monotonic() < deadline, f"no backup appeared in {list(waiting)}"
         for workdir, (process, signal_number) in list(waiting.items()):
-            if _epochs_backed_up(workdir) >= 2 or process.poll() is not None:
-                ended_early = process.poll() is not None
+            ended_early = process.poll() is not None
+            if _epochs_backed_up(workdir) >= 2 or ended_early:
                 process.send_signal(signal_number)
                 del waiting[workdir]
                 if ended_early:

@@ -530,12 +530,9 @@ def _run_reporting_user_errors(argv: Sequence[str], run: Callable[[Any], Any], *
     # absl's app.run turns on INFO logging, which TFDS and TF fill with noise.
     logging.set_verbosity(logging.WARNING)
     try:
-        try:
-            if check is not None:
-                check()
-            run(_import_training())
-        finally:
-            _skip_exit_collection()
+        if check is not None:
+            check()
+        run(_import_training())
     except UserError as error:
         _fail(program, str(error))
     except KeyboardInterrupt:
@@ -558,6 +555,8 @@ def _run_reporting_user_errors(argv: Sequence[str], run: Callable[[Any], Any], *
             if resume_hint is not None:
                 message = f"{message}; {resume_hint()}"
         _fail(program, message)
+    finally:
+        _skip_exit_collection()
 
 
 def _skip_exit_collection() -> None:

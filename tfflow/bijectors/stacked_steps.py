@@ -279,7 +279,7 @@ class StackedSteps(FlowBijector):
         """
         num_steps = self._num_steps
         event_ndims = self._event_ndims
-        if self.unrolled():
+        if self.unrolled(inverse=True):
             per_step = []
             slices = list(zip(*[tf.unstack(p, num=num_steps) for p in params]))
             for k in reversed(range(num_steps)):
@@ -334,7 +334,7 @@ class StackedSteps(FlowBijector):
 
     def _inverse_and_log_det(self, x):
         params = self._loop_params()
-        if self.unrolled() and not self._memory_saving:
+        if self.unrolled(inverse=True) and not self._memory_saving:
             return self._run(x, params, inverse=True)  # plain autodiff: no loop to hide
         keep_inputs = not self._memory_saving
 

@@ -26,7 +26,8 @@ The pieces, one module each: `config` (TrainConfig and the results),
 TensorBoard), `checkpoints` (atomic writes, the backup a killed run resumes
 from), `health` (diagnosing overflow, conditioning), `run_data` (the run's
 resolved data source), `pictures` (sample grids, density pictures, sample,
-write_samples) and `runs` (train in named steps, evaluate, load_run). Everything public is re-exported here.
+write_samples) and `runs` (train in named steps, evaluate, load_run).
+Everything public is re-exported here.
 
 Example (a tiny run; the defaults train for minutes):
 
