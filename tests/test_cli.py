@@ -432,6 +432,21 @@ def test_import_tfflow_is_all_keras_needs_to_load_a_tfflow_model():
     assert result.stdout.strip().splitlines()[-1] == "FlowModel", result.stdout
 
 
+
+def test_import_tfflow_freezes_the_libraries_heap_and_later_cycles_are_still_collected():
+    # tfflow._heap: full collections skip TensorFlow's long-lived objects; the user's are not.
+    code = ("import gc, weakref, tfflow\n"
+            "class Node: pass\n"
+            "a, b = Node(), Node(); a.b, b.a = b, a; probe = weakref.ref(a); del a, b\n"
+            "gc.collect(); print(gc.get_freeze_count(), probe() is None)")
+    env = {k: v for k, v in os.environ.items() if k != "TFFLOW_DEFER_IMPORTS"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=TIMEOUT_S, check=False, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    frozen, collected = result.stdout.split()
+    assert int(frozen) > 100_000, frozen  # TensorFlow, TFP and Keras leave ~400,000
+    assert collected == "True", result.stdout
+
 @pytest.fixture(scope="module")
 def budget_run(tmp_path_factory):
     """A run as a new user starts it: no TF_CPP_MIN_LOG_LEVEL, output to a pipe, tiny budget."""

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from tfflow._heap import freeze_long_lived
 from tfflow.models.autoregressive import IAF, MAF, NSF
 from tfflow.models.flow_model import FlowModel, FusedAdam, LinearWarmup
 from tfflow.models.glow import Glow, glow_flow
 from tfflow.models.nice import NICE
 from tfflow.models.presets import PRESETS, preset
 from tfflow.models.realnvp import RealNVP
+
+# TensorFlow, TFP and Keras are loaded: later garbage collections skip their heap (_heap).
+freeze_long_lived()
 
 __all__ = ["FlowModel", "FusedAdam", "Glow", "IAF", "LinearWarmup", "MAF", "MODELS", "NICE",
            "NSF", "PRESETS", "RealNVP", "build", "preset"]
