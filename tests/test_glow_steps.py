@@ -2,7 +2,8 @@
 
 check_bijector runs through tests/bijector_registry.py; here: the memory-saving
 gradient equals plain autodiff (looped and unrolled), the loop equals the
-unrolled steps, and the layer's step-by-step ActNorm initialisation.
+unrolled steps, the layer's step-by-step ActNorm initialisation, and the
+saved network activations the training replay reuses.
 """
 
 import numpy as np
@@ -84,3 +85,47 @@ def test_initialisation_standardises_every_step():
     for z in outputs:
         np.testing.assert_allclose(z.mean(axis=(0, 1, 2)), 0., atol=1e-8)
         np.testing.assert_allclose(z.std(axis=(0, 1, 2)), 1., atol=1e-6)
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_replayed_network_gives_autodiffs_output_and_gradients(conditional):
+    # The backward loop's replay reuses the saved activations (glow_network_replayed).
+    from tfflow.bijectors.glow_steps import (glow_network, glow_network_replayed,
+                                            glow_network_saving)
+    specs = tfflow.bijectors.glow_steps_parameters(4, 8, context_units=3 if conditional else None)
+    rng = np.random.default_rng(0)
+    params = {name: tf.constant(0.3 * rng.standard_normal(spec.shape)) for name, spec in
+              specs.items() if not spec.integer}
+    x = tf.constant(rng.standard_normal([2, 5, 4, 4, 2]))  # two batch axes
+    term = tf.constant(rng.standard_normal([2, 5, 3])) @ params["context_kernel"] \
+        if conditional else None
+    upstream = tf.constant(rng.standard_normal([2, 5, 4, 4, 4]))
+    sources = [x] + [params[name] for name in sorted(params) if name.startswith("conv")]
+    sources += [params["log_gain"]]
+    sources += [term] if conditional else []
+
+    def run(network):
+        with tf.GradientTape() as tape:
+            tape.watch(sources)
+            out = network()
+        return [out] + tape.gradient(out, sources, output_gradients=upstream)
+
+    want = run(lambda: glow_network(x, params, context_term=term))
+    saved = glow_network_saving(x, params, context_term=term)[1]
+    got = tf.function(lambda: run(lambda: glow_network_replayed(x, params, saved,
+                                                                 context_term=term)),
+                      autograph=False)()
+    for value, expected in zip(got, want):
+        np.testing.assert_allclose(value, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("memory_saving", [False, True])
+def test_the_training_replay_runs_the_forward_convolutions_only_under_memory_saving(
+        memory_saving):
+    bijector, x = glow_steps(tf.float64, unroll=False, memory_saving=memory_saving)
+    graph = tf.function(_gradients, autograph=False).get_concrete_function(bijector, x).graph
+    bodies = [{node.op for node in f.node_def} for f in graph.as_graph_def().library.function]
+    backward = [ops for ops in bodies if "Conv2DBackpropFilter" in ops]
+    assert backward, bodies
+    # Standard mode saves the network's activations; memory saving rebuilds them.
+    assert all(("Conv2D" in ops) == memory_saving for ops in backward), backward

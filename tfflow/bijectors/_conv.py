@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-__all__ = ["conv2d_same_dot_gradients"]
+__all__ = ["builtin_gradients", "conv2d_same_dot_gradients", "dot_gradients"]
 
 
 def conv2d_same_dot_gradients(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
@@ -40,15 +40,37 @@ def conv2d_same_dot_gradients(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
 
     @tf.custom_gradient
     def conv(x, kernel):
-        def gradient(dy):
-            flipped = tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2])
-            dx = tf.nn.conv2d(dy, flipped, 1, "SAME")
-            padded = tf.pad(x, [[0, 0], [kh // 2, kh // 2], [kw // 2, kw // 2], [0, 0]])
-            height, width = tf.shape(x)[1], tf.shape(x)[2]
-            taps = [[tf.einsum("nhwi,nhwo->io", padded[:, i:i + height, j:j + width, :], dy)
-                     for j in range(kw)] for i in range(kh)]
-            return dx, tf.stack([tf.stack(row) for row in taps])
-
-        return tf.nn.conv2d(x, kernel, 1, "SAME"), gradient
+        return tf.nn.conv2d(x, kernel, 1, "SAME"), lambda dy: dot_gradients(x, kernel, dy)
 
     return conv(x, kernel)
+
+
+def dot_gradients(x: tf.Tensor, kernel: tf.Tensor, dy: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """`(dx, dkernel)` of `y = conv(x, kernel)` (stride 1, 'same', odd kernel) given `dy`: dots.
+
+    The input gradient is a convolution with the flipped, transposed kernel,
+    the kernel gradient one [I, O] dot per tap (module docstring).
+    """
+    kh, kw = kernel.shape[0], kernel.shape[1]
+    flipped = tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2])
+    dx = tf.nn.conv2d(dy, flipped, 1, "SAME")
+    padded = tf.pad(x, [[0, 0], [kh // 2, kh // 2], [kw // 2, kw // 2], [0, 0]])
+    height, width = tf.shape(x)[1], tf.shape(x)[2]
+    taps = [[tf.einsum("nhwi,nhwo->io", padded[:, i:i + height, j:j + width, :], dy)
+             for j in range(kw)] for i in range(kh)]
+    return dx, tf.stack([tf.stack(row) for row in taps])
+
+
+def builtin_gradients(x: tf.Tensor, kernel: tf.Tensor, dy: tf.Tensor
+                      ) -> tuple[tf.Tensor, tf.Tensor]:
+    """`(dx, dkernel)` as autodiff of `tf.nn.conv2d(x, kernel, 1, "SAME")` computes them.
+
+    TensorFlow's own kernels (`Conv2DBackpropInput`, `Conv2DBackpropFilter`),
+    the fast ones outside XLA.
+    """
+    strides = [1, 1, 1, 1]
+    dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=kernel, out_backprop=dy,
+                                        strides=strides, padding="SAME")
+    dkernel = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(kernel),
+                                              out_backprop=dy, strides=strides, padding="SAME")
+    return dx, dkernel
