@@ -150,6 +150,7 @@ def glow_network_saving(x: tf.Tensor, params: Mapping[str, tf.Tensor], *,
     takes to give the same output and gradients without running a convolution.
     """
     h, term, weights = _network_inputs(x, params, compute_dtype, context_term)
+    # Under XLA the steps run in a loop, where XLA's builtin kernel gradient is slow (_conv).
     conv2d = (conv2d_same_dot_gradients if in_xla_context()
               else lambda h, kernel: tf.nn.conv2d(h, kernel, 1, "SAME"))
     pre1 = tf.nn.bias_add(conv2d(h, weights["conv_in_kernel"]), weights["conv_in_bias"])
@@ -181,7 +182,7 @@ def glow_network_replayed(x: tf.Tensor, params: Mapping[str, tf.Tensor], saved: 
     """
     h, term, weights = _network_inputs(x, params, compute_dtype, context_term)
     names = list(weights)
-    conv_gradients = dot_gradients if in_xla_context() else builtin_gradients
+    conv_gradients = dot_gradients if in_xla_context() else builtin_gradients  # as above
     a1, a2, out = saved
 
     @tf.custom_gradient
