@@ -228,10 +228,11 @@ class LUInvertible1x1Conv(_ChannelMixing):
         # its loops (and its gradient), where band_part and a dynamic eye cost ~40 ops.
         channels = self._input_channels
         eye = tf.constant(np.eye(channels), self.dtype)
-        strictly_lower = tf.constant(np.tri(channels, k=-1, dtype=bool))
+        # Two constants, not a transpose: oneDNN's transpose logs an error for bool tensors.
+        strictly_lower = np.tri(channels, k=-1, dtype=bool)
         perm = tf.gather(eye, read(self._permutation))
-        lower = tf.where(strictly_lower, lower, 0.) + eye
-        upper = tf.where(tf.transpose(strictly_lower), upper, 0.) + \
+        lower = tf.where(tf.constant(strictly_lower), lower, 0.) + eye
+        upper = tf.where(tf.constant(strictly_lower.T), upper, 0.) + \
             tf.linalg.diag(read(self._sign_s) * tf.exp(log_abs_s))
         return perm, lower, upper
 
