@@ -38,7 +38,7 @@ from typing import Any, NoReturn
 from absl import flags
 from absl import logging
 
-# These three load without TensorFlow (see the module docstring).
+# These load without TensorFlow (see the module docstring).
 from tfflow import _rules
 from tfflow._heap import freeze_long_lived
 from tfflow.data import names as data_names

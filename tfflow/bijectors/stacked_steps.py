@@ -22,7 +22,7 @@ back-propagates through one step at a time, replayed under a tape. The
 forward loop keeps each step's input (`[K, ...]`) and, while a gradient is
 being recorded, what a subclass's step saves for its replay (`GlowSteps`:
 its network's activations, so the replay runs no convolution; digits Glow
-train step 24-27 vs 28-31 ms); with `memory_saving=True` it keeps nothing,
+train step 23-25 vs 29-30 ms); with `memory_saving=True` it keeps nothing,
 and the backward loop rebuilds each step's input from its output instead
 (`tfflow.bijectors.reversible.inverse_vjp`). Autodiff of the
 loop (while_v2's gradient: the body's gradient graph plus an accumulator for
