@@ -25,17 +25,21 @@ def _gradients(bijector, x):
     return tape.gradient(loss, [x] + bijector.params)
 
 
+def _assert_same_gradients(got, want, relative_to_max):
+    for value, expected in zip(got, want):
+        assert (value is None) == (expected is None)
+        if expected is not None:
+            scale = max(float(np.max(np.abs(expected))), 1e-12)
+            np.testing.assert_allclose(value, expected, rtol=0, atol=relative_to_max * scale)
+
+
 @pytest.mark.parametrize("unroll", [True, False])
 @pytest.mark.parametrize("coupling", ["affine", "spline"])
 def test_memory_saving_gradients_equal_plain_autodiff(unroll, coupling):
     plain, x = glow_steps(tf.float64, coupling=coupling, unroll=unroll)
     saving, _ = glow_steps(tf.float64, coupling=coupling, unroll=unroll, memory_saving=True)
     run = tf.function(_gradients, autograph=False) if not unroll else _gradients
-    for got, want in zip(run(saving, x), run(plain, x)):
-        assert (got is None) == (want is None)
-        if want is not None:
-            scale = max(float(np.max(np.abs(want))), 1e-12)
-            np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * scale)
+    _assert_same_gradients(run(saving, x), run(plain, x), relative_to_max=1e-5)
 
 
 def test_loop_equals_unrolled_steps():
@@ -146,7 +150,5 @@ def test_forward_traced_without_a_tape_still_differentiates_exactly():
             loss = tf.reduce_sum(tf.sin(run(z)))
         return tape.gradient(loss, [z] + bijector.params)
 
-    for got, want in zip(gradients(forward, looped), gradients(unrolled.forward, unrolled)):
-        assert (got is None) == (want is None)
-        if want is not None:
-            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    _assert_same_gradients(gradients(forward, looped), gradients(unrolled.forward, unrolled),
+                           relative_to_max=1e-10)
