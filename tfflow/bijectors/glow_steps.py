@@ -421,6 +421,9 @@ class GlowSteps(StackedSteps):
             return out
 
         y, log_det = self._apply_parts(self._glow_step(params_k, network), x, inverse=True)
+        if len(saved) != len(self._saved_dtypes()):  # the replay pairs one call with one save
+            raise ValueError(f"GlowSteps: expected one network call per step, got "
+                             f"{len(saved) // 3}.")
         return y, log_det, saved
 
     def _replay_parts(self, params_k, saved) -> list:
