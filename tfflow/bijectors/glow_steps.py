@@ -150,9 +150,7 @@ def glow_network_saving(x: tf.Tensor, params: Mapping[str, tf.Tensor], *,
     takes to give the same output and gradients without running a convolution.
     """
     h, term, weights = _network_inputs(x, params, compute_dtype, context_term)
-    # Under XLA the steps run in a loop, where XLA's builtin kernel gradient is slow (_conv).
-    conv2d = (conv2d_same_dot_gradients if in_xla_context()
-              else lambda h, kernel: tf.nn.conv2d(h, kernel, 1, "SAME"))
+    conv2d, _ = _convolutions()
     pre1 = tf.nn.bias_add(conv2d(h, weights["conv_in_kernel"]), weights["conv_in_bias"])
     a1 = tf.nn.relu(pre1 if term is None else pre1 + term)
     a2 = tf.nn.relu(tf.nn.bias_add(conv2d(a1, weights["conv_mid_kernel"]),
@@ -182,7 +180,7 @@ def glow_network_replayed(x: tf.Tensor, params: Mapping[str, tf.Tensor], saved: 
     """
     h, term, weights = _network_inputs(x, params, compute_dtype, context_term)
     names = list(weights)
-    conv_gradients = dot_gradients if in_xla_context() else builtin_gradients  # as above
+    _, conv_gradients = _convolutions()
     a1, a2, out = saved
 
     @tf.custom_gradient
@@ -207,6 +205,18 @@ def glow_network_replayed(x: tf.Tensor, params: Mapping[str, tf.Tensor], saved: 
 
     values = [weights[name] for name in names] + ([] if term is None else [term])
     return _unflatten(layers(h, *values), x)
+
+
+def _convolutions():
+    """`(conv2d, conv_gradients)` of the network where it is being traced.
+
+    Under XLA the steps run in a loop, where XLA's builtin kernel gradient is
+    slow: the kernel gradients are dots there (`_conv`); elsewhere TensorFlow's
+    own kernels.
+    """
+    if in_xla_context():
+        return conv2d_same_dot_gradients, dot_gradients
+    return (lambda h, kernel: tf.nn.conv2d(h, kernel, 1, "SAME")), builtin_gradients
 
 
 _NETWORK_WEIGHTS = ("conv_in_kernel", "conv_in_bias", "conv_mid_kernel", "conv_mid_bias",
@@ -411,8 +421,6 @@ class GlowSteps(StackedSteps):
         return [self._network_dtype or self.dtype] * 3
 
     def _step_apply_saving(self, x, params_k):
-        if not self._saved_dtypes():
-            return super()._step_apply_saving(x, params_k)
         saved = []
 
         def network(conditioning, p, **options):

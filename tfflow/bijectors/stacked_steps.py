@@ -230,7 +230,10 @@ class StackedSteps(FlowBijector):
         return []
 
     def _step_apply_saving(self, x, params_k):
-        """`(y, log_det, saved)`: one `inverse` step and the tensors its gradient reuses."""
+        """`(y, log_det, saved)`: one `inverse` step and the tensors its gradient reuses.
+
+        Called only when `_saved_dtypes()` names some, one tensor per dtype.
+        """
         y, log_det = self._step_apply(x, params_k, inverse=True)
         return y, log_det, []
 
@@ -274,10 +277,9 @@ class StackedSteps(FlowBijector):
             k = i if inverse else num_steps - 1 - i
             if saved_dtypes:
                 y, ldj, saved = self._step_apply_saving(x, read(k))
-                kept = [array.write(k, value) for array, value in zip(kept, [x] + list(saved))]
             else:
-                y, ldj = self._step_apply(x, read(k), inverse)
-                kept = [array.write(k, x) for array in kept]
+                (y, ldj), saved = self._step_apply(x, read(k), inverse), []
+            kept = [array.write(k, value) for array, value in zip(kept, [x] + list(saved))]
             return (i + 1, tf.ensure_shape(y, x_shape), log_det + ldj, *kept)
 
         result = tf.while_loop(lambda i, *_: i < num_steps, body,

@@ -120,7 +120,8 @@ def Glow(image_shape, *, scales: int | None = None, steps_per_scale: int | None 
       memory_saving: train without storing activations. In graph mode the
         backward pass of each level's K steps replays one step at a time
         either way (`tfflow.bijectors.StackedSteps`), from the K steps'
-        inputs it kept; memory saving keeps none and rebuilds every step's
+        inputs it kept (and, in graph mode, their coupling networks'
+        activations); memory saving keeps none and rebuilds every step's
         input from its output instead, for one more pass through the steps.
         Under XLA the same loops run; eagerly (unrolled steps) the standard
         mode stores every activation. Same weights (a checkpoint loads either
